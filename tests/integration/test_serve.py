@@ -1,0 +1,70 @@
+"""`yap serve` as a user runs it: a real process, a real port, vLLM's CPU build on the demo model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def serve(tmp_path: Path, demo_model_dir: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
+    """Start `yap serve` with nothing but a port (and the prebuilt demo model's store)."""
+    port = free_port()
+    env = {**os.environ, "YAP_PORT": str(port), "YAP_ENGINES_DIR": str(demo_model_dir.parent),
+           "VLLM_CPU_KVCACHE_SPACE": "1"}
+    for name in ("MODEL", "ENGINE", "INFERENCE_ENGINE"):
+        env.pop(name, None)
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "yap_server.cli", "serve"], env=env, stdout=log,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        yield process, port, tmp_path / "serve.log"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def wait_for_health(process: subprocess.Popen[str], port: int, timeout: float = 240) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "yap serve exited during start-up"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        except httpx.TransportError:
+            time.sleep(0.5)
+    raise AssertionError("yap serve did not answer /healthz in time")
+
+
+def test_yap_serve_answers_healthz_on_the_embedded_default(
+    serve: tuple[subprocess.Popen[str], int, Path],
+) -> None:
+    process, port, log = serve
+    response = wait_for_health(process, port)
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    process.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises the signal so the exit status reports it.
+    assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+    text = log.read_text()
+    assert "Application shutdown complete" in text
+    assert "serving the demo model" in text

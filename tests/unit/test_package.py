@@ -1,0 +1,71 @@
+"""Packaging contracts: light imports, the registry, exported names, settings errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import yap_engines
+from yap_engines import BackendUnavailableError, EngineSettings, FakeEngine, SettingsError, UnknownBackendError, load_engine
+
+HEAVY = ("torch", "vllm", "tensorrt_llm", "transformers")
+
+
+def test_importing_the_packages_pulls_in_no_backend() -> None:
+    code = (
+        "import json, sys\n"
+        "import yap_engines, yap_server, quant\n"
+        "import yap_engines.chat, yap_engines.thinking, yap_engines.demo, yap_server.app, yap_server.cli\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_exported_names_exist() -> None:
+    for name in yap_engines.__all__:
+        assert hasattr(yap_engines, name), name
+
+
+def test_unknown_engine_lists_the_valid_names() -> None:
+    with pytest.raises(UnknownBackendError, match="fake, vllm, trt, openai"):
+        yap_engines.registry.engine_class("llama.cpp")
+
+
+@pytest.mark.parametrize("name", ["trt", "openai"])
+def test_engines_of_later_releases_say_so(name: str) -> None:
+    with pytest.raises(BackendUnavailableError, match="not built yet"):
+        yap_engines.registry.engine_class(name)
+
+
+def test_load_engine_builds_from_settings_fields() -> None:
+    engine = load_engine("fake", fake_text="hello there", fake_tokens_per_s=5)
+    assert isinstance(engine, FakeEngine)
+    assert (engine.text, engine.tokens_per_s) == ("hello there", 5)
+
+
+def test_a_bad_variable_fails_naming_it() -> None:
+    code = "from yap_engines import EngineSettings; EngineSettings.from_env()"
+    env = {**os.environ, "CHAT_MAX_OUT": "lots"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode != 0
+    assert "CHAT_MAX_OUT" in out.stderr and "lots" in out.stderr
+
+
+def test_settings_errors_name_the_variable_and_defaults_leave_room_for_output() -> None:
+    with pytest.raises(SettingsError, match="ENGINE"):
+        EngineSettings.from_env(engine="llama.cpp")
+    settings = EngineSettings(chat_max_len=5025, chat_max_out=150)
+    assert settings.max_model_len == 5175
+
+
+def test_yap_serve_reports_a_bad_setting_and_exits_2() -> None:
+    env = {**os.environ, "YAP_PORT": "http"}
+    out = subprocess.run([sys.executable, "-m", "yap_server.cli", "serve", "--engine", "fake"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2
+    assert "YAP_PORT" in out.stderr

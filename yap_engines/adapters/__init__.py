@@ -1,0 +1,1 @@
+"""One module per backend; only that module imports the backend's packages."""

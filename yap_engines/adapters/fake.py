@@ -1,0 +1,312 @@
+"""In-library engines for tests, notebooks and server benchmarks: no model, no GPU.
+
+`FakeEngine` streams deterministic text (a fixed text, a script of replies, or words drawn from a
+seed) at a configurable rate. `FunctionEngine` streams whatever an async function yields. Both
+behave like a real backend where it matters: deltas only, `max_tokens` -> "length", stop strings
+-> "stop", cancellation and `abort()` free the request at once, usage with simulated prefix-cache
+hits (whole blocks of a previously seen prompt), and an optional failure after N tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import zlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from ..errors import EngineDeadError, GenerationError, InvalidRequestError, UnsupportedFeature
+from ..types import ChatRequest, Delta, EngineHealth, FinishReason, StructuredOutput, Usage
+
+_WORDS = (
+    "sure", "okay", "let", "me", "see", "the", "screen", "shows", "a", "window", "with", "some", "text",
+    "I", "think", "that", "is", "right", "here", "you", "go", "nice", "question", "today", "weather",
+    "sounds", "good", "maybe", "we", "can", "try", "again", "later", "thanks", "for", "asking",
+)
+_PIECE = re.compile(r"\s*\S+|\s+")
+
+
+def piece_token_id(piece: str) -> int:
+    """A stable fake token id for a text piece."""
+    return zlib.crc32(piece.encode()) % 50_000
+
+
+def split_pieces(text: str) -> list[str]:
+    """Split text into fake tokens: each word with its leading whitespace."""
+    return _PIECE.findall(text)
+
+
+def example_for_schema(schema: dict[str, Any]) -> Any:
+    """A minimal instance of a JSON schema (enum/const, objects, arrays, scalars, anyOf/oneOf)."""
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return example_for_schema(schema[key][0])
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = kind[0]
+    if kind == "object":
+        props: dict[str, Any] = schema.get("properties", {})
+        wanted = schema.get("required") or list(props)
+        return {name: example_for_schema(props.get(name, {})) for name in wanted}
+    if kind == "array":
+        return [example_for_schema(schema.get("items", {})) for _ in range(schema.get("minItems", 0))]
+    if kind == "string":
+        return "a" * schema.get("minLength", 1)
+    if kind == "integer":
+        return int(schema.get("minimum", 0))
+    if kind == "number":
+        return float(schema.get("minimum", 0))
+    if kind == "boolean":
+        return True
+    return None
+
+
+class _StreamingFake:
+    """Shared streaming loop: rate, first-token delay, stop strings, limits, abort, usage."""
+
+    __test__ = False
+    name = "fake"
+
+    def __init__(
+        self,
+        *,
+        tokens_per_s: float = 0.0,
+        first_token_delay_s: float = 0.0,
+        fail_after: int | None = None,
+        cache_block_size: int = 16,
+        model_id: str = "fake",
+    ) -> None:
+        self.tokens_per_s = tokens_per_s
+        self.first_token_delay_s = first_token_delay_s
+        self.fail_after = fail_after
+        self.cache_block_size = cache_block_size
+        self.model_id = model_id
+        self._running: dict[str, asyncio.Event] = {}
+        self._seen_prompts: deque[tuple[int, ...]] = deque(maxlen=64)
+        self._dead_reason: str | None = None
+        self.requests_started = 0
+
+    # -- subclass hook ---------------------------------------------------------------------------
+    def _pieces(self, request: ChatRequest) -> AsyncIterator[str]:
+        raise NotImplementedError
+
+    # -- introspection for tests and the server --------------------------------------------------
+    def num_unfinished_requests(self) -> int:
+        """How many requests are still running in this engine."""
+        return len(self._running)
+
+    @property
+    def running_request_ids(self) -> list[str]:
+        return list(self._running)
+
+    def kill(self, reason: str = "killed") -> None:
+        """Simulate a dead backend: health fails and running/new requests raise `EngineDeadError`."""
+        self._dead_reason = reason
+
+    # -- InferenceEngine -------------------------------------------------------------------------
+    async def generate(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        if self._dead_reason is not None:
+            raise EngineDeadError(f"{self.name} engine is dead: {self._dead_reason}")
+        rid = request.request_id
+        if rid in self._running:
+            raise InvalidRequestError(f"request_id {rid!r} is already running; use a fresh id per request")
+        aborted = asyncio.Event()
+        self._running[rid] = aborted
+        self.requests_started += 1
+        pieces = self._pieces(request)
+        usage_cached = self._cached_tokens(request.prompt_token_ids)
+        sampling = request.sampling
+        text, emitted, count = "", 0, 0
+        finish: FinishReason = "stop"
+        try:
+            await self._pause(aborted, self.first_token_delay_s)
+            async for piece in pieces:
+                if aborted.is_set():
+                    finish = "cancelled"
+                    break
+                if self._dead_reason is not None:
+                    raise EngineDeadError(f"{self.name} engine died mid-stream: {self._dead_reason}")
+                if self.fail_after is not None and count >= self.fail_after:
+                    raise GenerationError(f"{self.name} engine failed after {count} tokens (fail_after)")
+                count += 1
+                text += piece
+                cut = _find_stop(text, sampling.stop)
+                if cut is not None:
+                    text = text[:cut]
+                    break
+                visible = len(text) - _held_back(text, sampling.stop)
+                yield Delta(text[emitted:visible], (piece_token_id(piece),))
+                emitted = visible
+                if count >= sampling.max_tokens:
+                    finish = "length"
+                    break
+                await self._pause(aborted, 1.0 / self.tokens_per_s if self.tokens_per_s else 0.0)
+            else:
+                finish = "cancelled" if aborted.is_set() else "stop"
+            usage = Usage(len(request.prompt_token_ids), count, usage_cached)
+            yield Delta(text[emitted:], (), finish, usage)
+        finally:
+            self._running.pop(rid, None)
+            await pieces.aclose()  # type: ignore[attr-defined]
+
+    async def abort(self, request_id: str) -> None:
+        event = self._running.get(request_id)
+        if event is not None:
+            event.set()
+
+    async def health(self) -> EngineHealth:
+        if self._dead_reason is not None:
+            return EngineHealth(False, f"{self.name} engine is dead: {self._dead_reason}")
+        return EngineHealth(True)
+
+    async def aclose(self) -> None:
+        for event in self._running.values():
+            event.set()
+        if self._dead_reason is None:
+            self._dead_reason = "closed"
+
+    async def __aenter__(self) -> _StreamingFake:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @staticmethod
+    async def _pause(aborted: asyncio.Event, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)  # a cancellation point, and fairness between streams
+            return
+        try:
+            await asyncio.wait_for(aborted.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    def _cached_tokens(self, prompt: tuple[int, ...]) -> int:
+        best = 0
+        for seen in self._seen_prompts:
+            common = 0
+            for a, b in zip(seen, prompt):
+                if a != b:
+                    break
+                common += 1
+            best = max(best, common)
+        self._seen_prompts.append(prompt)
+        # Like a real prefix cache: whole blocks only, and the last prompt token is always computed.
+        best = min(best, len(prompt) - 1)
+        return best - best % self.cache_block_size
+
+
+def _find_stop(text: str, stop: Sequence[str]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _held_back(text: str, stop: Sequence[str]) -> int:
+    """Length of the longest suffix of `text` that may be the start of a stop string."""
+    longest = 0
+    for s in stop:
+        for n in range(min(len(s) - 1, len(text)), longest, -1):
+            if text.endswith(s[:n]):
+                longest = n
+                break
+    return longest
+
+
+class FakeEngine(_StreamingFake):
+    """Deterministic fake chat engine.
+
+    The reply is `text` if given, else the next entry of `script` (cycling), else 12-40 words drawn
+    from a generator seeded by (`seed`, the request's sampling seed, the prompt). Structured outputs:
+    `choice` picks an option, `json_schema` yields a minimal valid instance, `json_object` yields
+    `{}`; `regex`/`grammar` raise `UnsupportedFeature`.
+    """
+
+    def __init__(
+        self,
+        *,
+        text: str | None = None,
+        script: Sequence[str] | None = None,
+        seed: int = 0,
+        tokens_per_s: float = 0.0,
+        first_token_delay_s: float = 0.0,
+        fail_after: int | None = None,
+        cache_block_size: int = 16,
+        model_id: str = "fake",
+    ) -> None:
+        super().__init__(
+            tokens_per_s=tokens_per_s,
+            first_token_delay_s=first_token_delay_s,
+            fail_after=fail_after,
+            cache_block_size=cache_block_size,
+            model_id=model_id,
+        )
+        if script is not None and not script:
+            raise ValueError("script must hold at least one reply")
+        self.text = text
+        self.script = list(script) if script is not None else None
+        self.seed = seed
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> FakeEngine:
+        return cls(
+            text=settings.fake_text,
+            seed=settings.seed,
+            tokens_per_s=settings.fake_tokens_per_s,
+            first_token_delay_s=settings.fake_first_token_delay_s,
+            model_id=settings.model or "fake",
+        )
+
+    def reply_text(self, request: ChatRequest) -> str:
+        """The full text this engine would produce for `request` (before limits and stop strings)."""
+        rng = random.Random(f"{self.seed}:{request.sampling.seed}:{request.prompt_token_ids}")
+        if request.structured_output is not None:
+            return _structured_reply(request.structured_output, rng)
+        if self.text is not None:
+            return self.text
+        if self.script is not None:
+            return self.script[(self.requests_started - 1) % len(self.script)]
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(12, 40))]
+        return " ".join(words).capitalize() + "."
+
+    def _pieces(self, request: ChatRequest) -> AsyncIterator[str]:
+        return _iterate(split_pieces(self.reply_text(request)))
+
+
+async def _iterate(pieces: list[str]) -> AsyncIterator[str]:
+    for piece in pieces:
+        yield piece
+
+
+def _structured_reply(spec: StructuredOutput, rng: random.Random) -> str:
+    if spec.kind == "choice":
+        return str(rng.choice(spec.spec))
+    if spec.kind == "json_object":
+        return "{}"
+    if spec.kind == "json_schema":
+        return json.dumps(example_for_schema(spec.spec))
+    raise UnsupportedFeature(f"{spec.kind} structured output", "fake", "use the vllm engine for regex and grammar")
+
+
+class FunctionEngine(_StreamingFake):
+    """An engine whose reply pieces come from `fn(request)`, an async generator of strings.
+
+    Each yielded string counts as one token. Limits, stop strings, abort and usage work as in
+    `FakeEngine`, so bespoke scenarios (slow starts, odd chunking, mid-stream errors) are easy.
+    """
+
+    name = "function"
+
+    def __init__(self, fn: Callable[[ChatRequest], AsyncIterator[str]], **options: Any) -> None:
+        super().__init__(**options)
+        self.fn = fn
+
+    def _pieces(self, request: ChatRequest) -> AsyncIterator[str]:
+        return self.fn(request)

