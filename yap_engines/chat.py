@@ -25,8 +25,9 @@ def load_tokenizer(model: str) -> Any:
     return AutoTokenizer.from_pretrained(model)
 
 
-def render_ids(tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool = True,
-               **template_kwargs: Any) -> list[int]:
+def render_ids(
+    tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool = True, **template_kwargs: Any
+) -> list[int]:
     """Token ids of `messages` rendered with the tokenizer's chat template (no double BOS)."""
     if not messages:
         return []
@@ -38,8 +39,9 @@ def render_ids(tokenizer: Any, messages: Sequence[Message], *, add_generation_pr
     return list(ids)
 
 
-def render_text(tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool = True,
-                **template_kwargs: Any) -> str:
+def render_text(
+    tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool = True, **template_kwargs: Any
+) -> str:
     """The chat template's text for `messages`."""
     text = tokenizer.apply_chat_template(
         [dict(m) for m in messages], add_generation_prompt=add_generation_prompt, tokenize=False, **template_kwargs
@@ -71,8 +73,9 @@ class FittedPrompt:
     dropped_turns: int
 
 
-def fit_prompt(tokenizer: Any, persona: Sequence[Message], history: Sequence[Message], budget: int,
-               **template_kwargs: Any) -> FittedPrompt:
+def fit_prompt(
+    tokenizer: Any, persona: Sequence[Message], history: Sequence[Message], budget: int, **template_kwargs: Any
+) -> FittedPrompt:
     """Render `persona + history`, dropping whole oldest turns of `history` until it fits `budget` tokens.
 
     The persona is always kept and the newest turn is never dropped. Takes O(log turns) renders.

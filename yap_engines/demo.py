@@ -109,10 +109,10 @@ def build_demo_chat(dest: str | Path, *, seed: int = 0, overwrite: bool = False)
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="bfloat16",
+        dtype="bfloat16",
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)  # type: ignore[arg-type]
 
     tmp = dest.with_name(dest.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -130,4 +130,6 @@ def build_demo_chat(dest: str | Path, *, seed: int = 0, overwrite: bool = False)
 def is_built(path: str | Path) -> bool:
     """True when `path` holds a finished demo build (config, weights, tokenizer, marker)."""
     path = Path(path)
-    return all((path / name).exists() for name in ("config.json", "model.safetensors", "tokenizer.json", "yap_demo.json"))
+    return all(
+        (path / name).exists() for name in ("config.json", "model.safetensors", "tokenizer.json", "yap_demo.json")
+    )

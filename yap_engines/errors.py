@@ -1,14 +1,14 @@
 """One error tree for every engine. Adapters map backend exceptions into it (`raise ... from exc`).
 
-    EngineError
-    ├── GenerationError            one request failed; the engine is still usable
-    ├── EngineDeadError            the engine is gone; health fails, nothing more will run
-    ├── BackendUnavailableError    a backend package is missing (also an ImportError); says what to install
-    ├── UnknownBackendError        an engine name that the registry does not know (also a ValueError)
-    └── InvalidRequestError        the request itself is wrong (also a ValueError)
-        ├── InvalidSamplingError   a sampling key is out of range or ill-typed; `.key` names it
-        ├── ContextTooLongError    the prompt cannot fit the model's context
-        └── UnsupportedFeature     the backend cannot honour a requested parameter; `.feature` names it
+EngineError
+├── GenerationError            one request failed; the engine is still usable
+├── EngineDeadError            the engine is gone; health fails, nothing more will run
+├── BackendUnavailableError    a backend package is missing (also an ImportError); says what to install
+├── UnknownBackendError        an engine name that the registry does not know (also a ValueError)
+└── InvalidRequestError        the request itself is wrong (also a ValueError)
+    ├── InvalidSamplingError   a sampling key is out of range or ill-typed; `.key` names it
+    ├── ContextTooLongError    the prompt cannot fit the model's context
+    └── UnsupportedFeature     the backend cannot honour a requested parameter; `.feature` names it
 """
 
 from __future__ import annotations

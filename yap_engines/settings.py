@@ -56,66 +56,93 @@ class EngineSettings(BaseSettings):
     )
 
     engine: Literal["fake", "vllm", "trt", "openai"] = Field(
-        "vllm", validation_alias=_env("ENGINE", "INFERENCE_ENGINE", "YAP_ENGINE", "engine"),
+        "vllm",
+        validation_alias=_env("ENGINE", "INFERENCE_ENGINE", "YAP_ENGINE", "engine"),
         description="which adapter serves the chat model",
     )
     model: str | None = Field(
-        None, validation_alias=_env("MODEL", "YAP_MODEL", "model"),
+        None,
+        validation_alias=_env("MODEL", "YAP_MODEL", "model"),
         description="HF id or local path of the chat model; unset = the offline demo model",
     )
     engines_dir: Path = Field(
-        Path("engines"), validation_alias=_env("YAP_ENGINES_DIR", "engines_dir"),
+        Path("engines"),
+        validation_alias=_env("YAP_ENGINES_DIR", "engines_dir"),
         description="local store of built demo models and quantized checkpoints",
     )
     chat_max_len: int = Field(
-        5025, gt=0, validation_alias=_env("CHAT_MAX_LEN", "chat_max_len"),
+        5025,
+        gt=0,
+        validation_alias=_env("CHAT_MAX_LEN", "chat_max_len"),
         description="prompt budget in tokens (history is trimmed to fit)",
     )
     chat_max_out: int = Field(
-        150, gt=0, validation_alias=_env("CHAT_MAX_OUT", "chat_max_out"),
+        150,
+        gt=0,
+        validation_alias=_env("CHAT_MAX_OUT", "chat_max_out"),
         description="maximum reply length in tokens",
     )
     chat_gpu_frac: float = Field(
-        0.9, gt=0, le=1, validation_alias=_env("CHAT_GPU_FRAC", "chat_gpu_frac"),
+        0.9,
+        gt=0,
+        le=1,
+        validation_alias=_env("CHAT_GPU_FRAC", "chat_gpu_frac"),
         description="fraction of GPU memory the chat engine may use",
     )
     kv_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16"] = Field(
-        "auto", validation_alias=_env("KV_DTYPE", "kv_dtype"), description="KV-cache dtype",
+        "auto",
+        validation_alias=_env("KV_DTYPE", "kv_dtype"),
+        description="KV-cache dtype",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", validation_alias=_env("YAP_DTYPE", "dtype"), description="model weights dtype",
+        "auto",
+        validation_alias=_env("YAP_DTYPE", "dtype"),
+        description="model weights dtype",
     )
     seed: int = Field(0, validation_alias=_env("YAP_SEED", "seed"), description="engine-level random seed")
     vllm_max_num_seqs: int = Field(
-        64, gt=0, validation_alias=_env("YAP_VLLM_MAX_NUM_SEQS", "vllm_max_num_seqs"),
+        64,
+        gt=0,
+        validation_alias=_env("YAP_VLLM_MAX_NUM_SEQS", "vllm_max_num_seqs"),
         description="vLLM: most sequences scheduled at once",
     )
     vllm_enforce_eager: bool | None = Field(
-        None, validation_alias=_env("YAP_VLLM_ENFORCE_EAGER", "vllm_enforce_eager"),
+        None,
+        validation_alias=_env("YAP_VLLM_ENFORCE_EAGER", "vllm_enforce_eager"),
         description="vLLM: skip torch.compile/CUDA graphs; unset = on for CPU (fast start), off on GPU",
     )
     vllm_enable_prefix_caching: bool = Field(
-        True, validation_alias=_env("YAP_VLLM_ENABLE_PREFIX_CACHING", "vllm_enable_prefix_caching"),
+        True,
+        validation_alias=_env("YAP_VLLM_ENABLE_PREFIX_CACHING", "vllm_enable_prefix_caching"),
         description="vLLM: automatic prefix caching",
     )
     vllm_tensor_parallel_size: int = Field(
-        1, gt=0, validation_alias=_env("YAP_VLLM_TENSOR_PARALLEL_SIZE", "vllm_tensor_parallel_size"),
+        1,
+        gt=0,
+        validation_alias=_env("YAP_VLLM_TENSOR_PARALLEL_SIZE", "vllm_tensor_parallel_size"),
         description="vLLM: GPUs per model",
     )
     vllm_cpu_kvcache_gib: float = Field(
-        1.0, gt=0, validation_alias=_env("VLLM_CPU_KVCACHE_SPACE", "YAP_VLLM_CPU_KVCACHE_GIB", "vllm_cpu_kvcache_gib"),
+        1.0,
+        gt=0,
+        validation_alias=_env("VLLM_CPU_KVCACHE_SPACE", "YAP_VLLM_CPU_KVCACHE_GIB", "vllm_cpu_kvcache_gib"),
         description="vLLM CPU build: KV-cache size in GiB (its default of 92% of RAM fails)",
     )
     fake_text: str | None = Field(
-        None, validation_alias=_env("YAP_FAKE_TEXT", "fake_text"),
+        None,
+        validation_alias=_env("YAP_FAKE_TEXT", "fake_text"),
         description="fake engine: fixed reply text; unset = seeded words",
     )
     fake_tokens_per_s: float = Field(
-        0.0, ge=0, validation_alias=_env("YAP_FAKE_TOKENS_PER_S", "fake_tokens_per_s"),
+        0.0,
+        ge=0,
+        validation_alias=_env("YAP_FAKE_TOKENS_PER_S", "fake_tokens_per_s"),
         description="fake engine: streaming rate; 0 = as fast as possible",
     )
     fake_first_token_delay_s: float = Field(
-        0.0, ge=0, validation_alias=_env("YAP_FAKE_FIRST_TOKEN_DELAY_S", "fake_first_token_delay_s"),
+        0.0,
+        ge=0,
+        validation_alias=_env("YAP_FAKE_FIRST_TOKEN_DELAY_S", "fake_first_token_delay_s"),
         description="fake engine: delay before the first token",
     )
 

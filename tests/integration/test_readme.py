@@ -35,8 +35,9 @@ def test_the_readme_notebook_example_runs_as_written(tmp_path: Path, demo_model_
     example = tmp_path / "example.py"
     example.write_text(notebook_example())
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    out = subprocess.run([sys.executable, "-c", RUNNER, str(example)], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=400)
+    out = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(example)], cwd=REPO, env=env, capture_output=True, text=True, timeout=400
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "finish: " in out.stdout
     assert "Usage(prompt_tokens=" in out.stdout

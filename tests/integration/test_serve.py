@@ -27,13 +27,18 @@ def free_port() -> int:
 def serve(tmp_path: Path, demo_model_dir: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
     """Start `yap serve` with nothing but a port (and the prebuilt demo model's store)."""
     port = free_port()
-    env = {**os.environ, "YAP_PORT": str(port), "YAP_ENGINES_DIR": str(demo_model_dir.parent),
-           "VLLM_CPU_KVCACHE_SPACE": "1"}
+    env = {
+        **os.environ,
+        "YAP_PORT": str(port),
+        "YAP_ENGINES_DIR": str(demo_model_dir.parent),
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+    }
     for name in ("MODEL", "ENGINE", "INFERENCE_ENGINE"):
         env.pop(name, None)
     log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "yap_server.cli", "serve"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "yap_server.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+    )
     try:
         yield process, port, tmp_path / "serve.log"
     finally:

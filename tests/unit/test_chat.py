@@ -22,12 +22,18 @@ def test_render_uses_the_chat_template(demo_tokenizer: Any) -> None:
     text = render_text(demo_tokenizer, messages)
     assert text == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     assert demo_tokenizer.decode(render_ids(demo_tokenizer, messages)) == text
-    assert count_tokens(demo_tokenizer, "Be brief.") == len(demo_tokenizer.encode("Be brief.", add_special_tokens=False))
+    assert count_tokens(demo_tokenizer, "Be brief.") == len(
+        demo_tokenizer.encode("Be brief.", add_special_tokens=False)
+    )
 
 
 def test_turns_start_at_user_messages() -> None:
-    history = [{"role": "assistant", "content": "hello"}, {"role": "user", "content": "a"},
-               {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
+    history = [
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
     assert [len(turn) for turn in split_turns(history)] == [1, 2, 1]
 
 

@@ -10,7 +10,14 @@ import sys
 import pytest
 
 import yap_engines
-from yap_engines import BackendUnavailableError, EngineSettings, FakeEngine, SettingsError, UnknownBackendError, load_engine
+from yap_engines import (
+    BackendUnavailableError,
+    EngineSettings,
+    FakeEngine,
+    SettingsError,
+    UnknownBackendError,
+    load_engine,
+)
 
 HEAVY = ("torch", "vllm", "tensorrt_llm", "transformers")
 
@@ -65,7 +72,12 @@ def test_settings_errors_name_the_variable_and_defaults_leave_room_for_output() 
 
 def test_yap_serve_reports_a_bad_setting_and_exits_2() -> None:
     env = {**os.environ, "YAP_PORT": "http"}
-    out = subprocess.run([sys.executable, "-m", "yap_server.cli", "serve", "--engine", "fake"],
-                         capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "yap_server.cli", "serve", "--engine", "fake"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "YAP_PORT" in out.stderr

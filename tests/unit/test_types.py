@@ -4,22 +4,67 @@ from typing import Any
 
 import pytest
 
-from yap_engines import ChatRequest, InvalidRequestError, InvalidSamplingError, Sampling, StructuredOutput, normalize_json
+from yap_engines import (
+    ChatRequest,
+    InvalidRequestError,
+    InvalidSamplingError,
+    Sampling,
+    StructuredOutput,
+    normalize_json,
+)
 
 VALID_EDGES = [
-    ("temperature", 0.0), ("temperature", 2), ("top_p", 1.0), ("top_p", 0.01), ("top_k", -1), ("top_k", 1),
-    ("top_k", 200), ("min_p", 0), ("min_p", 1.0), ("repetition_penalty", 1.0), ("repetition_penalty", 2.0),
-    ("presence_penalty", -2), ("presence_penalty", 2.0), ("frequency_penalty", -2.0), ("max_tokens", 1),
-    ("max_tokens", 150), ("stop", ["a"] * 8), ("seed", 0), ("seed", -5),
+    ("temperature", 0.0),
+    ("temperature", 2),
+    ("top_p", 1.0),
+    ("top_p", 0.01),
+    ("top_k", -1),
+    ("top_k", 1),
+    ("top_k", 200),
+    ("min_p", 0),
+    ("min_p", 1.0),
+    ("repetition_penalty", 1.0),
+    ("repetition_penalty", 2.0),
+    ("presence_penalty", -2),
+    ("presence_penalty", 2.0),
+    ("frequency_penalty", -2.0),
+    ("max_tokens", 1),
+    ("max_tokens", 150),
+    ("stop", ["a"] * 8),
+    ("seed", 0),
+    ("seed", -5),
 ]
 
 INVALID = [
-    ("temperature", -0.1), ("temperature", 2.01), ("temperature", "hot"), ("temperature", True),
-    ("temperature", float("nan")), ("top_p", 0.0), ("top_p", 1.5), ("top_k", 0), ("top_k", 201), ("top_k", -2),
-    ("top_k", 1.5), ("min_p", -0.1), ("min_p", 1.1), ("repetition_penalty", 0.99), ("repetition_penalty", 2.5),
-    ("presence_penalty", -2.1), ("frequency_penalty", 3), ("max_tokens", 0), ("max_tokens", 151),
-    ("max_tokens", "10"), ("stop", "END"), ("stop", ["a"] * 9), ("stop", [""]), ("stop", [1]), ("seed", 1.5),
-    ("seed", "7"), ("logit_bias", {"x": 1}), ("logit_bias", {1: 101}), ("bogus", 1),
+    ("temperature", -0.1),
+    ("temperature", 2.01),
+    ("temperature", "hot"),
+    ("temperature", True),
+    ("temperature", float("nan")),
+    ("top_p", 0.0),
+    ("top_p", 1.5),
+    ("top_k", 0),
+    ("top_k", 201),
+    ("top_k", -2),
+    ("top_k", 1.5),
+    ("min_p", -0.1),
+    ("min_p", 1.1),
+    ("repetition_penalty", 0.99),
+    ("repetition_penalty", 2.5),
+    ("presence_penalty", -2.1),
+    ("frequency_penalty", 3),
+    ("max_tokens", 0),
+    ("max_tokens", 151),
+    ("max_tokens", "10"),
+    ("stop", "END"),
+    ("stop", ["a"] * 9),
+    ("stop", [""]),
+    ("stop", [1]),
+    ("seed", 1.5),
+    ("seed", "7"),
+    ("logit_bias", {"x": 1}),
+    ("logit_bias", {1: 101}),
+    ("bogus", 1),
 ]
 
 
@@ -51,8 +96,16 @@ def test_logit_bias_keys_become_token_ids() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "spec"),
-    [("json_schema", "not json"), ("json_schema", [1]), ("regex", ""), ("choice", []), ("choice", "yes"),
-     ("choice", ["yes", ""]), ("grammar", None), ("xml", "x")],
+    [
+        ("json_schema", "not json"),
+        ("json_schema", [1]),
+        ("regex", ""),
+        ("choice", []),
+        ("choice", "yes"),
+        ("choice", ["yes", ""]),
+        ("grammar", None),
+        ("xml", "x"),
+    ],
 )
 def test_bad_structured_output_specs_are_rejected(kind: str, spec: Any) -> None:
     with pytest.raises(InvalidRequestError):

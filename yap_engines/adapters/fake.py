@@ -22,9 +22,42 @@ from ..errors import EngineDeadError, GenerationError, InvalidRequestError, Unsu
 from ..types import ChatRequest, Delta, EngineHealth, FinishReason, StructuredOutput, Usage
 
 _WORDS = (
-    "sure", "okay", "let", "me", "see", "the", "screen", "shows", "a", "window", "with", "some", "text",
-    "I", "think", "that", "is", "right", "here", "you", "go", "nice", "question", "today", "weather",
-    "sounds", "good", "maybe", "we", "can", "try", "again", "later", "thanks", "for", "asking",
+    "sure",
+    "okay",
+    "let",
+    "me",
+    "see",
+    "the",
+    "screen",
+    "shows",
+    "a",
+    "window",
+    "with",
+    "some",
+    "text",
+    "I",
+    "think",
+    "that",
+    "is",
+    "right",
+    "here",
+    "you",
+    "go",
+    "nice",
+    "question",
+    "today",
+    "weather",
+    "sounds",
+    "good",
+    "maybe",
+    "we",
+    "can",
+    "try",
+    "again",
+    "later",
+    "thanks",
+    "for",
+    "asking",
 )
 _PIECE = re.compile(r"\s*\S+|\s+")
 
@@ -193,7 +226,7 @@ class _StreamingFake:
         best = 0
         for seen in self._seen_prompts:
             common = 0
-            for a, b in zip(seen, prompt):
+            for a, b in zip(seen, prompt, strict=False):
                 if a != b:
                     break
                 common += 1

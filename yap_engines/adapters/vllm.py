@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
 try:
     import vllm
     from vllm import AsyncEngineArgs, SamplingParams, TokensPrompt
+    from vllm.config import StructuredOutputsConfig
     from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
     from vllm.v1.engine.async_llm import AsyncLLM
     from vllm.v1.engine.exceptions import EngineDeadError as VllmEngineDeadError
@@ -125,7 +125,7 @@ class VllmEngine:
             seed=settings.seed,
             # Compact JSON (an engine-level switch): the grammar otherwise lets a model pad an
             # answer with endless whitespace until max_tokens cuts it.
-            structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
             disable_log_stats=False,
             **memory,
         )
@@ -137,10 +137,6 @@ class VllmEngine:
 
     @classmethod
     def from_engine_args(cls, args: Any) -> VllmEngine:
-        # The CPU worker reads its thread binding from the environment; "nobind" keeps it from
-        # pinning every core when tests or a notebook share the machine with other work.
-        if cls.is_cpu():
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         with _map_errors():
             engine = AsyncLLM.from_engine_args(args)
         return cls(engine, model_id=str(args.model))
@@ -197,7 +193,7 @@ class VllmEngine:
             return EngineHealth(False, "vLLM engine is dead")
         try:
             await self._engine.check_health()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+        except Exception as exc:
             return EngineHealth(False, f"vLLM health check failed: {exc!r}")
         return EngineHealth(True, f"vllm {vllm.__version__}")
 
