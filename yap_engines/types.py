@@ -241,7 +241,7 @@ class ChatRequest:
     """
 
     request_id: str
-    prompt_token_ids: tuple[int, ...]
+    prompt_token_ids: Sequence[int]
     sampling: Sampling = field(default_factory=Sampling)
     structured_output: StructuredOutput | None = None
     session_id: str | None = None
