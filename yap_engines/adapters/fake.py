@@ -222,7 +222,7 @@ class _StreamingFake:
         except TimeoutError:
             pass
 
-    def _cached_tokens(self, prompt: tuple[int, ...]) -> int:
+    def _cached_tokens(self, prompt: Sequence[int]) -> int:
         best = 0
         for seen in self._seen_prompts:
             common = 0
@@ -231,7 +231,7 @@ class _StreamingFake:
                     break
                 common += 1
             best = max(best, common)
-        self._seen_prompts.append(prompt)
+        self._seen_prompts.append(tuple(prompt))
         # Like a real prefix cache: whole blocks only, and the last prompt token is always computed.
         best = min(best, len(prompt) - 1)
         return best - best % self.cache_block_size
