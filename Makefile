@@ -2,6 +2,10 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.yap-installed
+# `make serve` is the local development entry point: it supplies a development key and a connection
+# cap when the environment has none. `yap serve` itself requires both to be set.
+TEXT_API_KEY ?= yap-dev-key
+MAX_CONCURRENT_CONNECTIONS ?= 16
 
 .PHONY: install test serve lint demo
 
@@ -18,7 +22,8 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 serve: install
-	$(BIN)/yap serve $(if $(ENGINE),--engine $(ENGINE)) $(if $(MODEL),--model $(MODEL))
+	TEXT_API_KEY=$(TEXT_API_KEY) MAX_CONCURRENT_CONNECTIONS=$(MAX_CONCURRENT_CONNECTIONS) \
+		$(BIN)/yap serve $(if $(ENGINE),--engine $(ENGINE)) $(if $(MODEL),--model $(MODEL))
 
 demo: install
 	$(BIN)/yap demo build --force

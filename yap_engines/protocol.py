@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from .types import ChatRequest, Delta, EngineHealth
@@ -12,7 +12,8 @@ from .types import ChatRequest, Delta, EngineHealth
 class InferenceEngine(Protocol):
     """A streaming text generator behind one small contract.
 
-    - `generate` yields *deltas* only. The last delta carries `finish_reason` and `Usage`.
+    - `generate` is an async generator of *deltas* only; the last delta carries `finish_reason` and
+      `Usage`. Consume it under `contextlib.aclosing` so that leaving early closes it at once.
     - Cancelling the consuming task, or closing the generator (`aclose()`), aborts the request in the
       backend before the error propagates; nothing keeps running.
     - `abort(request_id)` does the same from outside; the stream then ends with `finish_reason`
@@ -22,7 +23,7 @@ class InferenceEngine(Protocol):
 
     name: str
 
-    def generate(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    def generate(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         """Stream the reply to `request` as deltas."""
         ...
 

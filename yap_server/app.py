@@ -5,15 +5,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
-from yap_engines import EngineSettings, InferenceEngine, load_engine
+from yap_engines import EngineSettings, InferenceEngine, Sampling, load_engine
 
+from .auth import key_is_valid, presented_key
+from .limits import ConnectionSlots
 from .settings import ServerSettings
+from .turn import ServerCounters
+from .ws import ws_endpoint
+
+
+def base_sampling(settings: ServerSettings) -> Sampling:
+    """The server's default sampling (from settings), capped at `CHAT_MAX_OUT`."""
+    return Sampling(
+        temperature=settings.chat_temperature,
+        top_p=settings.chat_top_p,
+        top_k=settings.chat_top_k,
+        repetition_penalty=settings.chat_repetition_penalty,
+        max_tokens=settings.chat_max_out,
+        max_tokens_limit=settings.chat_max_out,
+    )
+
+
+def banned_phrase_bias(settings: ServerSettings, tokenizer: Any) -> dict[int, float]:
+    """Token-level logit bias for the phrases of `CHAT_LOGIT_BIAS_FILE` (each token of each phrase,
+    with and without a leading space, since BPE vocabularies spell a word differently after a space)."""
+    bias: dict[int, float] = {}
+    for phrase, value in settings.banned_phrases().items():
+        for variant in (phrase, " " + phrase):
+            for token_id in tokenizer.encode(variant, add_special_tokens=False):
+                bias[int(token_id)] = value
+    return bias
 
 
 def create_app(
@@ -25,26 +53,84 @@ def create_app(
 
     `engines` maps a part name ("chat") to an engine; when omitted, the lifespan builds the chat
     engine from `engine_settings` (default: the environment) and closes it on shutdown. Injected
-    engines are closed on shutdown too: the app owns what it serves.
+    engines belong to the caller, who closes them.
     """
     settings = settings or ServerSettings.from_env()
+    base = base_sampling(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
-        served = dict(engines) if engines is not None else {"chat": load_engine(settings=engine_settings)}
+        built = {} if engines is not None else {"chat": load_engine(settings=engine_settings)}
+        served = dict(engines) if engines is not None else built
         try:
-            yield {"engines": served, "settings": settings}
+            if settings.tool_deployed and "tool" not in served:
+                raise RuntimeError(
+                    f"DEPLOY_MODE={settings.deploy_mode} needs a tool classifier, which this server has not "
+                    "loaded; set DEPLOY_MODE=chat"
+                )
+            chat = served.get("chat")
+            tokenizer = getattr(chat, "tokenizer", None)
+            if settings.chat_deployed and tokenizer is None:
+                raise RuntimeError("the chat engine has no tokenizer to render prompts with")
+            sampling = base
+            if tokenizer is not None and settings.chat_logit_bias_file is not None:
+                sampling = base.merged({"logit_bias": banned_phrase_bias(settings, tokenizer)})
+            yield {
+                "settings": settings,
+                "engines": served,
+                "chat_tokenizer": tokenizer,
+                "base_sampling": sampling,
+                "slots": ConnectionSlots(settings.max_concurrent_connections),
+                "counters": ServerCounters(),
+            }
         finally:
-            await asyncio.gather(*(engine.aclose() for engine in served.values()), return_exceptions=True)
+            await asyncio.gather(*(engine.aclose() for engine in built.values()), return_exceptions=True)
 
-    return Starlette(routes=[Route("/healthz", healthz, methods=["GET"])], lifespan=lifespan)
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/status", status, methods=["GET"]),
+        WebSocketRoute("/ws", ws_endpoint),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 async def healthz(request: Request) -> JSONResponse:
     """200 `{"status": "ok"}` when every engine is healthy; 503 naming the failing parts otherwise."""
     engines: dict[str, InferenceEngine] = request.state.engines
     checks = await asyncio.gather(*(engine.health() for engine in engines.values()))
-    failing = {part: health.detail for part, health in zip(engines, checks, strict=False) if not health.ok}
+    failing = {part: health.detail for part, health in zip(engines, checks, strict=True) if not health.ok}
     if failing:
         return JSONResponse({"status": "unavailable", "failing": failing}, status_code=503)
     return JSONResponse({"status": "ok"})
+
+
+def unauthorized() -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": {
+                "code": "authentication_failed",
+                "message": "missing or wrong API key: send X-API-Key, Authorization: Bearer, or ?api_key=",
+            }
+        },
+        status_code=401,
+    )
+
+
+async def status(request: Request) -> JSONResponse:
+    """Capacity and what is deployed (API key required)."""
+    settings: ServerSettings = request.state.settings
+    if not key_is_valid(presented_key(request), settings.api_keys):
+        return unauthorized()
+    slots: ConnectionSlots = request.state.slots
+    counters: ServerCounters = request.state.counters
+    engines: dict[str, InferenceEngine] = request.state.engines
+    return JSONResponse(
+        {
+            "active_connections": slots.active,
+            "max_connections": slots.capacity,
+            "active_generations": counters.active_generations,
+            "deploy_mode": settings.deploy_mode,
+            "engines": {part: engine.name for part, engine in engines.items()},
+            "models": {part: getattr(engine, "model_id", None) for part, engine in engines.items()},
+        }
+    )

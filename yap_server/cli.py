@@ -14,6 +14,7 @@ from pathlib import Path
 
 from yap_engines.settings import EngineSettings, SettingsError
 
+from .client import add_client_commands
 from .settings import ServerSettings
 
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     stream.add_argument("--requests", type=int, default=10, help="sequential requests to time")
     stream.add_argument("--max-tokens", type=int, default=128, help="tokens per request")
     stream.set_defaults(run=_bench_stream)
+
+    add_client_commands(commands)
 
     install = commands.add_parser("install", help="install the vLLM backend that fits this machine")
     install.add_argument(

@@ -25,13 +25,15 @@ def free_port() -> int:
 
 @pytest.fixture
 def serve(tmp_path: Path, demo_model_dir: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
-    """Start `yap serve` with nothing but a port (and the prebuilt demo model's store)."""
+    """Start `yap serve` with only its required settings, a port and the prebuilt demo model."""
     port = free_port()
     env = {
         **os.environ,
         "YAP_PORT": str(port),
         "YAP_ENGINES_DIR": str(demo_model_dir.parent),
         "VLLM_CPU_KVCACHE_SPACE": "1",
+        "TEXT_API_KEY": "k",
+        "MAX_CONCURRENT_CONNECTIONS": "4",
     }
     for name in ("MODEL", "ENGINE", "INFERENCE_ENGINE"):
         env.pop(name, None)

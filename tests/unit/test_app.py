@@ -1,28 +1,55 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 
+import pytest
 from starlette.testclient import TestClient
 
-from yap_engines import FakeEngine
+from yap_engines import EngineSettings, FakeEngine
 from yap_server.app import create_app
 from yap_server.settings import ServerSettings
 
 
-def test_healthz_is_ok_while_every_engine_is_healthy() -> None:
-    chat = FakeEngine()
-    with TestClient(create_app(ServerSettings(), engines={"chat": chat})) as client:
-        response = client.get("/healthz")
-        assert (response.status_code, response.json()) == (200, {"status": "ok"})
-        chat.kill("out of memory")
-        response = client.get("/healthz")
-        assert response.status_code == 503
-        assert "out of memory" in response.json()["failing"]["chat"]
+def settings(**overrides: object) -> ServerSettings:
+    return ServerSettings(**{"text_api_key": "k", "max_concurrent_connections": 2, **overrides})  # type: ignore[arg-type]
 
 
-def test_the_lifespan_closes_the_engines() -> None:
+def test_the_lifespan_builds_and_closes_its_own_engine() -> None:
+    app = create_app(settings(), engine_settings=EngineSettings(engine="fake", fake_text="hi"))
+    with TestClient(app) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        body = client.get("/status", headers={"X-API-Key": "k"}).json()
+        assert body["engines"] == {"chat": "fake"}
+
+
+def test_injected_engines_belong_to_the_caller() -> None:
     chat = FakeEngine()
-    with TestClient(create_app(ServerSettings(), engines={"chat": chat})):
+    with TestClient(create_app(settings(), engines={"chat": chat})):
         pass
-    health = asyncio.run(chat.health())
-    assert not health.ok and "closed" in health.detail
+    assert asyncio.run(chat.health()).ok
+
+
+@pytest.mark.parametrize("missing", ["TEXT_API_KEY", "MAX_CONCURRENT_CONNECTIONS"])
+def test_required_variables_fail_at_startup_naming_them(missing: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("TEXT_API_KEY", "MAX_CONCURRENT_CONNECTIONS")}
+    env.update({"TEXT_API_KEY": "k", "MAX_CONCURRENT_CONNECTIONS": "4"})
+    del env[missing]
+    out = subprocess.run(
+        [sys.executable, "-m", "yap_server.cli", "serve", "--engine", "fake"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert missing in out.stderr
+
+
+def test_an_empty_key_list_is_refused() -> None:
+    from yap_engines.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="TEXT_API_KEY"):
+        ServerSettings.from_env(text_api_key=" , ", max_concurrent_connections=1)

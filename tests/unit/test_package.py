@@ -71,7 +71,7 @@ def test_settings_errors_name_the_variable_and_defaults_leave_room_for_output() 
 
 
 def test_yap_serve_reports_a_bad_setting_and_exits_2() -> None:
-    env = {**os.environ, "YAP_PORT": "http"}
+    env = {**os.environ, "YAP_PORT": "http", "TEXT_API_KEY": "k", "MAX_CONCURRENT_CONNECTIONS": "2"}
     out = subprocess.run(
         [sys.executable, "-m", "yap_server.cli", "serve", "--engine", "fake"],
         capture_output=True,

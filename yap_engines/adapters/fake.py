@@ -15,7 +15,7 @@ import random
 import re
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 from ..errors import EngineDeadError, GenerationError, InvalidRequestError, UnsupportedFeature
@@ -101,6 +101,27 @@ def example_for_schema(schema: dict[str, Any]) -> Any:
     return None
 
 
+class FakeTokenizer:
+    """A tiny tokenizer with a ChatML-style chat template, so prompts for fake engines are real token ids.
+
+    Tokens are the pieces of `split_pieces`; ids are stable hashes. Enough for prompt budgeting,
+    history trimming and prefix-cache simulation; use a real tokenizer where exact counts matter.
+    """
+
+    eos_token_id = 0
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [piece_token_id(piece) for piece in split_pieces(text)]
+
+    def apply_chat_template(
+        self, messages: Sequence[Any], add_generation_prompt: bool = True, tokenize: bool = True, **_: Any
+    ) -> Any:
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        if add_generation_prompt:
+            text += "<|im_start|>assistant\n"
+        return self.encode(text) if tokenize else text
+
+
 class _StreamingFake:
     """Shared streaming loop: rate, first-token delay, stop strings, limits, abort, usage."""
 
@@ -115,7 +136,9 @@ class _StreamingFake:
         fail_after: int | None = None,
         cache_block_size: int = 16,
         model_id: str = "fake",
+        tokenizer: Any = None,
     ) -> None:
+        self.tokenizer = tokenizer if tokenizer is not None else FakeTokenizer()
         self.tokens_per_s = tokens_per_s
         self.first_token_delay_s = first_token_delay_s
         self.fail_after = fail_after
@@ -144,7 +167,7 @@ class _StreamingFake:
         self._dead_reason = reason
 
     # -- InferenceEngine -------------------------------------------------------------------------
-    async def generate(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    async def generate(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         if self._dead_reason is not None:
             raise EngineDeadError(f"{self.name} engine is dead: {self._dead_reason}")
         rid = request.request_id
@@ -259,7 +282,8 @@ class FakeEngine(_StreamingFake):
     The reply is `text` if given, else the next entry of `script` (cycling), else 12-40 words drawn
     from a generator seeded by (`seed`, the request's sampling seed, the prompt). Structured outputs:
     `choice` picks an option, `json_schema` yields a minimal valid instance, `json_object` yields
-    `{}`; `regex`/`grammar` raise `UnsupportedFeature`.
+    `{}`; `regex`/`grammar` raise `UnsupportedFeature`. `tokenizer` (default: `FakeTokenizer`) is
+    what callers render prompts with; pass a real one to budget prompts exactly.
     """
 
     def __init__(
@@ -273,6 +297,7 @@ class FakeEngine(_StreamingFake):
         fail_after: int | None = None,
         cache_block_size: int = 16,
         model_id: str = "fake",
+        tokenizer: Any = None,
     ) -> None:
         super().__init__(
             tokens_per_s=tokens_per_s,
@@ -280,6 +305,7 @@ class FakeEngine(_StreamingFake):
             fail_after=fail_after,
             cache_block_size=cache_block_size,
             model_id=model_id,
+            tokenizer=tokenizer,
         )
         if script is not None and not script:
             raise ValueError("script must hold at least one reply")

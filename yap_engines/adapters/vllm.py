@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailableError, EngineDeadError, GenerationError, InvalidRequestError
@@ -154,7 +154,7 @@ class VllmEngine:
         """Requests the engine still tracks (0 once every stream has finished or been aborted)."""
         return int(self._engine.output_processor.get_num_unfinished_requests())
 
-    async def generate(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    async def generate(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         if self._closed:
             raise EngineDeadError("the vLLM engine is closed")
         with _map_errors():

@@ -1,0 +1,114 @@
+"""Helpers for server tests: settings, a frame recorder that checks the turn invariants, live servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.testclient import TestClient
+
+from yap_engines import FakeEngine, InferenceEngine
+from yap_server.app import create_app
+from yap_server.settings import ServerSettings
+
+KEY = "test-key"
+TERMINAL = ("done", "cancelled", "error")
+
+
+def server_settings(**overrides: Any) -> ServerSettings:
+    values: dict[str, Any] = {"text_api_key": KEY, "max_concurrent_connections": 4, "ws_idle_timeout_s": 30}
+    values.update(overrides)
+    return ServerSettings(**values)
+
+
+def check_turn_invariants(frames: list[dict[str, Any]], turn_ids: set[str]) -> None:
+    """Each started turn ends with exactly one terminal frame, and nothing of it follows that frame."""
+    for rid in turn_ids:
+        mine = [f for f in frames if f.get("request_id") == rid and f["type"] not in ("ack", "pong")]
+        terminals = [i for i, f in enumerate(mine) if f["type"] in TERMINAL]
+        assert len(terminals) == 1, f"turn {rid} has terminal frames {[mine[i]['type'] for i in terminals]}"
+        assert terminals[0] == len(mine) - 1, f"turn {rid} sent {mine[terminals[0] + 1]['type']} after its end"
+
+
+class Probe:
+    """A `/ws` client that records every frame it receives and the turns it started."""
+
+    def __init__(self, ws: Any, session_id: str = "s1") -> None:
+        self.ws = ws
+        self.session_id = session_id
+        self.frames: list[dict[str, Any]] = []
+        self.turns: set[str] = set()
+
+    def send(self, kind: str, payload: dict[str, Any] | None = None, rid: str = "r0", turn: bool = False) -> None:
+        if turn:
+            self.turns.add(rid)
+        self.ws.send_json({"type": kind, "session_id": self.session_id, "request_id": rid, "payload": payload or {}})
+
+    def start(self, rid: str = "start", utterance: str | None = None, **payload: Any) -> dict[str, Any]:
+        body = {"chat_prompt": "You are a brief voice assistant.", **payload}
+        if utterance is not None:
+            body["user_utterance"] = utterance
+        self.send("start", body, rid, turn=utterance is not None)
+        return self.expect("ack")
+
+    def recv(self) -> dict[str, Any]:
+        message = self.ws.receive_json()
+        self.frames.append(message)
+        return message
+
+    def expect(self, kind: str) -> dict[str, Any]:
+        message = self.recv()
+        assert message["type"] == kind, message
+        return message
+
+    def until_terminal(self, rid: str) -> list[dict[str, Any]]:
+        """Frames up to and including the terminal frame of turn `rid`."""
+        got = []
+        while True:
+            message = self.recv()
+            got.append(message)
+            if message["type"] in TERMINAL and message["request_id"] == rid:
+                return got
+
+    def check(self) -> None:
+        check_turn_invariants(self.frames, self.turns)
+
+
+@pytest.fixture
+def fake() -> FakeEngine:
+    return FakeEngine(seed=1)
+
+
+@contextlib.contextmanager
+def served(engine: InferenceEngine, **overrides: Any) -> Iterator[TestClient]:
+    app = create_app(server_settings(**overrides), engines={"chat": engine})
+    with TestClient(app) as client:
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def live_server(engine: InferenceEngine, **overrides: Any) -> AsyncIterator[str]:
+    """A real uvicorn server on 127.0.0.1 in this event loop; yields its ws:// origin."""
+    port = free_port()
+    app = create_app(server_settings(**overrides), engines={"chat": engine})
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn failed to start"
+        await asyncio.sleep(0.02)
+    try:
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -1,0 +1,29 @@
+"""API keys: where a client may put them, and a constant-time check. Keys are never logged."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+
+from starlette.requests import HTTPConnection
+
+
+def presented_key(conn: HTTPConnection) -> str | None:
+    """The key from `X-API-Key`, `Authorization: Bearer`, or `?api_key=` (browsers cannot set WS headers)."""
+    if key := conn.headers.get("x-api-key"):
+        return key
+    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return conn.query_params.get("api_key") or None
+
+
+def key_is_valid(presented: str | None, keys: Iterable[str]) -> bool:
+    """Compare against every configured key in constant time (no early exit)."""
+    if not presented:
+        return False
+    given = presented.encode()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given, key.encode())
+    return matched

@@ -1,0 +1,267 @@
+"""`yap client ...`: test clients for a running Yap server over a real WebSocket.
+
+`--server` takes an origin (`http://127.0.0.1:8000`, `ws://host:port`) or a full URL; `/ws` and the
+API key (`--key`, env `TEXT_API_KEY`) are added. Every command prints what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+SENTENCE_END = re.compile(r"[.!?](\s|$)")
+PERSONA = "You are a friendly, brief voice assistant. Answer in one or two short sentences."
+CONVERSATION = (
+    "Hi there! How are you today?",
+    "What's a good name for a cat?",
+    "Can you tell me a fun fact about space?",
+    "How long does it take light from the sun to reach us?",
+    "What should I cook for dinner tonight?",
+    "Give me a quick tip for sleeping better.",
+    "What's the capital of Australia?",
+    "Tell me a very short joke.",
+    "How do I stay focused while working?",
+    "Thanks, that's all for now. Goodbye!",
+)
+
+
+def ws_url(server: str, key: str | None) -> str:
+    """The `/ws` URL for a server origin or URL, with `api_key` in the query."""
+    parts = urlsplit(server if "://" in server else f"ws://{server}")
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path.rstrip("/")
+    if not path.endswith("/ws"):
+        path += "/ws"
+    query = parts.query
+    if key and "api_key=" not in query:
+        query = "&".join(q for q in (query, urlencode({"api_key": key})) if q)
+    return urlunsplit((scheme, parts.netloc, path, query, ""))
+
+
+@dataclass
+class TurnResult:
+    """What one turn looked like from the client."""
+
+    request_id: str
+    outcome: str = ""
+    text: str = ""
+    toolcall_ms: float | None = None
+    ttfb_ms: float | None = None
+    first3_ms: float | None = None
+    sentence_ms: float | None = None
+    total_ms: float = 0.0
+    frames: list[dict[str, Any]] = field(default_factory=list)
+
+
+class YapClient:
+    """A thin async client: send frames, run turns, keep timing."""
+
+    def __init__(self, connection: Any, session_id: str | None = None) -> None:
+        self.connection = connection
+        self.session_id = session_id or f"cli-{uuid.uuid4().hex[:8]}"
+
+    async def send(self, kind: str, request_id: str, **payload: Any) -> None:
+        frame = {"type": kind, "session_id": self.session_id, "request_id": request_id, "payload": payload}
+        await self.connection.send(json.dumps(frame))
+
+    async def recv(self) -> dict[str, Any]:
+        return dict(json.loads(await self.connection.recv()))
+
+    async def start(self, persona: str = PERSONA, **payload: Any) -> dict[str, Any]:
+        await self.send("start", f"start-{uuid.uuid4().hex[:6]}", chat_prompt=persona, **payload)
+        while (frame := await self.recv())["type"] != "ack":
+            if frame["type"] == "error":
+                raise RuntimeError(f"start refused: {frame['payload']}")
+        return frame
+
+    async def turn(self, utterance: str, *, cancel_after_first_token: bool = False, echo: bool = False) -> TurnResult:
+        """Send a message and read until its terminal frame, timing the milestones."""
+        result = TurnResult(f"turn-{uuid.uuid4().hex[:8]}")
+        sent = time.perf_counter()
+        await self.send("message", result.request_id, user_utterance=utterance)
+
+        def since() -> float:
+            return round((time.perf_counter() - sent) * 1000, 2)
+
+        while True:
+            frame = await self.recv()
+            result.frames.append(frame)
+            if frame.get("request_id") != result.request_id:
+                continue
+            kind = frame["type"]
+            if kind == "toolcall" and result.toolcall_ms is None:
+                result.toolcall_ms = since()
+            elif kind == "token":
+                result.text += frame["payload"]["text"]
+                if echo:
+                    print(frame["payload"]["text"], end="", flush=True)
+                if result.ttfb_ms is None:
+                    result.ttfb_ms = since()
+                    if cancel_after_first_token:
+                        sent = time.perf_counter()  # from here on, time the cancel
+                        await self.send("cancel", result.request_id)
+                if result.first3_ms is None and len(result.text.split()) >= 3:
+                    result.first3_ms = since()
+                if result.sentence_ms is None and SENTENCE_END.search(result.text):
+                    result.sentence_ms = since()
+            elif kind in ("done", "cancelled", "error"):
+                result.outcome = kind
+                result.total_ms = since()
+                if echo:
+                    print()
+                return result
+
+
+def summarize(values: list[float]) -> dict[str, float | None]:
+    """avg/p50/p90/p95 of a list of milliseconds (None when empty)."""
+    if not values:
+        return {"avg": None, "p50": None, "p90": None, "p95": None}
+    ordered = sorted(values)
+
+    def pct(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))], 2)
+
+    return {"avg": round(statistics.fmean(ordered), 2), "p50": pct(0.5), "p90": pct(0.9), "p95": pct(0.95)}
+
+
+async def _connect(args: argparse.Namespace) -> Any:
+    import websockets
+
+    return await websockets.connect(ws_url(args.server, args.key), max_size=None, open_timeout=args.timeout)
+
+
+async def warmup(args: argparse.Namespace) -> dict[str, Any]:
+    """connect, start and stream one reply (the first-token latency)"""
+    async with await _connect(args) as connection:
+        client = YapClient(connection)
+        await client.start()
+        first = await client.turn("Hello! Who are you?", echo=True)
+        report: dict[str, Any] = {"outcome": first.outcome, "ttfb_ms": first.ttfb_ms, "total_ms": first.total_ms}
+        if args.double_ttfb:
+            second = await client.turn("And what can you help me with?", echo=True)
+            report["second_ttfb_ms"] = second.ttfb_ms
+        await client.send("end", "end")
+    return report
+
+
+async def conversation(args: argparse.Namespace) -> dict[str, Any]:
+    """a 10-turn conversation; FIRST row and avg/p50/p90/p95 over turns 2+"""
+    async with await _connect(args) as connection:
+        client = YapClient(connection)
+        await client.start()
+        turns = [await client.turn(line) for line in CONVERSATION[: args.turns]]
+        await client.send("end", "end")
+    rest = turns[1:]
+    metrics = ("ttfb_ms", "first3_ms", "sentence_ms")
+    report: dict[str, Any] = {
+        "FIRST": {m: getattr(turns[0], m) for m in metrics},
+        **{m: summarize([v for t in rest if (v := getattr(t, m)) is not None]) for m in metrics},
+        "outcomes": [t.outcome for t in turns],
+    }
+    print(f"{'':8}{'ttfb':>10}{'first 3 words':>15}{'first sentence':>16}")
+    widths = dict(zip(metrics, (10, 15, 16), strict=True))
+    print(f"{'FIRST':8}" + "".join(f"{_ms(report['FIRST'][m]):>{widths[m]}}" for m in metrics))
+    for stat in ("avg", "p50", "p90", "p95"):
+        print(f"{stat:8}" + "".join(f"{_ms(report[m][stat]):>{widths[m]}}" for m in metrics))
+    return report
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+async def cancel(args: argparse.Namespace) -> dict[str, Any]:
+    """cancel a reply after its first token; cancel-to-cancelled latency"""
+    async with await _connect(args) as connection:
+        client = YapClient(connection)
+        await client.start()
+        result = await client.turn("Tell me a long story about the sea.", cancel_after_first_token=True)
+        await client.send("end", "end")
+    return {"outcome": result.outcome, "ttfb_ms": result.ttfb_ms, "cancel_to_cancelled_ms": result.total_ms}
+
+
+async def idle(args: argparse.Namespace) -> dict[str, Any]:
+    """stay silent until the server closes the idle connection"""
+    import websockets
+
+    async with await _connect(args) as connection:
+        client = YapClient(connection)
+        await client.start()
+        started = time.perf_counter()
+        try:
+            while True:
+                await asyncio.wait_for(client.recv(), timeout=args.wait)
+        except websockets.ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd else None
+            return {"closed_after_s": round(time.perf_counter() - started, 2), "close_code": code}
+        except TimeoutError:
+            return {"closed_after_s": None, "close_code": None, "note": f"still open after {args.wait} s"}
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    """many sessions at once; p50/p95 of toolcall, first token, first 3 words, first sentence"""
+    gate = asyncio.Semaphore(args.concurrency)
+
+    async def one_session(index: int) -> TurnResult:
+        async with gate, await _connect(args) as connection:
+            client = YapClient(connection, session_id=f"bench-{index}")
+            await client.start()
+            result = await asyncio.wait_for(client.turn(CONVERSATION[index % len(CONVERSATION)]), args.timeout)
+            await client.send("end", "end")
+            return result
+
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one_session(i) for i in range(args.sessions)), return_exceptions=True)
+    wall = time.perf_counter() - started
+    ok = [r for r in results if isinstance(r, TurnResult) and r.outcome == "done"]
+    report: dict[str, Any] = {
+        "sessions": args.sessions,
+        "concurrency": args.concurrency,
+        "completed": len(ok),
+        "failed": args.sessions - len(ok),
+        "wall_s": round(wall, 2),
+    }
+    for metric in ("toolcall_ms", "ttfb_ms", "first3_ms", "sentence_ms"):
+        values = [v for r in ok if (v := getattr(r, metric)) is not None]
+        stats = summarize(values)
+        report[metric] = {"p50": stats["p50"], "p95": stats["p95"], "n": len(values)}
+    if not args.json:
+        for metric in ("toolcall_ms", "ttfb_ms", "first3_ms", "sentence_ms"):
+            print(f"{metric:12} p50 {_ms(report[metric]['p50']):>12}  p95 {_ms(report[metric]['p95']):>12}")
+    return report
+
+
+COMMANDS = {"warmup": warmup, "conversation": conversation, "cancel": cancel, "idle": idle, "bench": bench}
+
+
+def add_client_commands(commands: Any) -> None:
+    """Register `yap client <command>` on the CLI's subparsers."""
+    parser = commands.add_parser("client", help="test clients for a running server")
+    sub = parser.add_subparsers(dest="client_command", required=True)
+    for name, fn in COMMANDS.items():
+        command = sub.add_parser(name, help=(fn.__doc__ or name).strip().splitlines()[0])
+        command.add_argument("--server", default="http://127.0.0.1:8000", help="origin or full URL of the server")
+        command.add_argument("--key", default=os.environ.get("TEXT_API_KEY"), help="API key (env TEXT_API_KEY)")
+        command.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a connection/turn")
+        command.add_argument("--json", action="store_true", help="print only the JSON report")
+        command.set_defaults(run=run_client, client_fn=fn)
+    sub.choices["warmup"].add_argument("--double-ttfb", action="store_true", help="time a second turn as well")
+    sub.choices["conversation"].add_argument("--turns", type=int, default=10, help="turns of the script to run")
+    sub.choices["idle"].add_argument("--wait", type=float, default=200.0, help="seconds to wait for the close")
+    sub.choices["bench"].add_argument("-n", "--sessions", type=int, default=20, help="sessions in all")
+    sub.choices["bench"].add_argument("-c", "--concurrency", type=int, default=5, help="sessions at once")
+
+
+def run_client(args: argparse.Namespace) -> int:
+    report = asyncio.run(args.client_fn(args))
+    print(json.dumps(report, default=str))
+    return 0

@@ -1,0 +1,136 @@
+"""One turn: the user's words enter history, the chat model streams, and exactly one terminal frame ends it.
+
+A turn runs as its own task. Cancelling the task (cancel, barge-in, idle, disconnect) closes the
+engine stream, which aborts the request in the engine; the connection then sends `cancelled`
+unless the turn already sent its terminal frame (`terminal_sent`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from yap_engines import ChatRequest, ContextTooLongError, EngineError, InferenceEngine, InvalidRequestError, Sampling
+from yap_engines.thinking import ThinkSplitter, prompt_opens_thinking
+
+from .sanitize import StreamSanitizer
+from .session import Session, TurnOptions
+from .settings import ServerSettings
+from .wire import error_frame, frame
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class ServerCounters:
+    """Live counts shared by every connection of one app (for `/status`)."""
+
+    active_generations: int = 0
+    turns_started: int = 0
+
+
+@dataclass
+class Turn:
+    """A single request/response exchange on a session."""
+
+    session: Session
+    request_id: str
+    user_text: str
+    sampling: Sampling
+    options: TurnOptions
+    terminal_sent: bool = False
+    spoken_text: str | None = None
+    reply: str = ""
+    streamed: list[str] = field(default_factory=list)
+    engine_request_id: str = field(default_factory=lambda: f"yap-{uuid.uuid4().hex}")
+
+    def _frame(self, kind: str, **payload: Any) -> dict[str, Any]:
+        return frame(kind, self.session.session_id, self.request_id, **payload)
+
+    async def _terminal(self, send: Send, message: dict[str, Any]) -> None:
+        self.terminal_sent = True  # set before the await: a cancel landing during the send sees it
+        await send(message)
+
+    async def run(
+        self,
+        engine: InferenceEngine,
+        tokenizer: Any,
+        settings: ServerSettings,
+        counters: ServerCounters,
+        send: Send,
+    ) -> None:
+        """Stream the reply; on cancellation keep what was said in history and re-raise."""
+        started = time.perf_counter()
+        session = self.session
+        session.history.add("user", self.user_text)
+        counters.turns_started += 1
+        try:
+            history_budget = min(settings.history_max_tokens, settings.chat_max_len)
+            prompt = session.build_prompt(tokenizer, settings.chat_max_len, history_budget, settings.history_trim_ratio)
+        except ContextTooLongError as exc:
+            await self._terminal(send, error_frame(session.session_id, self.request_id, "context_too_long", str(exc)))
+            return
+        request = ChatRequest(self.engine_request_id, prompt, self.sampling, session_id=session.session_id)
+        opens = prompt_opens_thinking(tokenizer.decode(prompt[-8:])) if hasattr(tokenizer, "decode") else False
+        splitter = ThinkSplitter(starts_in_reasoning=opens)
+        sanitizer = StreamSanitizer() if self.options.sanitize_output else None
+        first_token_at: float | None = None
+        finish_reason: str | None = "stop"
+        usage = None
+        counters.active_generations += 1
+        try:
+            async with contextlib.aclosing(engine.generate(request)) as stream:
+                async for delta in stream:
+                    await self._emit(splitter.feed(delta.text), sanitizer, send)
+                    if first_token_at is None and self.streamed:
+                        first_token_at = time.perf_counter()
+                    if delta.finished:
+                        finish_reason, usage = delta.finish_reason, delta.usage
+            await self._emit(splitter.finish(), sanitizer, send, final=True)
+        except (EngineError, InvalidRequestError) as exc:
+            self._remember_reply()
+            await self._terminal(send, error_frame(session.session_id, self.request_id, "engine_error", str(exc)))
+            return
+        except BaseException:
+            self._remember_reply()
+            raise
+        finally:
+            counters.active_generations -= 1
+        self._remember_reply()
+        done = time.perf_counter()
+        ttft = (first_token_at or done) - started
+        await self._terminal(
+            send,
+            self._frame(
+                "done",
+                text="".join(self.streamed),
+                finish_reason=finish_reason,
+                usage=usage.as_dict() if usage else None,
+                timings={
+                    "tool_ms": None,
+                    "ttft_ms": round(ttft * 1000, 2),
+                    "total_ms": round((done - started) * 1000, 2),
+                },
+            ),
+        )
+
+    async def _emit(self, split: Any, sanitizer: StreamSanitizer | None, send: Send, final: bool = False) -> None:
+        if split.reasoning and self.options.reasoning == "stream":
+            await send(self._frame("reasoning", text=split.reasoning))
+        self.reply += split.content
+        text = split.content
+        if sanitizer is not None:
+            text = sanitizer.feed(text) + (sanitizer.finish() if final else "")
+        if text:
+            self.streamed.append(text)
+            await send(self._frame("token", text=text))
+
+    def _remember_reply(self) -> None:
+        """History gets the spoken part when the client said what was spoken, else what was generated."""
+        said = self.spoken_text if self.spoken_text is not None else self.reply
+        if said.strip():
+            self.session.history.add("assistant", said)

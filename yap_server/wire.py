@@ -1,0 +1,146 @@
+"""The `/ws` wire format: the envelope, client payload models, server frame builders, error codes.
+
+Every frame is `{"type", "session_id", "request_id", "payload"}`. Parsing raises `WireError` with
+the protocol's error code and a message that says what to fix; the connection stays open.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+UNKNOWN = "unknown"
+
+CLIENT_TYPES = ("start", "message", "followup", "cancel", "end", "ping", "pong")
+
+# Close codes (RFC 6455 plus the protocol's own idle code).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_IDLE = 4000
+
+
+class WireError(Exception):
+    """A frame the server cannot act on: `code` is the protocol error code."""
+
+    def __init__(self, code: str, message: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra or {}
+
+
+class Envelope(BaseModel):
+    """A parsed client frame."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    session_id: str = Field(min_length=1)
+    request_id: str = Field(min_length=1)
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class HistoryItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class StartPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    chat_prompt: str | None = None
+    personality: str | None = None
+    gender: str | None = None
+    history: list[HistoryItem] = Field(default_factory=list)
+    user_utterance: str | None = None
+    sampling: dict[str, Any] | None = None
+
+
+class MessagePayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    user_utterance: str = Field(min_length=1)
+    sampling: dict[str, Any] | None = None
+
+
+class FollowupPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    analysis_text: str = Field(min_length=1)
+
+
+class CancelPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    reason: str | None = None
+    spoken_text: str | None = None
+
+
+PAYLOADS: dict[str, type[BaseModel]] = {
+    "start": StartPayload,
+    "message": MessagePayload,
+    "followup": FollowupPayload,
+    "cancel": CancelPayload,
+}
+
+
+def _describe(exc: ValidationError, prefix: str) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(frame)"
+        parts.append(f"{prefix}{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_envelope(text: str) -> Envelope:
+    """Parse a text frame into an envelope; raise `WireError("invalid_message"|"unknown_type")`."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise WireError("invalid_message", f"frame is not valid JSON ({exc}); send one JSON object per frame") from None
+    if not isinstance(data, dict):
+        raise WireError("invalid_message", f"frame must be a JSON object, got {type(data).__name__}")
+    try:
+        envelope = Envelope.model_validate(data)
+    except ValidationError as exc:
+        raise WireError(
+            "invalid_message",
+            _describe(exc, "")
+            + ' (every frame needs string "type", "session_id", "request_id" and an object "payload")',
+        ) from None
+    if envelope.type not in CLIENT_TYPES:
+        raise WireError("unknown_type", f"unknown type {envelope.type!r}; valid types: {', '.join(CLIENT_TYPES)}")
+    return envelope
+
+
+def parse_payload(envelope: Envelope) -> Any:
+    """Validate the payload of `envelope` for its type; raise `WireError("invalid_payload")` naming the field."""
+    model = PAYLOADS.get(envelope.type)
+    if model is None:
+        return None
+    try:
+        return model.model_validate(envelope.payload)
+    except ValidationError as exc:
+        raise WireError("invalid_payload", _describe(exc, "payload.")) from None
+
+
+def frame(kind: str, session_id: str, request_id: str, /, **payload: Any) -> dict[str, Any]:
+    """A server frame with the common envelope."""
+    return {"type": kind, "session_id": session_id, "request_id": request_id, "payload": payload}
+
+
+def error_frame(session_id: str, request_id: str, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return frame("error", session_id, request_id, code=code, message=message, **extra)
+
+
+def server_time() -> float:
+    return time.time()
