@@ -34,13 +34,16 @@ def base_sampling(settings: ServerSettings) -> Sampling:
 
 
 def banned_phrase_bias(settings: ServerSettings, tokenizer: Any) -> dict[int, float]:
-    """Token-level logit bias for the phrases of `CHAT_LOGIT_BIAS_FILE` (each token of each phrase,
-    with and without a leading space, since BPE vocabularies spell a word differently after a space)."""
+    """Token-level logit bias for the phrases of `CHAT_LOGIT_BIAS_FILE`: each token of each phrase, with
+    and without a leading space (BPE spells a word differently after a space). A token shared by
+    several phrases keeps the strongest bias."""
     bias: dict[int, float] = {}
     for phrase, value in settings.banned_phrases().items():
         for variant in (phrase, " " + phrase):
             for token_id in tokenizer.encode(variant, add_special_tokens=False):
-                bias[int(token_id)] = value
+                current = bias.get(int(token_id))
+                if current is None or abs(value) > abs(current):
+                    bias[int(token_id)] = value
     return bias
 
 

@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     stream.add_argument("--requests", type=int, default=10, help="sequential requests to time")
     stream.add_argument("--max-tokens", type=int, default=128, help="tokens per request")
     stream.set_defaults(run=_bench_stream)
+    server_bench = bench_commands.add_parser("server", help="the server's added latency and throughput over the engine")
+    server_bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64], help="sessions at once")
+    server_bench.add_argument("--tokens", type=int, default=200, help="tokens per reply")
+    server_bench.add_argument("--rate", type=float, default=2000, help="fake engine tokens/s per stream")
+    server_bench.add_argument("--rounds", type=int, default=3, help="repeats per concurrency level")
+    server_bench.set_defaults(run=_bench_server)
 
     add_client_commands(commands)
 
@@ -111,6 +117,19 @@ def _bench_stream(args: argparse.Namespace) -> int:
         build_demo_chat(settings.demo_model_dir)
     result = asyncio.run(bench_stream(settings, requests=args.requests, max_tokens=args.max_tokens))
     print(json.dumps(result.as_dict()))
+    return 0
+
+
+def _bench_server(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .bench import bench_server
+
+    report = asyncio.run(
+        bench_server(tuple(args.concurrency), tokens=args.tokens, tokens_per_s=args.rate, rounds=args.rounds)
+    )
+    print(json.dumps(report, indent=2))
     return 0
 
 

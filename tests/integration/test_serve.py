@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -75,3 +76,50 @@ def test_yap_serve_answers_healthz_on_the_embedded_default(
     text = log.read_text()
     assert "Application shutdown complete" in text
     assert "serving the demo model" in text
+
+
+def test_yap_serve_fake_and_yap_client_warmup(tmp_path: Path) -> None:
+    """`yap serve --engine fake` configured from the environment, then `yap client warmup` as a user runs it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "YAP_PORT": str(port),
+        "TEXT_API_KEY": "k",
+        "MAX_CONCURRENT_CONNECTIONS": "2",
+        "YAP_FAKE_TEXT": "Hello from the fake engine.",
+        "YAP_FAKE_TOKENS_PER_S": "200",
+    }
+    with (tmp_path / "serve.log").open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "yap_server.cli", "serve", "--engine", "fake"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert wait_for_health(server, port, timeout=60).status_code == 200
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "yap_server.cli",
+                    "client",
+                    "warmup",
+                    "--server",
+                    f"http://127.0.0.1:{port}",
+                    "--key",
+                    "k",
+                    "--double-ttfb",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("Hello from the fake engine.") == 2
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["outcome"] == "done" and report["ttfb_ms"] > 0 and report["second_ttfb_ms"] > 0

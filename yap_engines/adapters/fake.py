@@ -181,8 +181,12 @@ class _StreamingFake:
         sampling = request.sampling
         text, emitted, count = "", 0, 0
         finish: FinishReason = "stop"
+        loop = asyncio.get_running_loop()
         try:
             await self._pause(aborted, self.first_token_delay_s)
+            # Pace by deadline (token n is due n/rate after the first), so the rate holds even when
+            # the event loop's timers are coarser than one token interval.
+            paced_from = loop.time()
             async for piece in pieces:
                 if aborted.is_set():
                     finish = "cancelled"
@@ -203,7 +207,8 @@ class _StreamingFake:
                 if count >= sampling.max_tokens:
                     finish = "length"
                     break
-                await self._pause(aborted, 1.0 / self.tokens_per_s if self.tokens_per_s else 0.0)
+                due = paced_from + count / self.tokens_per_s if self.tokens_per_s else 0.0
+                await self._pause(aborted, due - loop.time() if self.tokens_per_s else 0.0)
             else:
                 finish = "cancelled" if aborted.is_set() else "stop"
             usage = Usage(len(request.prompt_token_ids), count, usage_cached)
