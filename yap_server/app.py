@@ -13,6 +13,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from yap_engines import EngineSettings, InferenceEngine, Sampling, load_engine
+from yap_engines.demo import DEMO_TOOL_NAME
+from yap_engines.tool import ToolClassifier, ToolSettings
 
 from .auth import key_is_valid, presented_key
 from .limits import ConnectionSlots
@@ -47,23 +49,40 @@ def banned_phrase_bias(settings: ServerSettings, tokenizer: Any) -> dict[int, fl
     return bias
 
 
+def build_parts(
+    settings: ServerSettings, engine_settings: EngineSettings | None, tool_settings: ToolSettings | None
+) -> dict[str, Any]:
+    """Load what `DEPLOY_MODE` asks for: the chat engine and/or the tool classifier (default: the demo one)."""
+    parts: dict[str, Any] = {}
+    engine_settings = engine_settings or EngineSettings.from_env()
+    if settings.chat_deployed:
+        parts["chat"] = load_engine(settings=engine_settings)
+    if settings.tool_deployed:
+        tool_settings = tool_settings or ToolSettings.from_env()
+        model = tool_settings.tool_model or str(engine_settings.engines_dir / DEMO_TOOL_NAME)
+        parts["tool"] = ToolClassifier.load(model, tool_settings)
+    return parts
+
+
 def create_app(
     settings: ServerSettings | None = None,
-    engines: Mapping[str, InferenceEngine] | None = None,
+    engines: Mapping[str, Any] | None = None,
     engine_settings: EngineSettings | None = None,
+    tool_settings: ToolSettings | None = None,
 ) -> Starlette:
     """Build the Yap server.
 
-    `engines` maps a part name ("chat") to an engine; when omitted, the lifespan builds the chat
-    engine from `engine_settings` (default: the environment) and closes it on shutdown. Injected
-    engines belong to the caller, who closes them.
+    `engines` maps a part name to what serves it: "chat" (an `InferenceEngine`) and "tool" (a
+    `ToolClassifier`). When omitted, the lifespan builds the parts `DEPLOY_MODE` asks for from
+    `engine_settings`/`tool_settings` (default: the environment) and closes them on shutdown.
+    Injected parts belong to the caller, who closes them.
     """
     settings = settings or ServerSettings.from_env()
     base = base_sampling(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
-        built = {} if engines is not None else {"chat": load_engine(settings=engine_settings)}
+        built = {} if engines is not None else build_parts(settings, engine_settings, tool_settings)
         served = dict(engines) if engines is not None else built
         try:
             if settings.tool_deployed and "tool" not in served:

@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = commands.add_parser("demo", help="the offline demo model")
     demo_commands = demo.add_subparsers(dest="demo_command", required=True)
-    build = demo_commands.add_parser("build", help="build the demo chat model into engines/demo-chat")
+    build = demo_commands.add_parser("build", help="build the demo chat model and tool classifier into engines/")
     build.add_argument("--dest", type=Path, help="output directory (default: $YAP_ENGINES_DIR/demo-chat)")
     build.add_argument("--force", action="store_true", help="rebuild even when it exists")
+    build.add_argument("--no-tool", action="store_true", help="skip the demo tool classifier")
     build.set_defaults(run=_demo_build)
 
     bench = commands.add_parser("bench", help="benchmarks that print numbers")
@@ -81,27 +82,42 @@ def _given(**values: object) -> dict[str, object]:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from yap_engines.demo import build_demo_chat
+    from yap_engines.demo import DEMO_TOOL_NAME, build_demo_chat, build_demo_tool
+    from yap_engines.tool import ToolSettings
 
     from .app import create_app
 
     server = ServerSettings.from_env(**_given(host=args.host, port=args.port))
     engine = EngineSettings.from_env(**_given(engine=args.engine, model=args.model))
-    if engine.engine in ("vllm", "trt") and engine.model is None:
+    tool = ToolSettings.from_env()
+    if server.chat_deployed and engine.engine in ("vllm", "trt") and engine.model is None:
         print(f"yap: no MODEL set, serving the demo model from {engine.demo_model_dir}", file=sys.stderr)
         build_demo_chat(engine.demo_model_dir)
-    app = create_app(server, engine_settings=engine)
+    if server.tool_deployed and tool.tool_model is None:
+        print(
+            f"yap: no TOOL_MODEL set, using the demo classifier in {(engine.engines_dir / DEMO_TOOL_NAME)}",
+            file=sys.stderr,
+        )
+        build_demo_tool(engine.engines_dir / DEMO_TOOL_NAME)
+    app = create_app(server, engine_settings=engine, tool_settings=tool)
     uvicorn.run(app, host=server.host, port=server.port, log_level=server.log_level)
     return 0
 
 
 def _demo_build(args: argparse.Namespace) -> int:
-    from yap_engines.demo import build_demo_chat
+    from yap_engines.demo import DEMO_TOOL_NAME, build_demo_chat, build_demo_tool, held_out_accuracy
 
-    dest = args.dest or EngineSettings.from_env().demo_model_dir
+    settings = EngineSettings.from_env()
     started = time.perf_counter()
-    path = build_demo_chat(dest, overwrite=args.force)
+    path = build_demo_chat(args.dest or settings.demo_model_dir, overwrite=args.force)
     print(f"demo chat model ready in {path} ({time.perf_counter() - started:.1f} s)")
+    if not args.no_tool:
+        started = time.perf_counter()
+        tool = build_demo_tool(settings.engines_dir / DEMO_TOOL_NAME, overwrite=args.force)
+        print(
+            f"demo tool classifier ready in {tool} ({time.perf_counter() - started:.1f} s, "
+            f"held-out accuracy {held_out_accuracy(tool)})"
+        )
     return 0
 
 

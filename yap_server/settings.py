@@ -44,7 +44,7 @@ class ServerSettings(BaseSettings):
 
     # -- deployment ----------------------------------------------------------------------------
     deploy_mode: Literal["both", "chat", "tool"] = Field(
-        "chat",
+        "both",
         validation_alias=_env("DEPLOY_MODE", "DEPLOY_MODELS", "deploy_mode"),
         description="which parts answer turns: the chat model, the tool classifier, or both",
     )

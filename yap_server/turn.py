@@ -1,4 +1,5 @@
-"""One turn: the user's words enter history, the chat model streams, and exactly one terminal frame ends it.
+"""One turn: the user's words enter history, the tool classifier decides, the chat model streams, and
+exactly one terminal frame ends it.
 
 A turn runs as its own task. Cancelling the task (cancel, barge-in, idle, disconnect) closes the
 engine stream, which aborts the request in the engine; the connection then sends `cancelled`
@@ -7,6 +8,7 @@ unless the turn already sent its terminal frame (`terminal_sent`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -16,6 +18,7 @@ from typing import Any
 
 from yap_engines import ChatRequest, ContextTooLongError, EngineError, InferenceEngine, InvalidRequestError, Sampling
 from yap_engines.thinking import ThinkSplitter, prompt_opens_thinking
+from yap_engines.tool import ToolClassifier, ToolDecision
 
 from .sanitize import StreamSanitizer
 from .session import Session, TurnOptions
@@ -33,6 +36,22 @@ class ServerCounters:
     turns_started: int = 0
 
 
+async def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class TurnDeps:
+    """What a turn needs from its connection and server."""
+
+    chat: InferenceEngine | None
+    tool: ToolClassifier | None
+    tokenizer: Any
+    settings: ServerSettings
+    counters: ServerCounters
+    send: Send
+
+
 @dataclass
 class Turn:
     """A single request/response exchange on a session."""
@@ -47,6 +66,8 @@ class Turn:
     reply: str = ""
     streamed: list[str] = field(default_factory=list)
     engine_request_id: str = field(default_factory=lambda: f"yap-{uuid.uuid4().hex}")
+    tool_decision: ToolDecision | None = None
+    _gate: Callable[[], Awaitable[None]] = field(default=lambda: _nothing(), repr=False)
 
     def _frame(self, kind: str, **payload: Any) -> dict[str, Any]:
         return frame(kind, self.session.session_id, self.request_id, **payload)
@@ -55,35 +76,53 @@ class Turn:
         self.terminal_sent = True  # set before the await: a cancel landing during the send sees it
         await send(message)
 
-    async def run(
-        self,
-        engine: InferenceEngine,
-        tokenizer: Any,
-        settings: ServerSettings,
-        counters: ServerCounters,
-        send: Send,
-    ) -> None:
-        """Stream the reply; on cancellation keep what was said in history and re-raise."""
+    async def run(self, deps: TurnDeps) -> None:
+        """Classify (when the tool part is deployed) and stream the reply; exactly one terminal frame.
+
+        The classification runs alongside the chat model's prefill; the `toolcall` frame is sent
+        before the first token. On cancellation the pending classification is dropped, what was
+        said is kept in history, and the cancellation propagates.
+        """
         started = time.perf_counter()
         session = self.session
+        earlier = [m["content"] for m in session.history.messages() if m["role"] == "user"]
         session.history.add("user", self.user_text)
-        counters.turns_started += 1
+        deps.counters.turns_started += 1
+        tool_task = asyncio.create_task(deps.tool.classify(earlier, self.user_text)) if deps.tool else None
+        self._gate = lambda: self._send_toolcall(tool_task, deps.send)
+        try:
+            if deps.chat is None:
+                await self._gate()
+                await self._finish(deps.send, started, None, "stop", None)
+                return
+            await self._chat(deps, started)
+        finally:
+            if tool_task is not None and not tool_task.done():
+                tool_task.cancel()
+
+    async def _chat(self, deps: TurnDeps, started: float) -> None:
+        session, settings, send = self.session, deps.settings, deps.send
+        assert deps.chat is not None
         try:
             history_budget = min(settings.history_max_tokens, settings.chat_max_len)
-            prompt = session.build_prompt(tokenizer, settings.chat_max_len, history_budget, settings.history_trim_ratio)
+            prompt = session.build_prompt(
+                deps.tokenizer, settings.chat_max_len, history_budget, settings.history_trim_ratio
+            )
         except ContextTooLongError as exc:
+            await self._gate()
             await self._terminal(send, error_frame(session.session_id, self.request_id, "context_too_long", str(exc)))
             return
         request = ChatRequest(self.engine_request_id, prompt, self.sampling, session_id=session.session_id)
+        tokenizer = deps.tokenizer
         opens = prompt_opens_thinking(tokenizer.decode(prompt[-8:])) if hasattr(tokenizer, "decode") else False
         splitter = ThinkSplitter(starts_in_reasoning=opens)
         sanitizer = StreamSanitizer() if self.options.sanitize_output else None
         first_token_at: float | None = None
         finish_reason: str | None = "stop"
         usage = None
-        counters.active_generations += 1
+        deps.counters.active_generations += 1
         try:
-            async with contextlib.aclosing(engine.generate(request)) as stream:
+            async with contextlib.aclosing(deps.chat.generate(request)) as stream:
                 async for delta in stream:
                     await self._emit(splitter.feed(delta.text), sanitizer, send)
                     if first_token_at is None and self.streamed:
@@ -91,18 +130,34 @@ class Turn:
                     if delta.finished:
                         finish_reason, usage = delta.finish_reason, delta.usage
             await self._emit(splitter.finish(), sanitizer, send, final=True)
+            await self._gate()  # a reply with no visible text still gets its toolcall first
         except (EngineError, InvalidRequestError) as exc:
             self._remember_reply()
+            await self._gate()
             await self._terminal(send, error_frame(session.session_id, self.request_id, "engine_error", str(exc)))
             return
         except BaseException:
             self._remember_reply()
             raise
         finally:
-            counters.active_generations -= 1
+            deps.counters.active_generations -= 1
         self._remember_reply()
+        await self._finish(send, started, first_token_at, finish_reason, usage)
+
+    async def _send_toolcall(self, tool_task: asyncio.Task[ToolDecision] | None, send: Send) -> None:
+        """Send the `toolcall` frame once (waiting for the decision); a no-op without a tool part."""
+        if tool_task is None or self.tool_decision is not None:
+            return
+        self.tool_decision = await tool_task
+        decision = self.tool_decision
+        await send(self._frame("toolcall", status=decision.status, score=decision.score, raw=decision.label))
+
+    async def _finish(
+        self, send: Send, started: float, first_token_at: float | None, finish_reason: str | None, usage: Any
+    ) -> None:
         done = time.perf_counter()
         ttft = (first_token_at or done) - started
+        tool_ms = self.tool_decision.latency_ms if self.tool_decision else None
         await self._terminal(
             send,
             self._frame(
@@ -111,21 +166,23 @@ class Turn:
                 finish_reason=finish_reason,
                 usage=usage.as_dict() if usage else None,
                 timings={
-                    "tool_ms": None,
-                    "ttft_ms": round(ttft * 1000, 2),
+                    "tool_ms": tool_ms,
+                    "ttft_ms": round(ttft * 1000, 2) if first_token_at else None,
                     "total_ms": round((done - started) * 1000, 2),
                 },
             ),
         )
 
     async def _emit(self, split: Any, sanitizer: StreamSanitizer | None, send: Send, final: bool = False) -> None:
-        if split.reasoning and self.options.reasoning == "stream":
-            await send(self._frame("reasoning", text=split.reasoning))
         self.reply += split.content
         text = split.content
         if sanitizer is not None:
             text = sanitizer.feed(text) + (sanitizer.finish() if final else "")
+        if split.reasoning and self.options.reasoning == "stream":
+            await self._gate()
+            await send(self._frame("reasoning", text=split.reasoning))
         if text:
+            await self._gate()
             self.streamed.append(text)
             await send(self._frame("token", text=text))
 

@@ -16,13 +16,14 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from yap_engines import InferenceEngine, Sampling
+from yap_engines.tool import ToolClassifier
 
 from . import wire
 from .auth import key_is_valid, presented_key
 from .limits import ConnectionSlots, SlidingWindowLimiter
 from .session import Persona, Session, TurnOptions, parse_sampling
 from .settings import ServerSettings
-from .turn import ServerCounters, Turn
+from .turn import ServerCounters, Turn, TurnDeps
 from .wire import UNKNOWN, WireError, error_frame, frame
 
 log = logging.getLogger("yap.ws")
@@ -36,7 +37,10 @@ class Connection:
     def __init__(self, websocket: WebSocket, app_state: Any) -> None:
         self.ws = websocket
         self.settings: ServerSettings = app_state.settings
-        self.engine: InferenceEngine | None = app_state.engines.get("chat")
+        self.engine: InferenceEngine | None = (
+            app_state.engines.get("chat") if app_state.settings.chat_deployed else None
+        )
+        self.tool: ToolClassifier | None = app_state.engines.get("tool") if app_state.settings.tool_deployed else None
         self.tokenizer: Any = app_state.chat_tokenizer
         self.counters: ServerCounters = app_state.counters
         self.base_sampling: Sampling = app_state.base_sampling
@@ -185,7 +189,8 @@ class Connection:
 
     async def on_message(self, env: wire.Envelope, payload: wire.MessagePayload) -> None:
         session = self._require_session()
-        self._require_chat("message")
+        if self.engine is None and self.tool is None:
+            raise WireError("not_deployed", "message needs the chat model or the tool classifier; neither is deployed")
         sampling, options = parse_sampling(payload.sampling, session.sampling, session.options)
         await self.cancel_turn("barge_in")
         self.start_turn(env.request_id, payload.user_utterance, sampling, options)
@@ -219,20 +224,20 @@ class Connection:
         return self.session
 
     def _require_chat(self, what: str) -> None:
-        if not self.settings.chat_deployed or self.engine is None:
+        if self.engine is None:
             raise WireError("not_deployed", f"{what} needs the chat model, which this server does not deploy")
 
     # -- turns ---------------------------------------------------------------------------------
     def start_turn(self, request_id: str, text: str, sampling: Sampling, options: TurnOptions) -> None:
-        assert self.session is not None and self.engine is not None
+        assert self.session is not None
         turn = Turn(self.session, request_id, text, sampling, options)
         self.turn = turn
         self._turn_task = asyncio.create_task(self._run_turn(turn), name=f"turn-{request_id}")
 
     async def _run_turn(self, turn: Turn) -> None:
-        assert self.engine is not None
+        deps = TurnDeps(self.engine, self.tool, self.tokenizer, self.settings, self.counters, self.send)
         try:
-            await turn.run(self.engine, self.tokenizer, self.settings, self.counters, self.send)
+            await turn.run(deps)
         except Exception:
             log.exception("turn %s failed", turn.request_id)
             if not turn.terminal_sent:

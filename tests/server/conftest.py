@@ -21,7 +21,12 @@ TERMINAL = ("done", "cancelled", "error")
 
 
 def server_settings(**overrides: Any) -> ServerSettings:
-    values: dict[str, Any] = {"text_api_key": KEY, "max_concurrent_connections": 4, "ws_idle_timeout_s": 30}
+    values: dict[str, Any] = {
+        "text_api_key": KEY,
+        "max_concurrent_connections": 4,
+        "ws_idle_timeout_s": 30,
+        "deploy_mode": "chat",
+    }
     values.update(overrides)
     return ServerSettings(**values)
 
@@ -98,10 +103,12 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def live_server(engine: InferenceEngine, **overrides: Any) -> AsyncIterator[str]:
+async def live_server(
+    engine: InferenceEngine, engines: dict[str, Any] | None = None, **overrides: Any
+) -> AsyncIterator[str]:
     """A real uvicorn server on 127.0.0.1 in this event loop; yields its ws:// origin."""
     port = free_port()
-    app = create_app(server_settings(**overrides), engines={"chat": engine})
+    app = create_app(server_settings(**overrides), engines=engines or {"chat": engine})
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -14,7 +14,8 @@ from yap_server.settings import ServerSettings
 
 
 def settings(**overrides: object) -> ServerSettings:
-    return ServerSettings(**{"text_api_key": "k", "max_concurrent_connections": 2, **overrides})  # type: ignore[arg-type]
+    values = {"text_api_key": "k", "max_concurrent_connections": 2, "deploy_mode": "chat", **overrides}
+    return ServerSettings(**values)  # type: ignore[arg-type]
 
 
 def test_the_lifespan_builds_and_closes_its_own_engine() -> None:

@@ -1,0 +1,297 @@
+"""`ToolClassifier`: a small sequence classifier that decides, before the chat model speaks, whether
+the client should take a screenshot (look at the screen).
+
+Input: the session's earlier user turns (oldest dropped first, within `TOOL_HISTORY_TOKENS`) as the
+first segment and the newest utterance as the second, tail-kept when it alone is too long (its end
+matters most). The decision is "yes" when the positive label's probability reaches `TOOL_THRESHOLD`.
+
+Concurrent requests are micro-batched: gathered for up to `TOOL_BATCH_WINDOW_MS` or `TOOL_MAX_BATCH`
+requests, then run as one batch in a worker thread. The queue is bounded. A request that waits past
+`TOOL_TIMEOUT_S`, or whose caller went away, is dropped before it runs and counts as "no".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import BackendUnavailableError
+from .settings import load_settings
+from .types import EngineHealth
+
+# Longest input each architecture was trained for; anything else uses its position-embedding size.
+_MODEL_MAX_TOKENS = {"longformer": 1536, "bert": 512, "modernbert": 512, "distilbert": 512, "roberta": 512}
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class ToolSettings(BaseSettings):
+    """The tool classifier's settings (environment first, then `.env`, then defaults)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True, populate_by_name=True)
+
+    tool_model: str | None = Field(
+        None,
+        validation_alias=_env("TOOL_MODEL", "tool_model"),
+        description="HF id or path of the classifier; unset = the demo classifier",
+    )
+    tool_gpu_frac: float = Field(0.1, gt=0, le=1, validation_alias=_env("TOOL_GPU_FRAC", "tool_gpu_frac"))
+    tool_max_length: int | None = Field(
+        None,
+        gt=2,
+        validation_alias=_env("TOOL_MAX_LENGTH", "tool_max_length"),
+        description="input cap in tokens, clamped to the model's limit",
+    )
+    tool_history_tokens: int = Field(
+        900,
+        ge=0,
+        validation_alias=_env("TOOL_HISTORY_TOKENS", "tool_history_tokens"),
+        description="tokens of earlier user turns given to the classifier",
+    )
+    tool_threshold: float = Field(0.66, ge=0, le=1, validation_alias=_env("TOOL_THRESHOLD", "tool_threshold"))
+    tool_positive_label: str | None = Field(
+        None,
+        validation_alias=_env("TOOL_POSITIVE_LABEL", "tool_positive_label"),
+        description="name of the 'yes' label; unset = label index 1",
+    )
+    tool_batch_window_ms: float = Field(
+        3.0, ge=0, validation_alias=_env("TOOL_BATCH_WINDOW_MS", "tool_batch_window_ms")
+    )
+    tool_max_batch: int = Field(16, ge=1, validation_alias=_env("TOOL_MAX_BATCH", "tool_max_batch"))
+    tool_queue_size: int = Field(256, ge=1, validation_alias=_env("TOOL_QUEUE_SIZE", "tool_queue_size"))
+    tool_timeout_s: float = Field(2.0, gt=0, validation_alias=_env("TOOL_TIMEOUT_S", "tool_timeout_s"))
+    tool_device: Literal["auto", "cpu", "cuda"] = Field("auto", validation_alias=_env("TOOL_DEVICE", "tool_device"))
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ToolSettings:
+        return load_settings(cls, **overrides)
+
+
+@dataclass(frozen=True)
+class ToolDecision:
+    """The classifier's answer for one utterance."""
+
+    status: Literal["yes", "no"]
+    score: float
+    label: str
+    latency_ms: float
+    reason: Literal["classified", "timeout", "overloaded"] = "classified"
+
+
+@dataclass
+class _Pending:
+    input_ids: list[int]
+    future: asyncio.Future[tuple[float, str]]
+    deadline: float
+
+
+class ToolClassifier:
+    """A transformers sequence classifier behind a micro-batching queue."""
+
+    name = "tool"
+
+    def __init__(self, model: Any, tokenizer: Any, settings: ToolSettings, *, model_id: str) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.model_id = model_id
+        self.max_length = self.model_max_length(model.config, settings.tool_max_length)
+        self.positive_index = self._positive_index(model.config, settings.tool_positive_label)
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._batcher: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches_run = 0
+        self.items_run = 0
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model: str, settings: ToolSettings | None = None) -> ToolClassifier:
+        """Load any `AutoModelForSequenceClassification` model (path or HF id) on GPU when present, else CPU."""
+        settings = settings or ToolSettings.from_env()
+        try:
+            import torch
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                'the tool classifier needs torch and transformers: run `make install` or `pip install "yap[cpu]"`'
+            ) from exc
+        device = settings.tool_device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda":
+            torch.cuda.set_per_process_memory_fraction(settings.tool_gpu_frac)
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        network = AutoModelForSequenceClassification.from_pretrained(model).to(device).eval()
+        return cls(network, tokenizer, settings, model_id=model)
+
+    @staticmethod
+    def model_max_length(config: Any, override: int | None) -> int:
+        """Longformer 1536, BERT-family 512, else the position-embedding size; an override is clamped to it."""
+        limit = _MODEL_MAX_TOKENS.get(getattr(config, "model_type", ""), None)
+        positions = int(getattr(config, "max_position_embeddings", 512) or 512)
+        if limit is None:
+            limit = positions
+        if getattr(config, "model_type", "") == "roberta":
+            limit = min(limit, positions - 2)  # RoBERTa reserves two positions for its padding offset
+        return min(override, limit) if override else limit
+
+    @staticmethod
+    def _positive_index(config: Any, name: str | None) -> int:
+        labels = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+        if name is None:
+            return 1 if len(labels) != 1 else 0
+        for index, label in labels.items():
+            if label == name:
+                return index
+        raise ValueError(f"TOOL_POSITIVE_LABEL={name!r} is not a label of the model; labels: {sorted(labels.values())}")
+
+    # -- input ---------------------------------------------------------------------------------
+    def encode(self, history: Sequence[str], utterance: str) -> list[int]:
+        """Model input ids: earlier user turns (newest kept first) then the utterance (tail kept).
+
+        Works on the fast tokenizer's own encodings, so the model's special-token template (BERT's
+        `[CLS] a [SEP] b [SEP]`, RoBERTa's `<s> a </s></s> b </s>`, ...) is applied by its post-processor.
+        """
+        from tokenizers import Encoding
+
+        backend = self.tokenizer.backend_tokenizer
+        pair_specials = self.tokenizer.num_special_tokens_to_add(pair=True)
+        single_specials = self.tokenizer.num_special_tokens_to_add(pair=False)
+        current = backend.encode(utterance, add_special_tokens=False)
+        current.truncate(max(self.max_length - single_specials, 0), direction="left")
+        room = min(self.settings.tool_history_tokens, self.max_length - pair_specials - len(current.ids))
+        kept: list[Encoding] = []
+        used = 0
+        for turn in reversed(history):
+            encoding = backend.encode(turn, add_special_tokens=False)
+            if used + len(encoding.ids) > room:
+                break
+            kept.insert(0, encoding)
+            used += len(encoding.ids)
+        earlier = Encoding.merge(kept) if kept else None
+        processor = backend.post_processor
+        if processor is None:
+            return [*(earlier.ids if earlier else []), *current.ids]
+        if earlier is None:
+            return list(processor.process(current, add_special_tokens=True).ids)
+        return list(processor.process(earlier, current, add_special_tokens=True).ids)
+
+    # -- classification ------------------------------------------------------------------------
+    async def classify(self, history: Sequence[str], utterance: str) -> ToolDecision:
+        """Decide for one utterance; never raises for load: timeouts and a full queue answer "no"."""
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        queue = self._ensure_batcher()
+        item = _Pending(
+            self.encode(history, utterance), loop.create_future(), time.monotonic() + self.settings.tool_timeout_s
+        )
+        try:
+            queue.put_nowait(item)
+        except asyncio.QueueFull:
+            return self._no(started, "overloaded")
+        try:
+            score, label = await asyncio.wait_for(asyncio.shield(item.future), self.settings.tool_timeout_s)
+        except TimeoutError:
+            item.future.cancel()  # the batcher skips it if it has not run yet
+            return self._no(started, "timeout")
+        except asyncio.CancelledError:
+            item.future.cancel()  # barge-in: drop the pending classification
+            raise
+        status: Literal["yes", "no"] = "yes" if score >= self.settings.tool_threshold else "no"
+        return ToolDecision(status, round(score, 4), label, round((time.perf_counter() - started) * 1000, 2))
+
+    def _no(self, started: float, reason: Literal["timeout", "overloaded"]) -> ToolDecision:
+        return ToolDecision("no", 0.0, reason, round((time.perf_counter() - started) * 1000, 2), reason)
+
+    def _ensure_batcher(self) -> asyncio.Queue[_Pending]:
+        if self._closed:
+            raise BackendUnavailableError("the tool classifier is closed")
+        if self._queue is None or self._batcher is None or self._batcher.done():
+            self._queue = asyncio.Queue(maxsize=self.settings.tool_queue_size)
+            self._batcher = asyncio.create_task(self._run_batches(self._queue), name="tool-batcher")
+        return self._queue
+
+    async def _run_batches(self, queue: asyncio.Queue[_Pending]) -> None:
+        window = self.settings.tool_batch_window_ms / 1000
+        while True:
+            batch = [await queue.get()]
+            gather_until = time.monotonic() + window
+            while len(batch) < self.settings.tool_max_batch:
+                remaining = gather_until - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+                except TimeoutError:
+                    break
+            now = time.monotonic()
+            live = [item for item in batch if not item.future.done() and item.deadline > now]
+            for item in batch:
+                if item not in live and not item.future.done():
+                    item.future.cancel()
+            if not live:
+                continue
+            try:
+                results = await asyncio.to_thread(self._infer, [item.input_ids for item in live])
+            except Exception as exc:
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            for item, result in zip(live, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+
+    def _infer(self, batch: list[list[int]]) -> list[tuple[float, str]]:
+        """Run one padded batch through the model (in a worker thread); positive-label probabilities."""
+        import torch
+
+        width = max(len(ids) for ids in batch)
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in batch])
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch])
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        probs = torch.softmax(logits.float(), dim=-1)[:, self.positive_index].tolist()
+        labels = self.model.config.id2label
+        self.batches_run += 1
+        self.items_run += len(batch)
+        return [
+            (float(p), str(labels.get(self.positive_index, "yes") if p >= 0.5 else _other(labels, self.positive_index)))
+            for p in probs
+        ]
+
+    def pending(self) -> int:
+        """Requests waiting in the queue (0 when idle)."""
+        return self._queue.qsize() if self._queue is not None else 0
+
+    async def health(self) -> EngineHealth:
+        if self._closed:
+            return EngineHealth(False, "tool classifier is closed")
+        if self._batcher is not None and self._batcher.done() and not self._batcher.cancelled():
+            return EngineHealth(False, f"tool batcher died: {self._batcher.exception()!r}")
+        return EngineHealth(True, f"tool classifier {self.model_id}")
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._batcher is not None:
+            self._batcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._batcher
+
+
+def _other(labels: dict[int, str], positive: int) -> str:
+    for index, label in labels.items():
+        if index != positive:
+            return str(label)
+    return "no"
