@@ -6,6 +6,7 @@ tokenizer) so every request streams exactly `max_tokens` tokens.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 import uuid
@@ -75,3 +76,39 @@ async def bench_stream(settings: EngineSettings, *, requests: int = 10, max_toke
         ttft_ms_max=round(max(ttfts), 2),
         tokens_per_s_p50=round(statistics.median(rates), 1),
     )
+
+
+async def bench_tool(model: str, *, concurrencies: tuple[int, ...] = (1, 16), rounds: int = 20) -> dict[str, Any]:
+    """Tool classifier latency p50/p95 at each concurrency, with micro-batching and without it."""
+    from ._tool_data import labelled_utterances
+    from .tool import ToolClassifier, ToolSettings
+
+    texts = [text for text, _ in labelled_utterances()]
+    base = ToolClassifier.load(model, ToolSettings.from_env(tool_device="auto"))
+    report: dict[str, Any] = {"model": model}
+    try:
+        for text in texts[:8]:  # warm-up: the first forward passes pay one-time start-up costs
+            await base.classify([], text)
+        for label, overrides in (
+            ("batched", {"tool_max_batch": 16, "tool_batch_window_ms": 3.0}),
+            ("unbatched", {"tool_max_batch": 1, "tool_batch_window_ms": 0.0}),
+        ):
+            settings = ToolSettings.from_env(**{**base.settings.model_dump(), **overrides, "tool_timeout_s": 60.0})
+            tool = ToolClassifier(base.model, base.tokenizer, settings, model_id=model)
+            for level in concurrencies:
+                latencies: list[float] = []
+                for r in range(rounds):
+                    batch = [texts[(r * level + i) % len(texts)] for i in range(level)]
+                    decisions = await asyncio.gather(*(tool.classify([], t) for t in batch))
+                    latencies += [d.latency_ms for d in decisions]
+                latencies.sort()
+                report[f"{label}_c{level}"] = {
+                    "p50_ms": round(statistics.median(latencies), 2),
+                    "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
+                    "batches": tool.batches_run,
+                }
+                tool.batches_run = 0
+            await tool.aclose()
+    finally:
+        await base.aclose()
+    return report

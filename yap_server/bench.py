@@ -130,6 +130,7 @@ def start_server(port: int, text: str, tokens_per_s: float, max_connections: int
         "YAP_PORT": str(port),
         "LOG_LEVEL": "warning",
         "CHAT_MAX_OUT": "4096",
+        "DEPLOY_MODE": "chat",
         "WS_MAX_MESSAGES_PER_WINDOW": "0",
         "WS_MAX_CANCELS_PER_WINDOW": "0",
     }

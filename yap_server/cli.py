@@ -54,8 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     server_bench.add_argument("--rate", type=float, default=2000, help="fake engine tokens/s per stream")
     server_bench.add_argument("--rounds", type=int, default=3, help="repeats per concurrency level")
     server_bench.set_defaults(run=_bench_server)
+    tool_bench = bench_commands.add_parser("tool", help="tool classifier latency, with and without micro-batching")
+    tool_bench.add_argument("--model", help="classifier (env TOOL_MODEL; default: the demo classifier)")
+    tool_bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 16], help="requests at once")
+    tool_bench.set_defaults(run=_bench_tool)
 
     add_client_commands(commands)
+
+    tool = commands.add_parser("tool", help="the tool classifier")
+    tool_commands = tool.add_subparsers(dest="tool_command", required=True)
+    classify = tool_commands.add_parser("classify", help="one utterance per stdin line -> one JSON line each")
+    classify.add_argument("--model", help="classifier dir or HF id (env TOOL_MODEL; default: the demo classifier)")
+    classify.set_defaults(run=_tool_classify)
 
     install = commands.add_parser("install", help="install the vLLM backend that fits this machine")
     install.add_argument(
@@ -146,6 +156,45 @@ def _bench_server(args: argparse.Namespace) -> int:
         bench_server(tuple(args.concurrency), tokens=args.tokens, tokens_per_s=args.rate, rounds=args.rounds)
     )
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def _bench_tool(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from yap_engines.bench import bench_tool
+    from yap_engines.demo import DEMO_TOOL_NAME, build_demo_tool
+    from yap_engines.tool import ToolSettings
+
+    model = args.model or ToolSettings.from_env().tool_model
+    model = model or str(build_demo_tool(EngineSettings.from_env().engines_dir / DEMO_TOOL_NAME))
+    print(json.dumps(asyncio.run(bench_tool(model, concurrencies=tuple(args.concurrency))), indent=2))
+    return 0
+
+
+def _tool_classify(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from yap_engines.demo import DEMO_TOOL_NAME, build_demo_tool
+    from yap_engines.tool import ToolClassifier, ToolSettings
+
+    settings = ToolSettings.from_env(**_given(tool_model=args.model))
+    model = settings.tool_model or str(build_demo_tool(EngineSettings.from_env().engines_dir / DEMO_TOOL_NAME))
+
+    async def run() -> None:
+        classifier = ToolClassifier.load(model, settings)
+        try:
+            for line in sys.stdin:
+                text = line.rstrip("\n")
+                if text.strip():
+                    decision = await classifier.classify([], text)
+                    print(json.dumps({"text": text, "status": decision.status, "score": decision.score}), flush=True)
+        finally:
+            await classifier.aclose()
+
+    asyncio.run(run())
     return 0
 
 

@@ -240,7 +240,52 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-COMMANDS = {"warmup": warmup, "conversation": conversation, "cancel": cancel, "idle": idle, "bench": bench}
+async def tool(args: argparse.Namespace) -> dict[str, Any]:
+    """replay the tool regression cases; step and case accuracy, false positives and negatives"""
+    from .tool_cases import CASES
+
+    gate = asyncio.Semaphore(args.concurrency)
+    cases = CASES[: args.limit] if args.limit else CASES
+
+    async def replay(name: str, steps: tuple[tuple[str, str], ...]) -> list[tuple[str, str, str]]:
+        async with gate, await _connect(args) as connection:
+            client = YapClient(connection, session_id=f"tool-{name}")
+            await client.start()
+            outcomes = []
+            for text, expected in steps:
+                result = await asyncio.wait_for(client.turn(text), args.timeout)
+                got = next((f["payload"]["status"] for f in result.frames if f["type"] == "toolcall"), "none")
+                outcomes.append((text, expected, got))
+            await client.send("end", "end")
+            return outcomes
+
+    results = await asyncio.gather(*(replay(name, steps) for name, steps in cases))
+    steps = [step for case in results for step in case]
+    report: dict[str, Any] = {
+        "cases": len(results),
+        "steps": len(steps),
+        "step_accuracy": round(sum(e == g for _, e, g in steps) / max(len(steps), 1), 4),
+        "case_accuracy": round(sum(all(e == g for _, e, g in c) for c in results) / max(len(results), 1), 4),
+        "false_positives": [t for t, e, g in steps if e == "no" and g == "yes"],
+        "false_negatives": [t for t, e, g in steps if e == "yes" and g != "yes"],
+    }
+    if not args.json:
+        print(f"step accuracy {report['step_accuracy']:.2%}, case accuracy {report['case_accuracy']:.2%}")
+        for text in report["false_positives"]:
+            print(f"  false positive: {text}")
+        for text in report["false_negatives"]:
+            print(f"  false negative: {text}")
+    return report
+
+
+COMMANDS = {
+    "warmup": warmup,
+    "conversation": conversation,
+    "cancel": cancel,
+    "idle": idle,
+    "bench": bench,
+    "tool": tool,
+}
 
 
 def add_client_commands(commands: Any) -> None:
@@ -259,6 +304,8 @@ def add_client_commands(commands: Any) -> None:
     sub.choices["idle"].add_argument("--wait", type=float, default=200.0, help="seconds to wait for the close")
     sub.choices["bench"].add_argument("-n", "--sessions", type=int, default=20, help="sessions in all")
     sub.choices["bench"].add_argument("-c", "--concurrency", type=int, default=5, help="sessions at once")
+    sub.choices["tool"].add_argument("--concurrency", type=int, default=4, help="cases replayed at once")
+    sub.choices["tool"].add_argument("--limit", type=int, default=0, help="replay only the first N cases")
 
 
 def run_client(args: argparse.Namespace) -> int:

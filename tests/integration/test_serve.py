@@ -98,7 +98,7 @@ def test_yap_serve_fake_and_yap_client_warmup(tmp_path: Path) -> None:
             text=True,
         )
         try:
-            assert wait_for_health(server, port, timeout=60).status_code == 200
+            assert wait_for_health(server, port, timeout=180).status_code == 200
             out = subprocess.run(
                 [
                     sys.executable,

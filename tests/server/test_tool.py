@@ -181,3 +181,38 @@ async def test_toolcall_ordering_over_a_real_socket(classifier: ToolClassifier, 
     else:
         assert "toolcall" not in kinds and kinds[-1] == "done"
     assert chat.num_unfinished_requests() == 0
+
+
+async def test_the_tool_regression_replay_client(classifier: ToolClassifier) -> None:
+    import argparse
+
+    from yap_server import client as yap_client
+
+    chat = FakeEngine(text="Okay.", tokens_per_s=500)
+    async with live_server(chat, deploy_mode="both", engines={"chat": chat, "tool": classifier}) as origin:
+        args = argparse.Namespace(server=origin, key=KEY, timeout=30.0, json=True, concurrency=4, limit=6)
+        report = await yap_client.tool(args)
+    assert report["cases"] == 6 and report["steps"] == 12
+    assert report["step_accuracy"] >= 0.75
+    wrong = len(report["false_positives"]) + len(report["false_negatives"])
+    assert wrong == round((1 - report["step_accuracy"]) * report["steps"])
+
+
+def test_yap_tool_classify_reads_stdin_lines(demo_tool_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "yap_server.cli", "tool", "classify", "--model", str(demo_tool_dir)],
+        input="can you look at my screen?\n\ntell me a joke\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(line["text"], line["status"]) for line in lines] == [
+        ("can you look at my screen?", "yes"),
+        ("tell me a joke", "no"),
+    ]
+    assert all(0.0 <= line["score"] <= 1.0 for line in lines)
