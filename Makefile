@@ -32,3 +32,4 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint docker/trt/Dockerfile docker/vllm/Dockerfile

@@ -1,9 +1,9 @@
 """Engine settings, read once from the environment (then `.env`, then defaults) into a frozen object.
 
 Every variable is listed once below with what it does. The seeds' names (`MODEL`, `ENGINE`,
-`CHAT_MAX_LEN`, ...) are accepted as they are; backend knobs are namespaced `YAP_VLLM_*`.
-Build it with `EngineSettings.from_env(**overrides)`; a bad value raises `SettingsError` naming the
-variable. Tests and notebooks pass keyword arguments by field name.
+`CHAT_MAX_LEN`, `TRT_BATCH_SIZE`, ...) are accepted as they are; backend knobs are namespaced
+`YAP_VLLM_*` / `YAP_TRT_*`. Build it with `EngineSettings.from_env(**overrides)`; a bad value
+raises `SettingsError` naming the variable. Tests and notebooks pass keyword arguments by field name.
 """
 
 from __future__ import annotations
@@ -127,6 +127,51 @@ class EngineSettings(BaseSettings):
         gt=0,
         validation_alias=_env("VLLM_CPU_KVCACHE_SPACE", "YAP_VLLM_CPU_KVCACHE_GIB", "vllm_cpu_kvcache_gib"),
         description="vLLM CPU build: KV-cache size in GiB (its default of 92% of RAM fails)",
+    )
+    trt_kv_free_gpu_frac: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        validation_alias=_env("TRT_KV_FREE_GPU_FRAC", "YAP_TRT_KV_FREE_GPU_FRAC", "trt_kv_free_gpu_frac"),
+        description="TensorRT-LLM: share of the GPU memory still free after the weights load that the KV cache "
+        "takes; unset = CHAT_GPU_FRAC",
+    )
+    trt_max_batch_size: int = Field(
+        64,
+        gt=0,
+        validation_alias=_env("TRT_MAX_BATCH_SIZE", "YAP_TRT_MAX_BATCH_SIZE", "trt_max_batch_size"),
+        description="TensorRT-LLM: the largest batch the engine is set up for; a prebuilt engine's baked-in value wins",
+    )
+    trt_batch_size: int | None = Field(
+        None,
+        gt=0,
+        validation_alias=_env("TRT_BATCH_SIZE", "YAP_TRT_BATCH_SIZE", "trt_batch_size"),
+        description="TensorRT-LLM: requests batched at once, at most the engine's max batch size (checked at "
+        "start-up); unset = that max",
+    )
+    trt_max_num_tokens: int | None = Field(
+        None,
+        gt=0,
+        validation_alias=_env("TRT_MAX_NUM_TOKENS", "YAP_TRT_MAX_NUM_TOKENS", "trt_max_num_tokens"),
+        description="TensorRT-LLM: most tokens in one forward pass; unset = 8192, or a prebuilt engine's own",
+    )
+    trt_max_input_len: int | None = Field(
+        None,
+        gt=0,
+        validation_alias=_env("TRT_MAX_INPUT_LEN", "YAP_TRT_MAX_INPUT_LEN", "trt_max_input_len"),
+        description="TensorRT-LLM: longest prompt in tokens; unset = CHAT_MAX_LEN",
+    )
+    trt_max_output_len: int | None = Field(
+        None,
+        gt=0,
+        validation_alias=_env("TRT_MAX_OUTPUT_LEN", "YAP_TRT_MAX_OUTPUT_LEN", "trt_max_output_len"),
+        description="TensorRT-LLM: longest reply in tokens; unset = CHAT_MAX_OUT",
+    )
+    trt_legacy_engine: bool | None = Field(
+        None,
+        validation_alias=_env("TRT_LEGACY_ENGINE", "YAP_TRT_LEGACY_ENGINE", "trt_legacy_engine"),
+        description="TensorRT-LLM: run on the TensorRT-engine backend instead of the PyTorch one; unset = only when "
+        "MODEL is a prebuilt engine dir (config.json with build_config, rank*.engine)",
     )
     fake_text: str | None = Field(
         None,

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from yap_engines.errors import BackendUnavailableError
+from yap_engines.registry import engine_class
 from yap_engines.settings import EngineSettings, SettingsError
 
 from .client import add_client_commands
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = commands.add_parser("serve", help="run the server (uvicorn)")
     serve.add_argument("--engine", help="fake | vllm | trt | openai (env ENGINE)")
+    serve.add_argument("--trt", action="store_true", help="same as --engine trt")
     serve.add_argument("--model", help="HF id or local path (env MODEL); unset = the offline demo model")
     serve.add_argument("--host", help="interface to bind (env YAP_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (env YAP_PORT, default 8000)")
@@ -83,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"yap: {exc}", file=sys.stderr)
         return 2
+    except BackendUnavailableError as exc:
+        print(f"yap: {exc}", file=sys.stderr)
+        return 1
 
 
 def _given(**values: object) -> dict[str, object]:
@@ -98,7 +104,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     server = ServerSettings.from_env(**_given(host=args.host, port=args.port))
-    engine = EngineSettings.from_env(**_given(engine=args.engine, model=args.model))
+    engine = EngineSettings.from_env(**_given(engine="trt" if args.trt else args.engine, model=args.model))
+    if server.chat_deployed:
+        engine_class(engine.engine)  # a missing backend stops here with its install hint, not a lifespan traceback
     tool = ToolSettings.from_env()
     if server.chat_deployed and engine.engine in ("vllm", "trt") and engine.model is None:
         print(f"yap: no MODEL set, serving the demo model from {engine.demo_model_dir}", file=sys.stderr)

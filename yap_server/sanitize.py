@@ -174,7 +174,8 @@ class _SpaceStage:
                 out.append(" ")
             self.held = False
             out.append(ch)
-            self._after_word = ch.isalnum() or ch == "_"
+            # "°" and "%" count as word ends: the verbalise stage turns them into "degrees"/"percent".
+            self._after_word = ch.isalnum() or ch in "_°%"
         if eof:
             self.held = False
         return "".join(out)

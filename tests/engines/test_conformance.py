@@ -1,4 +1,5 @@
-"""One behaviour suite for every engine that runs here: the fake, and real vLLM (CPU build) on the demo model."""
+"""One behaviour suite for every engine that runs here: the fake, real vLLM (CPU build) on the demo model, and
+the TensorRT-LLM adapter over its CPU stand-in (tests/stand_ins; TensorRT-LLM itself needs a GPU)."""
 
 from __future__ import annotations
 
@@ -39,11 +40,11 @@ def fake_engine() -> FakeEngine:
                                       "so that limits, stop strings and cancellation all have room to act."])
 
 
-@pytest.fixture(params=["fake", "vllm"])
+@pytest.fixture(params=["fake", "vllm", "trt"])
 def subject(request: pytest.FixtureRequest, demo_tokenizer: Any, fake_engine: FakeEngine) -> Subject:
     if request.param == "fake":
         return Subject(fake_engine, decode=lambda ids: "", eos_id=None)
-    engine = request.getfixturevalue("vllm_engine")
+    engine = request.getfixturevalue(f"{request.param}_engine")  # vllm_engine or trt_engine
     return Subject(engine, decode=lambda ids: demo_tokenizer.decode(ids, skip_special_tokens=True),
                    eos_id=demo_tokenizer.eos_token_id)
 
