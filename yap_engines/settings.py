@@ -21,7 +21,8 @@ class SettingsError(ValueError):
     """A setting is missing or invalid; the message names the environment variable."""
 
 
-def _env(*names: str) -> AliasChoices:
+def env_names(*names: str) -> AliasChoices:
+    """The environment variables (first = the documented one) and field name a setting is read from."""
     return AliasChoices(*names)
 
 
@@ -57,137 +58,137 @@ class EngineSettings(BaseSettings):
 
     engine: Literal["fake", "vllm", "trt", "openai"] = Field(
         "vllm",
-        validation_alias=_env("ENGINE", "INFERENCE_ENGINE", "YAP_ENGINE", "engine"),
+        validation_alias=env_names("ENGINE", "INFERENCE_ENGINE", "YAP_ENGINE", "engine"),
         description="which adapter serves the chat model",
     )
     model: str | None = Field(
         None,
-        validation_alias=_env("MODEL", "YAP_MODEL", "model"),
+        validation_alias=env_names("MODEL", "YAP_MODEL", "model"),
         description="HF id or local path of the chat model; unset = the offline demo model",
     )
     engines_dir: Path = Field(
         Path("engines"),
-        validation_alias=_env("YAP_ENGINES_DIR", "engines_dir"),
+        validation_alias=env_names("YAP_ENGINES_DIR", "engines_dir"),
         description="local store of built demo models and quantized checkpoints",
     )
     chat_max_len: int = Field(
         5025,
         gt=0,
-        validation_alias=_env("CHAT_MAX_LEN", "chat_max_len"),
+        validation_alias=env_names("CHAT_MAX_LEN", "chat_max_len"),
         description="prompt budget in tokens (history is trimmed to fit)",
     )
     chat_max_out: int = Field(
         150,
         gt=0,
-        validation_alias=_env("CHAT_MAX_OUT", "chat_max_out"),
+        validation_alias=env_names("CHAT_MAX_OUT", "chat_max_out"),
         description="maximum reply length in tokens",
     )
     chat_gpu_frac: float = Field(
         0.9,
         gt=0,
         le=1,
-        validation_alias=_env("CHAT_GPU_FRAC", "chat_gpu_frac"),
+        validation_alias=env_names("CHAT_GPU_FRAC", "chat_gpu_frac"),
         description="fraction of GPU memory the chat engine may use",
     )
     kv_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16"] = Field(
         "auto",
-        validation_alias=_env("KV_DTYPE", "kv_dtype"),
+        validation_alias=env_names("KV_DTYPE", "kv_dtype"),
         description="KV-cache dtype",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
-        validation_alias=_env("YAP_DTYPE", "dtype"),
+        validation_alias=env_names("YAP_DTYPE", "dtype"),
         description="model weights dtype",
     )
-    seed: int = Field(0, validation_alias=_env("YAP_SEED", "seed"), description="engine-level random seed")
+    seed: int = Field(0, validation_alias=env_names("YAP_SEED", "seed"), description="engine-level random seed")
     vllm_max_num_seqs: int = Field(
         64,
         gt=0,
-        validation_alias=_env("YAP_VLLM_MAX_NUM_SEQS", "vllm_max_num_seqs"),
+        validation_alias=env_names("YAP_VLLM_MAX_NUM_SEQS", "vllm_max_num_seqs"),
         description="vLLM: most sequences scheduled at once",
     )
     vllm_enforce_eager: bool | None = Field(
         None,
-        validation_alias=_env("YAP_VLLM_ENFORCE_EAGER", "vllm_enforce_eager"),
+        validation_alias=env_names("YAP_VLLM_ENFORCE_EAGER", "vllm_enforce_eager"),
         description="vLLM: skip torch.compile/CUDA graphs; unset = on for CPU (fast start), off on GPU",
     )
     vllm_enable_prefix_caching: bool = Field(
         True,
-        validation_alias=_env("YAP_VLLM_ENABLE_PREFIX_CACHING", "vllm_enable_prefix_caching"),
+        validation_alias=env_names("YAP_VLLM_ENABLE_PREFIX_CACHING", "vllm_enable_prefix_caching"),
         description="vLLM: automatic prefix caching",
     )
     vllm_tensor_parallel_size: int = Field(
         1,
         gt=0,
-        validation_alias=_env("YAP_VLLM_TENSOR_PARALLEL_SIZE", "vllm_tensor_parallel_size"),
+        validation_alias=env_names("YAP_VLLM_TENSOR_PARALLEL_SIZE", "vllm_tensor_parallel_size"),
         description="vLLM: GPUs per model",
     )
     vllm_cpu_kvcache_gib: float = Field(
         1.0,
         gt=0,
-        validation_alias=_env("VLLM_CPU_KVCACHE_SPACE", "YAP_VLLM_CPU_KVCACHE_GIB", "vllm_cpu_kvcache_gib"),
+        validation_alias=env_names("VLLM_CPU_KVCACHE_SPACE", "YAP_VLLM_CPU_KVCACHE_GIB", "vllm_cpu_kvcache_gib"),
         description="vLLM CPU build: KV-cache size in GiB (its default of 92% of RAM fails)",
     )
     trt_kv_free_gpu_frac: float | None = Field(
         None,
         gt=0,
         le=1,
-        validation_alias=_env("TRT_KV_FREE_GPU_FRAC", "YAP_TRT_KV_FREE_GPU_FRAC", "trt_kv_free_gpu_frac"),
+        validation_alias=env_names("TRT_KV_FREE_GPU_FRAC", "YAP_TRT_KV_FREE_GPU_FRAC", "trt_kv_free_gpu_frac"),
         description="TensorRT-LLM: share of the GPU memory still free after the weights load that the KV cache "
         "takes; unset = CHAT_GPU_FRAC",
     )
     trt_max_batch_size: int = Field(
         64,
         gt=0,
-        validation_alias=_env("TRT_MAX_BATCH_SIZE", "YAP_TRT_MAX_BATCH_SIZE", "trt_max_batch_size"),
+        validation_alias=env_names("TRT_MAX_BATCH_SIZE", "YAP_TRT_MAX_BATCH_SIZE", "trt_max_batch_size"),
         description="TensorRT-LLM: the largest batch the engine is set up for; a prebuilt engine's baked-in value wins",
     )
     trt_batch_size: int | None = Field(
         None,
         gt=0,
-        validation_alias=_env("TRT_BATCH_SIZE", "YAP_TRT_BATCH_SIZE", "trt_batch_size"),
+        validation_alias=env_names("TRT_BATCH_SIZE", "YAP_TRT_BATCH_SIZE", "trt_batch_size"),
         description="TensorRT-LLM: requests batched at once, at most the engine's max batch size (checked at "
         "start-up); unset = that max",
     )
     trt_max_num_tokens: int | None = Field(
         None,
         gt=0,
-        validation_alias=_env("TRT_MAX_NUM_TOKENS", "YAP_TRT_MAX_NUM_TOKENS", "trt_max_num_tokens"),
+        validation_alias=env_names("TRT_MAX_NUM_TOKENS", "YAP_TRT_MAX_NUM_TOKENS", "trt_max_num_tokens"),
         description="TensorRT-LLM: most tokens in one forward pass; unset = 8192, or a prebuilt engine's own",
     )
     trt_max_input_len: int | None = Field(
         None,
         gt=0,
-        validation_alias=_env("TRT_MAX_INPUT_LEN", "YAP_TRT_MAX_INPUT_LEN", "trt_max_input_len"),
+        validation_alias=env_names("TRT_MAX_INPUT_LEN", "YAP_TRT_MAX_INPUT_LEN", "trt_max_input_len"),
         description="TensorRT-LLM: longest prompt in tokens; unset = CHAT_MAX_LEN",
     )
     trt_max_output_len: int | None = Field(
         None,
         gt=0,
-        validation_alias=_env("TRT_MAX_OUTPUT_LEN", "YAP_TRT_MAX_OUTPUT_LEN", "trt_max_output_len"),
+        validation_alias=env_names("TRT_MAX_OUTPUT_LEN", "YAP_TRT_MAX_OUTPUT_LEN", "trt_max_output_len"),
         description="TensorRT-LLM: longest reply in tokens; unset = CHAT_MAX_OUT",
     )
     trt_legacy_engine: bool | None = Field(
         None,
-        validation_alias=_env("TRT_LEGACY_ENGINE", "YAP_TRT_LEGACY_ENGINE", "trt_legacy_engine"),
+        validation_alias=env_names("TRT_LEGACY_ENGINE", "YAP_TRT_LEGACY_ENGINE", "trt_legacy_engine"),
         description="TensorRT-LLM: run on the TensorRT-engine backend instead of the PyTorch one; unset = only when "
         "MODEL is a prebuilt engine dir (config.json with build_config, rank*.engine)",
     )
     fake_text: str | None = Field(
         None,
-        validation_alias=_env("YAP_FAKE_TEXT", "fake_text"),
+        validation_alias=env_names("YAP_FAKE_TEXT", "fake_text"),
         description="fake engine: fixed reply text; unset = seeded words",
     )
     fake_tokens_per_s: float = Field(
         0.0,
         ge=0,
-        validation_alias=_env("YAP_FAKE_TOKENS_PER_S", "fake_tokens_per_s"),
+        validation_alias=env_names("YAP_FAKE_TOKENS_PER_S", "fake_tokens_per_s"),
         description="fake engine: streaming rate; 0 = as fast as possible",
     )
     fake_first_token_delay_s: float = Field(
         0.0,
         ge=0,
-        validation_alias=_env("YAP_FAKE_FIRST_TOKEN_DELAY_S", "fake_first_token_delay_s"),
+        validation_alias=env_names("YAP_FAKE_FIRST_TOKEN_DELAY_S", "fake_first_token_delay_s"),
         description="fake engine: delay before the first token",
     )
 

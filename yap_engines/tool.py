@@ -19,19 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import BackendUnavailableError
-from .settings import load_settings
+from .settings import env_names, load_settings
 from .types import EngineHealth
 
 # Longest input each architecture was trained for; anything else uses its position-embedding size.
 _MODEL_MAX_TOKENS = {"longformer": 1536, "bert": 512, "modernbert": 512, "distilbert": 512, "roberta": 512}
-
-
-def _env(*names: str) -> AliasChoices:
-    return AliasChoices(*names)
 
 
 class ToolSettings(BaseSettings):
@@ -41,35 +37,37 @@ class ToolSettings(BaseSettings):
 
     tool_model: str | None = Field(
         None,
-        validation_alias=_env("TOOL_MODEL", "tool_model"),
+        validation_alias=env_names("TOOL_MODEL", "tool_model"),
         description="HF id or path of the classifier; unset = the demo classifier",
     )
-    tool_gpu_frac: float = Field(0.1, gt=0, le=1, validation_alias=_env("TOOL_GPU_FRAC", "tool_gpu_frac"))
+    tool_gpu_frac: float = Field(0.1, gt=0, le=1, validation_alias=env_names("TOOL_GPU_FRAC", "tool_gpu_frac"))
     tool_max_length: int | None = Field(
         None,
         gt=2,
-        validation_alias=_env("TOOL_MAX_LENGTH", "tool_max_length"),
+        validation_alias=env_names("TOOL_MAX_LENGTH", "tool_max_length"),
         description="input cap in tokens, clamped to the model's limit",
     )
     tool_history_tokens: int = Field(
         900,
         ge=0,
-        validation_alias=_env("TOOL_HISTORY_TOKENS", "tool_history_tokens"),
+        validation_alias=env_names("TOOL_HISTORY_TOKENS", "tool_history_tokens"),
         description="tokens of earlier user turns given to the classifier",
     )
-    tool_threshold: float = Field(0.66, ge=0, le=1, validation_alias=_env("TOOL_THRESHOLD", "tool_threshold"))
+    tool_threshold: float = Field(0.66, ge=0, le=1, validation_alias=env_names("TOOL_THRESHOLD", "tool_threshold"))
     tool_positive_label: str | None = Field(
         None,
-        validation_alias=_env("TOOL_POSITIVE_LABEL", "tool_positive_label"),
+        validation_alias=env_names("TOOL_POSITIVE_LABEL", "tool_positive_label"),
         description="name of the 'yes' label; unset = label index 1",
     )
     tool_batch_window_ms: float = Field(
-        3.0, ge=0, validation_alias=_env("TOOL_BATCH_WINDOW_MS", "tool_batch_window_ms")
+        3.0, ge=0, validation_alias=env_names("TOOL_BATCH_WINDOW_MS", "tool_batch_window_ms")
     )
-    tool_max_batch: int = Field(16, ge=1, validation_alias=_env("TOOL_MAX_BATCH", "tool_max_batch"))
-    tool_queue_size: int = Field(256, ge=1, validation_alias=_env("TOOL_QUEUE_SIZE", "tool_queue_size"))
-    tool_timeout_s: float = Field(2.0, gt=0, validation_alias=_env("TOOL_TIMEOUT_S", "tool_timeout_s"))
-    tool_device: Literal["auto", "cpu", "cuda"] = Field("auto", validation_alias=_env("TOOL_DEVICE", "tool_device"))
+    tool_max_batch: int = Field(16, ge=1, validation_alias=env_names("TOOL_MAX_BATCH", "tool_max_batch"))
+    tool_queue_size: int = Field(256, ge=1, validation_alias=env_names("TOOL_QUEUE_SIZE", "tool_queue_size"))
+    tool_timeout_s: float = Field(2.0, gt=0, validation_alias=env_names("TOOL_TIMEOUT_S", "tool_timeout_s"))
+    tool_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", validation_alias=env_names("TOOL_DEVICE", "tool_device")
+    )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ToolSettings:

@@ -11,14 +11,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from yap_engines.settings import load_settings
-
-
-def _env(*names: str) -> AliasChoices:
-    return AliasChoices(*names)
+from yap_engines.settings import env_names, load_settings
 
 
 class ServerSettings(BaseSettings):
@@ -27,86 +23,88 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True, populate_by_name=True)
 
     # -- listening and auth --------------------------------------------------------------------
-    host: str = Field("127.0.0.1", validation_alias=_env("YAP_HOST", "HOST", "host"), description="interface")
-    port: int = Field(8000, ge=0, le=65535, validation_alias=_env("YAP_PORT", "PORT", "port"), description="port")
+    host: str = Field("127.0.0.1", validation_alias=env_names("YAP_HOST", "HOST", "host"), description="interface")
+    port: int = Field(8000, ge=0, le=65535, validation_alias=env_names("YAP_PORT", "PORT", "port"), description="port")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
-        "info", validation_alias=_env("LOG_LEVEL", "log_level"), description="log level"
+        "info", validation_alias=env_names("LOG_LEVEL", "log_level"), description="log level"
     )
     text_api_key: SecretStr = Field(
-        validation_alias=_env("TEXT_API_KEY", "text_api_key"),
+        validation_alias=env_names("TEXT_API_KEY", "text_api_key"),
         description="API key(s) clients must present; a comma-separated list allows several",
     )
     max_concurrent_connections: int = Field(
         gt=0,
-        validation_alias=_env("MAX_CONCURRENT_CONNECTIONS", "max_concurrent_connections"),
+        validation_alias=env_names("MAX_CONCURRENT_CONNECTIONS", "max_concurrent_connections"),
         description="WebSocket connections served at once",
     )
 
     # -- deployment ----------------------------------------------------------------------------
     deploy_mode: Literal["both", "chat", "tool"] = Field(
         "both",
-        validation_alias=_env("DEPLOY_MODE", "DEPLOY_MODELS", "deploy_mode"),
+        validation_alias=env_names("DEPLOY_MODE", "DEPLOY_MODELS", "deploy_mode"),
         description="which parts answer turns: the chat model, the tool classifier, or both",
     )
-    chat_max_len: int = Field(5025, gt=0, validation_alias=_env("CHAT_MAX_LEN", "chat_max_len"))
-    chat_max_out: int = Field(150, gt=0, validation_alias=_env("CHAT_MAX_OUT", "chat_max_out"))
+    chat_max_len: int = Field(5025, gt=0, validation_alias=env_names("CHAT_MAX_LEN", "chat_max_len"))
+    chat_max_out: int = Field(150, gt=0, validation_alias=env_names("CHAT_MAX_OUT", "chat_max_out"))
     history_max_tokens: int = Field(
         3000,
         gt=0,
-        validation_alias=_env("HISTORY_MAX_TOKENS", "history_max_tokens"),
+        validation_alias=env_names("HISTORY_MAX_TOKENS", "history_max_tokens"),
         description="history budget in tokens; past it, whole oldest turns are dropped",
     )
     history_trim_ratio: float = Field(
         0.7,
         gt=0,
         le=1,
-        validation_alias=_env("HISTORY_TRIM_RATIO", "history_trim_ratio"),
+        validation_alias=env_names("HISTORY_TRIM_RATIO", "history_trim_ratio"),
         description="hysteresis: when history overflows, trim it to this fraction of its budget",
     )
     screen_analysis_prefix: str = Field(
         "Here is what is on my screen: ",
-        validation_alias=_env("SCREEN_ANALYSIS_PREFIX", "screen_analysis_prefix"),
+        validation_alias=env_names("SCREEN_ANALYSIS_PREFIX", "screen_analysis_prefix"),
         description="prepended to a followup's analysis_text",
     )
     chat_logit_bias_file: Path | None = Field(
         None,
-        validation_alias=_env("CHAT_LOGIT_BIAS_FILE", "chat_logit_bias_file"),
+        validation_alias=env_names("CHAT_LOGIT_BIAS_FILE", "chat_logit_bias_file"),
         description='JSON object of banned phrases -> bias, e.g. {"As an AI": -100}',
     )
-    chat_temperature: float = Field(0.7, validation_alias=_env("CHAT_TEMPERATURE", "chat_temperature"))
-    chat_top_p: float = Field(0.9, validation_alias=_env("CHAT_TOP_P", "chat_top_p"))
-    chat_top_k: int = Field(-1, validation_alias=_env("CHAT_TOP_K", "chat_top_k"))
+    chat_temperature: float = Field(0.7, validation_alias=env_names("CHAT_TEMPERATURE", "chat_temperature"))
+    chat_top_p: float = Field(0.9, validation_alias=env_names("CHAT_TOP_P", "chat_top_p"))
+    chat_top_k: int = Field(-1, validation_alias=env_names("CHAT_TOP_K", "chat_top_k"))
     chat_repetition_penalty: float = Field(
-        1.05, validation_alias=_env("CHAT_REPETITION_PENALTY", "chat_repetition_penalty")
+        1.05, validation_alias=env_names("CHAT_REPETITION_PENALTY", "chat_repetition_penalty")
     )
 
     # -- WebSocket protocol --------------------------------------------------------------------
-    ws_end_sentinel: str = Field("__END__", validation_alias=_env("WS_END_SENTINEL", "ws_end_sentinel"))
-    ws_cancel_sentinel: str = Field("__CANCEL__", validation_alias=_env("WS_CANCEL_SENTINEL", "ws_cancel_sentinel"))
-    ws_idle_timeout_s: float = Field(150.0, gt=0, validation_alias=_env("WS_IDLE_TIMEOUT_S", "ws_idle_timeout_s"))
+    ws_end_sentinel: str = Field("__END__", validation_alias=env_names("WS_END_SENTINEL", "ws_end_sentinel"))
+    ws_cancel_sentinel: str = Field(
+        "__CANCEL__", validation_alias=env_names("WS_CANCEL_SENTINEL", "ws_cancel_sentinel")
+    )
+    ws_idle_timeout_s: float = Field(150.0, gt=0, validation_alias=env_names("WS_IDLE_TIMEOUT_S", "ws_idle_timeout_s"))
     ws_handshake_acquire_timeout_s: float = Field(
-        0.5, ge=0, validation_alias=_env("WS_HANDSHAKE_ACQUIRE_TIMEOUT_S", "ws_handshake_acquire_timeout_s")
+        0.5, ge=0, validation_alias=env_names("WS_HANDSHAKE_ACQUIRE_TIMEOUT_S", "ws_handshake_acquire_timeout_s")
     )
     ws_max_message_bytes: int = Field(
-        65536, gt=0, validation_alias=_env("WS_MAX_MESSAGE_BYTES", "ws_max_message_bytes")
+        65536, gt=0, validation_alias=env_names("WS_MAX_MESSAGE_BYTES", "ws_max_message_bytes")
     )
     ws_max_messages_per_window: int = Field(
-        25, ge=0, validation_alias=_env("WS_MAX_MESSAGES_PER_WINDOW", "ws_max_messages_per_window")
+        25, ge=0, validation_alias=env_names("WS_MAX_MESSAGES_PER_WINDOW", "ws_max_messages_per_window")
     )
     ws_message_window_seconds: float = Field(
-        60.0, ge=0, validation_alias=_env("WS_MESSAGE_WINDOW_SECONDS", "ws_message_window_seconds")
+        60.0, ge=0, validation_alias=env_names("WS_MESSAGE_WINDOW_SECONDS", "ws_message_window_seconds")
     )
     ws_max_cancels_per_window: int = Field(
-        25, ge=0, validation_alias=_env("WS_MAX_CANCELS_PER_WINDOW", "ws_max_cancels_per_window")
+        25, ge=0, validation_alias=env_names("WS_MAX_CANCELS_PER_WINDOW", "ws_max_cancels_per_window")
     )
     ws_cancel_window_seconds: float = Field(
-        60.0, ge=0, validation_alias=_env("WS_CANCEL_WINDOW_SECONDS", "ws_cancel_window_seconds")
+        60.0, ge=0, validation_alias=env_names("WS_CANCEL_WINDOW_SECONDS", "ws_cancel_window_seconds")
     )
     chat_prompt_update_max_per_window: int = Field(
-        4, ge=0, validation_alias=_env("CHAT_PROMPT_UPDATE_MAX_PER_WINDOW", "chat_prompt_update_max_per_window")
+        4, ge=0, validation_alias=env_names("CHAT_PROMPT_UPDATE_MAX_PER_WINDOW", "chat_prompt_update_max_per_window")
     )
     chat_prompt_update_window_seconds: float = Field(
-        60.0, ge=0, validation_alias=_env("CHAT_PROMPT_UPDATE_WINDOW_SECONDS", "chat_prompt_update_window_seconds")
+        60.0, ge=0, validation_alias=env_names("CHAT_PROMPT_UPDATE_WINDOW_SECONDS", "chat_prompt_update_window_seconds")
     )
 
     @field_validator("text_api_key")
