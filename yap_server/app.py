@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from yap_engines import EngineSettings, InferenceEngine, Sampling, load_engine
@@ -18,6 +19,7 @@ from yap_engines.tool import ToolClassifier, ToolSettings
 
 from .auth import key_is_valid, presented_key
 from .limits import ConnectionSlots
+from .observability import ObservabilitySettings, Telemetry, configure_logging
 from .settings import ServerSettings
 from .turn import ServerCounters
 from .ws import ws_endpoint
@@ -69,19 +71,28 @@ def create_app(
     engines: Mapping[str, Any] | None = None,
     engine_settings: EngineSettings | None = None,
     tool_settings: ToolSettings | None = None,
+    telemetry: Telemetry | None = None,
 ) -> Starlette:
     """Build the Yap server.
 
     `engines` maps a part name to what serves it: "chat" (an `InferenceEngine`) and "tool" (a
     `ToolClassifier`). When omitted, the lifespan builds the parts `DEPLOY_MODE` asks for from
     `engine_settings`/`tool_settings` (default: the environment) and closes them on shutdown.
-    Injected parts belong to the caller, who closes them.
+    Injected parts belong to the caller, who closes them. So does an injected `telemetry`; without
+    one, the app builds its own from `ObservabilitySettings` (the environment) and flushes it on shutdown.
     """
     settings = settings or ServerSettings.from_env()
     base = base_sampling(settings)
+    owns_telemetry = telemetry is None
+    if telemetry is None:
+        observability = ObservabilitySettings.from_env()
+        configure_logging(observability, settings.api_keys)
+        telemetry = Telemetry.build(observability, settings.api_keys)
+    app_telemetry = telemetry
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
+        starting = time.perf_counter()
         built = {} if engines is not None else build_parts(settings, engine_settings, tool_settings)
         served = dict(engines) if engines is not None else built
         try:
@@ -97,6 +108,7 @@ def create_app(
             sampling = base
             if tokenizer is not None and settings.chat_logit_bias_file is not None:
                 sampling = base.merged({"logit_bias": banned_phrase_bias(settings, tokenizer)})
+            app_telemetry.started_up(time.perf_counter() - starting)
             yield {
                 "settings": settings,
                 "engines": served,
@@ -104,13 +116,17 @@ def create_app(
                 "base_sampling": sampling,
                 "slots": ConnectionSlots(settings.max_concurrent_connections),
                 "counters": ServerCounters(),
+                "telemetry": app_telemetry,
             }
         finally:
             await asyncio.gather(*(engine.aclose() for engine in built.values()), return_exceptions=True)
+            if owns_telemetry:
+                await asyncio.to_thread(app_telemetry.shutdown)
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/status", status, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute("/ws", ws_endpoint),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
@@ -156,3 +172,10 @@ async def status(request: Request) -> JSONResponse:
             "models": {part: getattr(engine, "model_id", None) for part, engine in engines.items()},
         }
     )
+
+
+async def metrics(request: Request) -> Response:
+    """`GET /metrics`: Prometheus text (API key required unless `METRICS_PUBLIC=1`)."""
+    telemetry: Telemetry = request.state.telemetry
+    settings: ServerSettings = request.state.settings
+    return telemetry.metrics_response(request, settings.api_keys)

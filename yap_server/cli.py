@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     server_bench.add_argument("--rate", type=float, default=2000, help="fake engine tokens/s per stream")
     server_bench.add_argument("--rounds", type=int, default=3, help="repeats per concurrency level")
     server_bench.set_defaults(run=_bench_server)
+    telemetry_bench = bench_commands.add_parser("telemetry", help="server tokens/s with telemetry off vs on")
+    telemetry_bench.add_argument("--concurrency", type=int, default=16, help="sessions at once")
+    telemetry_bench.add_argument("--tokens", type=int, default=200, help="tokens per reply")
+    telemetry_bench.add_argument("--rounds", type=int, default=5, help="alternating off/on runs")
+    telemetry_bench.set_defaults(run=_bench_telemetry)
     tool_bench = bench_commands.add_parser("tool", help="tool classifier latency, with and without micro-batching")
     tool_bench.add_argument("--model", help="classifier (env TOOL_MODEL; default: the demo classifier)")
     tool_bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 16], help="requests at once")
@@ -163,6 +168,17 @@ def _bench_server(args: argparse.Namespace) -> int:
     report = asyncio.run(
         bench_server(tuple(args.concurrency), tokens=args.tokens, tokens_per_s=args.rate, rounds=args.rounds)
     )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _bench_telemetry(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from .bench_telemetry import bench_telemetry
+
+    report = asyncio.run(bench_telemetry(concurrency=args.concurrency, tokens=args.tokens, rounds=args.rounds))
     print(json.dumps(report, indent=2))
     return 0
 

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yap_engines import ChatRequest, ContextTooLongError, EngineError, InferenceEngine, InvalidRequestError, Sampling
 from yap_engines.thinking import ThinkSplitter, prompt_opens_thinking
@@ -24,6 +24,9 @@ from .sanitize import StreamSanitizer
 from .session import Session, TurnOptions
 from .settings import ServerSettings
 from .wire import error_frame, frame
+
+if TYPE_CHECKING:
+    from .observability import TurnTelemetry
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -50,6 +53,7 @@ class TurnDeps:
     settings: ServerSettings
     counters: ServerCounters
     send: Send
+    telemetry: TurnTelemetry | None = None
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Turn:
     streamed: list[str] = field(default_factory=list)
     engine_request_id: str = field(default_factory=lambda: f"yap-{uuid.uuid4().hex}")
     tool_decision: ToolDecision | None = None
+    telemetry: TurnTelemetry | None = None
     _gate: Callable[[], Awaitable[None]] = field(default=lambda: _nothing(), repr=False)
 
     def _frame(self, kind: str, **payload: Any) -> dict[str, Any]:
@@ -74,6 +79,8 @@ class Turn:
 
     async def _terminal(self, send: Send, message: dict[str, Any]) -> None:
         self.terminal_sent = True  # set before the await: a cancel landing during the send sees it
+        if self.telemetry is not None:
+            self.telemetry.ended(message["type"], message["payload"].get("code"))
         await send(message)
 
     async def run(self, deps: TurnDeps) -> None:
@@ -84,6 +91,7 @@ class Turn:
         said is kept in history, and the cancellation propagates.
         """
         started = time.perf_counter()
+        self.telemetry = deps.telemetry
         session = self.session
         earlier = [m["content"] for m in session.history.messages() if m["role"] == "user"]
         session.history.add("user", self.user_text)
@@ -121,17 +129,26 @@ class Turn:
         finish_reason: str | None = "stop"
         usage = None
         deps.counters.active_generations += 1
+        telemetry = self.telemetry
+        if telemetry is not None:
+            telemetry.generation_started()
         try:
             async with contextlib.aclosing(deps.chat.generate(request)) as stream:
                 async for delta in stream:
+                    if telemetry is not None:
+                        telemetry.delta()
                     await self._emit(splitter.feed(delta.text), sanitizer, send)
                     if first_token_at is None and self.streamed:
                         first_token_at = time.perf_counter()
+                        if telemetry is not None:
+                            telemetry.first_token(first_token_at - started)
                     if delta.finished:
                         finish_reason, usage = delta.finish_reason, delta.usage
             await self._emit(splitter.finish(), sanitizer, send, final=True)
             await self._gate()  # a reply with no visible text still gets its toolcall first
         except (EngineError, InvalidRequestError) as exc:
+            if telemetry is not None:
+                telemetry.report_exception(exc, self.user_text)
             self._remember_reply()
             await self._gate()
             await self._terminal(send, error_frame(session.session_id, self.request_id, "engine_error", str(exc)))
@@ -141,6 +158,8 @@ class Turn:
             raise
         finally:
             deps.counters.active_generations -= 1
+            if telemetry is not None:
+                telemetry.generation_ended(usage)
         self._remember_reply()
         await self._finish(send, started, first_token_at, finish_reason, usage)
 
@@ -150,6 +169,8 @@ class Turn:
             return
         self.tool_decision = await tool_task
         decision = self.tool_decision
+        if self.telemetry is not None:
+            self.telemetry.tool_classified(decision.status, decision.latency_ms / 1000)
         await send(self._frame("toolcall", status=decision.status, score=decision.score, raw=decision.label))
 
     async def _finish(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ from yap_engines.tool import ToolClassifier
 from . import wire
 from .auth import key_is_valid, presented_key
 from .limits import ConnectionSlots, SlidingWindowLimiter
+from .observability import Telemetry, TurnTelemetry
 from .session import Persona, Session, TurnOptions, parse_sampling
 from .settings import ServerSettings
 from .turn import ServerCounters, Turn, TurnDeps
@@ -47,6 +49,10 @@ class Connection:
         self.session: Session | None = None
         self.turn: Turn | None = None
         self._turn_task: asyncio.Task[None] | None = None
+        self.telemetry: Telemetry = app_state.telemetry
+        client_id = websocket.headers.get("x-client-id") or websocket.query_params.get("client_id")
+        self.observed = self.telemetry.connection_opened(client_id[:64] if client_id else None)
+        self.turn_telemetry: TurnTelemetry | None = None
         self._send_lock = asyncio.Lock()
         s = self.settings
         self.messages = SlidingWindowLimiter(s.ws_max_messages_per_window, s.ws_message_window_seconds)
@@ -77,6 +83,7 @@ class Connection:
                 try:
                     message = await asyncio.wait_for(self.ws.receive(), timeout=self.settings.ws_idle_timeout_s)
                 except TimeoutError:
+                    self.telemetry.idle_disconnect()
                     await self.cancel_turn("idle")
                     await self.close(wire.CLOSE_IDLE, "idle timeout")
                     return
@@ -88,6 +95,7 @@ class Connection:
             return
         finally:
             await self.cancel_turn("disconnect", notify=False)
+            self.observed.closed()
 
     async def handle_raw(self, message: Mapping[str, Any]) -> bool:
         """Handle one ASGI receive message; False ends the connection."""
@@ -115,10 +123,13 @@ class Connection:
             return await self.dispatch(envelope)
         except WireError as exc:
             sid, rid = (envelope.session_id, envelope.request_id) if envelope else (UNKNOWN, UNKNOWN)
+            self.telemetry.error(exc.code)
             await self.error(sid, rid, exc.code, exc.message, **exc.extra)
-        except Exception:
-            log.exception("internal error while handling a frame")
+        except Exception as exc:
             sid, rid = (envelope.session_id, envelope.request_id) if envelope else (UNKNOWN, UNKNOWN)
+            log.exception("internal error while handling a frame", extra={"session_id": sid, "request_id": rid})
+            self.telemetry.error("internal_error")
+            self.telemetry.report_exception(exc, session_id=sid, request_id=rid, client_id=self.observed.client_id)
             await self.error(sid, rid, "internal_error", "the server failed on this frame; it has been logged")
         return True
 
@@ -128,6 +139,7 @@ class Connection:
 
     async def dispatch(self, env: wire.Envelope) -> bool:
         if env.type not in UNMETERED and (wait := self.messages.acquire()) is not None:
+            self.telemetry.rate_limited("messages")
             raise WireError("rate_limited", f"too many messages; retry in {wait:.1f} s", extra={"retry_after_s": wait})
         if env.type == "ping":
             await self.send(frame("pong", env.session_id, env.request_id))
@@ -162,6 +174,7 @@ class Connection:
                 ),
             )
             if (wait := limiter.acquire()) is not None:
+                self.telemetry.rate_limited("prompt_updates")
                 raise WireError(
                     "rate_limited",
                     f"chat_prompt changes too often; retry in {wait:.1f} s",
@@ -171,6 +184,7 @@ class Connection:
         persona = Persona(chat_prompt, payload.personality, payload.gender)
         history = [item.model_dump() for item in payload.history]
         self.session = Session.create(env.session_id, persona, self.tokenizer, history, sampling, options)
+        self.observed.session_started(env.session_id)
         await self.send(
             frame(
                 "ack",
@@ -204,6 +218,7 @@ class Connection:
 
     async def on_cancel(self, session_id: str, request_id: str, payload: wire.CancelPayload) -> None:
         if (wait := self.cancels.acquire()) is not None:
+            self.telemetry.rate_limited("cancels")
             raise WireError("rate_limited", f"too many cancels; retry in {wait:.1f} s", extra={"retry_after_s": wait})
         if await self.cancel_turn("client_request", spoken_text=payload.spoken_text):
             return
@@ -232,16 +247,23 @@ class Connection:
         assert self.session is not None
         turn = Turn(self.session, request_id, text, sampling, options)
         self.turn = turn
+        self.turn_telemetry = self.observed.turn(request_id)
         self._turn_task = asyncio.create_task(self._run_turn(turn), name=f"turn-{request_id}")
 
     async def _run_turn(self, turn: Turn) -> None:
-        deps = TurnDeps(self.engine, self.tool, self.tokenizer, self.settings, self.counters, self.send)
+        observed = self.turn_telemetry
+        deps = TurnDeps(self.engine, self.tool, self.tokenizer, self.settings, self.counters, self.send, observed)
         try:
             await turn.run(deps)
-        except Exception:
-            log.exception("turn %s failed", turn.request_id)
+        except Exception as exc:
+            ids = {"session_id": turn.session.session_id, "request_id": turn.request_id}
+            log.exception("turn %s failed", turn.request_id, extra=ids)
+            if observed is not None:
+                observed.report_exception(exc, turn.user_text)
             if not turn.terminal_sent:
                 turn.terminal_sent = True
+                if observed is not None:
+                    observed.ended("error", "internal_error")
                 await self.error(
                     turn.session.session_id,
                     turn.request_id,
@@ -260,6 +282,9 @@ class Connection:
         if turn.terminal_sent:
             return False
         turn.terminal_sent = True
+        self.telemetry.cancelled(reason)
+        if self.turn_telemetry is not None:
+            self.turn_telemetry.ended("cancelled")
         if notify:
             await self.send(frame("cancelled", turn.session.session_id, turn.request_id, reason=reason))
         return True
@@ -270,8 +295,10 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     state = websocket.state
     settings: ServerSettings = state.settings
     slots: ConnectionSlots = state.slots
+    telemetry: Telemetry = state.telemetry
     await websocket.accept()
     if not key_is_valid(presented_key(websocket), settings.api_keys):
+        telemetry.rejected("auth")
         await websocket.send_json(
             error_frame(
                 UNKNOWN,
@@ -282,7 +309,9 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         )
         await websocket.close(wire.CLOSE_POLICY_VIOLATION, "authentication failed")
         return
+    waiting_since = time.perf_counter()
     if not await slots.acquire(settings.ws_handshake_acquire_timeout_s):
+        telemetry.rejected("capacity")
         await websocket.send_json(
             error_frame(
                 UNKNOWN,
@@ -293,6 +322,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         )
         await websocket.close(wire.CLOSE_TRY_AGAIN_LATER, "server at capacity")
         return
+    telemetry.slot_waited(time.perf_counter() - waiting_since)
     try:
         await Connection(websocket, state).serve()
     finally:
