@@ -7,7 +7,7 @@ STAMP := $(VENV)/.yap-installed
 TEXT_API_KEY ?= yap-dev-key
 MAX_CONCURRENT_CONNECTIONS ?= 16
 
-.PHONY: install test serve lint demo
+.PHONY: install test serve lint demo quant-env build-engine
 
 install: $(STAMP)
 
@@ -33,3 +33,9 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint docker/trt/Dockerfile docker/vllm/Dockerfile
+
+quant-env: install
+	$(BIN)/yap quant env
+
+build-engine: install
+	$(BIN)/yap quant build --model $(MODEL) --backend $(ENGINE) --mode $(QUANT) $(if $(SM),--sm $(SM)) $(if $(PUSH),--push)

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from quant.cli import add_quant_commands
 from yap_engines.errors import BackendUnavailableError
 from yap_engines.registry import engine_class
 from yap_engines.settings import EngineSettings, SettingsError
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     tool_bench.set_defaults(run=_bench_tool)
 
     add_client_commands(commands)
+    add_quant_commands(commands)
 
     tool = commands.add_parser("tool", help="the tool classifier")
     tool_commands = tool.add_subparsers(dest="tool_command", required=True)
@@ -233,7 +235,7 @@ def has_nvidia_gpu() -> bool:
 def _install(args: argparse.Namespace) -> int:
     gpu = has_nvidia_gpu() if args.backend == "auto" else args.backend == "gpu"
     extra = "vllm" if gpu else "cpu"
-    pip = [sys.executable, "-m", "pip", "install", "-q", "-e", f"{args.project}[server,dev,{extra}]"]
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-e", f"{args.project}[server,dev,quant,{extra}]"]
     print(f"yap: installing the {'GPU' if gpu else 'CPU'} build of vLLM: {' '.join(pip[2:])}", flush=True)
     if subprocess.run(pip, check=False).returncode != 0:
         if gpu:

@@ -1,0 +1,90 @@
+"""The model card (`README.md`) generated for a push: base model, method, GPU, versions, how to serve it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+from .metadata import BuildMetadata
+
+BACKEND_NAMES = MappingProxyType({"vllm": "vLLM", "trt": "TensorRT-LLM"})
+TOOL_PACKAGES = MappingProxyType(
+    {"llmcompressor": ("llmcompressor", "compressed-tensors"), "modelopt": ("nvidia-modelopt",)}
+)
+
+
+def _is_hub_id(model: str) -> bool:
+    return not Path(model).exists() and model.count("/") == 1 and not model.startswith((".", "/"))
+
+
+def _calibration(meta: BuildMetadata) -> str:
+    calib = meta.calibration
+    if not calib:
+        return "none (data-free)"
+    source = calib.get("source", calib)
+    name = "the embedded calibration texts" if source.get("kind") == "embedded" else f"`{source.get('name')}`"
+    return f"{name}, {calib.get('nsamples')} samples of up to {calib.get('seqlen')} tokens"
+
+
+def _versions(meta: BuildMetadata) -> str:
+    tool = meta.plan.tool or ""
+    names = (*TOOL_PACKAGES.get(tool, ()), "transformers", "torch")
+    return ", ".join(f"{n} {meta.versions[n]}" for n in names if n in meta.versions)
+
+
+def model_card(meta: BuildMetadata, repo_id: str) -> str:
+    """The checkpoint's card: YAML front matter (base_model for hub models) and a short description."""
+    p = meta.plan
+    base = meta.model if _is_hub_id(meta.model) else Path(meta.model).name
+    tags = ["yap", "quantized", p.method or "none", "compressed-tensors" if p.tool == "llmcompressor" else "modelopt"]
+    front = ["---"]
+    if _is_hub_id(meta.model):
+        front.append(f"base_model: {meta.model}")
+    front += ["pipeline_tag: text-generation", "tags:", *(f"- {t}" for t in tags), "---", ""]
+    backend = BACKEND_NAMES[p.backend]
+    serve = f"yap serve --engine {p.backend} --model {repo_id}"
+    body = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"`{base}` quantized with **{p.method}** ({p.produces}) for **{backend}**, built by Yap (`yap quant build`).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Base model | `{base}` (revision `{meta.revision}`) |",
+        f"| Method | {p.method}: {', '.join(p.recipe)} (scheme {p.scheme}) |",
+        f"| GPU | {p.gpu or 'not GPU-specific (no SM given)'} |",
+        f"| Calibration | {_calibration(meta)} |",
+        f"| Versions | {_versions(meta)} |",
+        f"| Build key | `{meta.key}` |",
+        "",
+        "## Serve it with Yap",
+        "",
+        "```bash",
+        serve,
+        f"make serve ENGINE={p.backend} MODEL={repo_id}",
+        "```",
+        "",
+        "`build_metadata.json` records the plan, tool versions, calibration, durations and file hashes.",
+        "",
+    ]
+    return "\n".join(front + body)
+
+
+def engine_card(meta: BuildMetadata, repo_id: str, folder: str) -> str:
+    """The card of a compiled TensorRT engine folder (engines are specific to one GPU and TensorRT-LLM version)."""
+    trtllm = (meta.legacy_engine or {}).get("versions", {}).get("tensorrt_llm", "unknown")
+    return "\n".join(
+        [
+            f"# TensorRT-LLM engine: {folder}",
+            "",
+            f"Compiled with `trtllm-build` from this repo's {meta.plan.method} checkpoint for {meta.plan.gpu}.",
+            f"It runs only on that GPU architecture with TensorRT-LLM {trtllm}.",
+            "",
+            "```bash",
+            f"huggingface-cli download {repo_id} --include '{folder}/*' --local-dir {repo_id.split('/')[-1]}",
+            "```",
+            "",
+            f"Serving the checkpoint itself needs no engine: `yap serve --engine trt --model {repo_id}`.",
+            "",
+        ]
+    )

@@ -1,0 +1,273 @@
+"""`plan(model, backend, mode, sm) -> QuantPlan`: pure and table-driven (see `quant.capabilities`).
+
+The plan is data (a frozen pydantic model, JSON round-trip) that the build executes and the metadata
+records. Rules, in order:
+
+1. Tool models (sequence classifiers) are never quantized.
+2. A pre-quantized checkpoint (its config first, its name second) is served as is, when the backend
+   can load that format; it is never quantized again.
+3. `none` serves the model unquantized.
+4. An override (`QUANTIZATION=...`) must fit the mode and the GPU; otherwise the mode picks, by SM
+   where it depends on it (`auto`, `8bit`) — those need an SM ("no GPU: pass SM=...").
+5. A method the GPU cannot run is refused with a message naming the GPU and the options; it is never
+   downgraded silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .capabilities import (
+    ALL_SMS,
+    ARCHES,
+    BACKENDS,
+    FP8_KV_SMS,
+    METHODS,
+    MODE_ALLOWS,
+    MODE_PICKS,
+    MODES,
+    OVERRIDE_ALIASES,
+    Backend,
+    Method,
+    Mode,
+    Tool,
+    methods_on,
+    sm_list,
+)
+from .detect import ModelInfo, Prequantized
+from .errors import NoGpuError, PlanError, UnsupportedOnArchError
+
+Action = Literal["quantize", "serve_as_is", "none"]
+Role = Literal["chat", "tool"]
+
+# ModelOpt HF exports vLLM can load (vLLM `quantization/modelopt.py`); W4A16_AWQ / W8A8_SQ are rejected.
+VLLM_MODELOPT_ALGOS = frozenset(
+    {"FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_PB_WO", "NVFP4", "W4A16_NVFP4", "MXFP8", "MIXED_PRECISION"}
+)
+VLLM_UNSUPPORTED_FORMATS = frozenset({"bitsandbytes"})
+# Routers stay in high precision (llm-compressor's MoE examples; ModelOpt's presets already skip them).
+MOE_IGNORE = ("re:.*mlp.gate$", "re:.*router$", "re:.*shared_expert_gate$")
+
+
+class QuantPlan(BaseModel):
+    """What to build for one model, backend and GPU, and why. Serialisable (`to_json`/`from_json`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    backend: Backend
+    mode: Mode
+    sm: int | None
+    gpu: str | None
+    action: Action
+    method: str | None = None
+    tool: Tool | None = None
+    scheme: str | None = None
+    recipe: tuple[str, ...] = ()
+    bits: int | None = None
+    calibration: bool = False
+    ignore: tuple[str, ...] = ()
+    kv_cache_dtype: Literal["fp8"] | None = None
+    awq_block_size: int | None = None
+    produces: str | None = None
+    exports: tuple[str, ...] = ()
+    prequantized: str | None = None
+    detected_from: str | None = None
+    moe: bool = False
+    reason: str
+    notes: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return self.model_dump_json(indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> QuantPlan:
+        return cls.model_validate_json(text)
+
+
+def plan(
+    model: ModelInfo | str,
+    backend: str,
+    mode: str = "auto",
+    sm: int | None = None,
+    *,
+    override: str | None = None,
+    role: Role = "chat",
+    kv_cache_dtype: str | None = None,
+    awq_block_size: int = 128,
+) -> QuantPlan:
+    """Decide what to build. A plain string is taken as a name only: pass `inspect_model(name)` to
+    detect from the checkpoint's own files. Raises `PlanError` (or a subclass) when refused."""
+    info = model if isinstance(model, ModelInfo) else ModelInfo(model)
+    be = _check_backend(backend)
+    md = _check_mode(mode)
+    if sm is not None and sm not in ARCHES:
+        known = ", ".join(a.label for a in ARCHES.values())
+        raise UnsupportedOnArchError(f"sm{sm} is not supported for quantized builds; supported: {known}")
+    notes = list(info.notes)
+
+    def make(action: Action, reason: str, **fields: Any) -> QuantPlan:
+        return QuantPlan(
+            model=info.name,
+            backend=be,
+            mode=md,
+            sm=sm,
+            gpu=ARCHES[sm].label if sm is not None else None,
+            moe=info.moe,
+            options=methods_on(be, sm),
+            action=action,
+            reason=reason,
+            notes=tuple(notes),
+            **fields,
+        )
+
+    if role == "tool" or info.is_tool_classifier:
+        if md not in ("auto", "none") or override:
+            raise PlanError(
+                f"{info.name} is a tool model, and tool models are never quantized "
+                "(they are small and bound by batching, not by weight size): use --mode none"
+            )
+        return make("none", "tool models are never quantized")
+
+    pre = info.prequantized
+    if pre is not None:
+        _check_servable(info.name, be, md, override, pre)
+        what = _describe(pre)
+        return make(
+            "serve_as_is",
+            f"already quantized ({what}): served as is",
+            prequantized=pre.format,
+            detected_from=pre.source,
+        )
+
+    if md == "none":
+        if override:
+            raise PlanError(f"QUANTIZATION={override} contradicts --mode none (QUANT=none): drop one of them")
+        return make("none", "mode none: the model is served unquantized")
+
+    key, reason = _pick(be, md, sm, override)
+    method = METHODS[(be, key)]
+    if sm is not None and sm not in method.sms:
+        raise UnsupportedOnArchError(_refusal(method, sm, be))
+    if sm is None and method.sms != ALL_SMS:
+        notes.append(f"{key} runs natively only on {sm_list(method.sms)}; not checked (no SM given)")
+    kv = _check_kv(kv_cache_dtype, be, sm, notes)
+    ignore: tuple[str, ...] = ("lm_head",)
+    if info.moe:
+        notes.append("mixture-of-experts: router/gate layers stay unquantized")
+        if method.tool == "llmcompressor":
+            ignore += MOE_IGNORE
+    return make(
+        "quantize",
+        reason,
+        method=key,
+        tool=method.tool,
+        scheme=method.scheme,
+        recipe=method.recipe + (("FP8_KV_CFG",) if kv else ()),
+        bits=method.bits,
+        calibration=method.calibration,
+        ignore=ignore,
+        kv_cache_dtype=kv,
+        awq_block_size=awq_block_size if key == "int4_awq" else None,
+        produces=method.produces,
+        exports=("compressed-tensors",) if be == "vllm" else ("hf", "trtllm-checkpoint"),
+    )
+
+
+def _check_backend(backend: str) -> Backend:
+    for b in BACKENDS:
+        if backend == b:
+            return b
+    raise PlanError(f"ENGINE/--backend must be one of {', '.join(BACKENDS)} for quantized builds (got {backend!r})")
+
+
+def _check_mode(mode: str) -> Mode:
+    for m in MODES:
+        if mode == m:
+            return m
+    raise PlanError(f"QUANT/--mode must be one of {'|'.join(MODES)} (got {mode!r})")
+
+
+def _pick(backend: Backend, mode: Mode, sm: int | None, override: str | None) -> tuple[str, str]:
+    """The method key and why it was chosen."""
+    if override:
+        aliases = OVERRIDE_ALIASES[backend]
+        key = aliases.get(override.strip().lower())
+        if key is None:
+            raise PlanError(f"QUANTIZATION={override} is not a {backend} method; valid: {', '.join(sorted(aliases))}")
+        if key not in MODE_ALLOWS[(backend, mode)]:
+            allowed = ", ".join(sorted(MODE_ALLOWS[(backend, mode)]))
+            raise PlanError(
+                f"QUANTIZATION={override} contradicts --mode {mode} (it allows {allowed}): drop one of them"
+            )
+        return key, f"QUANTIZATION={override} (override)"
+    picks = MODE_PICKS[(backend, mode)]
+    if len(picks) == 1 and picks[0][1] == ALL_SMS:
+        return picks[0][0], f"--mode {mode} on {backend} is {picks[0][0]}"
+    by_gpu = "; ".join(f"{key} on {sm_list(sms)}" for key, sms in picks)
+    if sm is None:
+        raise NoGpuError(
+            f"no GPU: pass SM=... (e.g. SM=90 for H100, SM=89 for L4, SM=86 for A10) or --sm; "
+            f"--mode {mode} on {backend} picks by GPU ({by_gpu})"
+        )
+    for key, sms in picks:
+        if sm in sms:
+            return key, f"--mode {mode} on {ARCHES[sm].label} picks {key} ({by_gpu})"
+    raise UnsupportedOnArchError(f"--mode {mode} has no {backend} method for {ARCHES[sm].label}")  # pragma: no cover
+
+
+def _refusal(method: Method, sm: int, backend: Backend) -> str:
+    options = methods_on(backend, sm)
+    return (
+        f"{method.key} does not run on {ARCHES[sm].label}: it needs {sm_list(method.sms)}. "
+        f"Options for {backend} on sm{sm}: {', '.join(options)} (QUANTIZATION={'|'.join(options)}), or --mode none"
+    )
+
+
+def _check_kv(kv_cache_dtype: str | None, backend: Backend, sm: int | None, notes: list[str]) -> Literal["fp8"] | None:
+    if kv_cache_dtype in (None, "", "auto"):
+        return None
+    if kv_cache_dtype != "fp8":
+        raise PlanError(f"TRT_KV_CACHE_DTYPE must be auto or fp8 (got {kv_cache_dtype!r})")
+    if backend != "trt":
+        raise PlanError(
+            "TRT_KV_CACHE_DTYPE=fp8 applies to --backend trt; vLLM sets its KV dtype at serve time (KV_DTYPE)"
+        )
+    if sm is not None and sm not in FP8_KV_SMS:
+        raise UnsupportedOnArchError(
+            f"an FP8 KV cache does not run on {ARCHES[sm].label}: it needs {sm_list(FP8_KV_SMS)}; "
+            "set TRT_KV_CACHE_DTYPE=auto"
+        )
+    if sm is None:
+        notes.append(f"FP8 KV cache runs only on {sm_list(FP8_KV_SMS)}; not checked (no SM given)")
+    return "fp8"
+
+
+def _describe(pre: Prequantized) -> str:
+    return f"{pre.format}{f' ({pre.detail})' if pre.detail else ''}, from {pre.source}"
+
+
+def _check_servable(name: str, backend: Backend, mode: Mode, override: str | None, pre: Prequantized) -> None:
+    """A pre-quantized checkpoint is served as is: refuse a request to quantize it, or a backend that cannot load it."""
+    what = _describe(pre)
+    if mode not in ("auto", "none") or override:
+        asked = f"QUANTIZATION={override}" if override else f"--mode {mode}"
+        raise PlanError(
+            f"{name} is already quantized ({what}) and is served as is; {asked} cannot apply: "
+            "pass --mode auto, or start from the unquantized model"
+        )
+    if backend == "vllm" and (
+        pre.format in VLLM_UNSUPPORTED_FORMATS
+        or (pre.format == "modelopt" and pre.detail is not None and pre.detail not in VLLM_MODELOPT_ALGOS)
+    ):
+        raise PlanError(
+            f"{name} is {what}, which vLLM cannot load: use --backend trt, or start from the unquantized model"
+        )
+    if backend == "trt" and pre.format != "modelopt":
+        raise PlanError(
+            f"{name} is {what}; TensorRT-LLM loads ModelOpt checkpoints (hf_quant_config.json): "
+            "use --backend vllm, or start from the unquantized model"
+        )
