@@ -17,11 +17,10 @@ from yap_engines import EngineSettings, InferenceEngine, Sampling, load_engine
 from yap_engines.demo import DEMO_TOOL_NAME
 from yap_engines.tool import ToolClassifier, ToolSettings
 
-from .auth import key_is_valid, presented_key
+from .auth import key_is_valid, presented_key, unauthorized
 from .limits import ConnectionSlots
 from .observability import ObservabilitySettings, Telemetry, configure_logging
 from .settings import ServerSettings
-from .turn import ServerCounters
 from .ws import ws_endpoint
 
 
@@ -115,7 +114,6 @@ def create_app(
                 "chat_tokenizer": tokenizer,
                 "base_sampling": sampling,
                 "slots": ConnectionSlots(settings.max_concurrent_connections),
-                "counters": ServerCounters(),
                 "telemetry": app_telemetry,
             }
         finally:
@@ -142,31 +140,19 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def unauthorized() -> JSONResponse:
-    return JSONResponse(
-        {
-            "error": {
-                "code": "authentication_failed",
-                "message": "missing or wrong API key: send X-API-Key, Authorization: Bearer, or ?api_key=",
-            }
-        },
-        status_code=401,
-    )
-
-
 async def status(request: Request) -> JSONResponse:
     """Capacity and what is deployed (API key required)."""
     settings: ServerSettings = request.state.settings
     if not key_is_valid(presented_key(request), settings.api_keys):
         return unauthorized()
     slots: ConnectionSlots = request.state.slots
-    counters: ServerCounters = request.state.counters
+    telemetry: Telemetry = request.state.telemetry
     engines: dict[str, InferenceEngine] = request.state.engines
     return JSONResponse(
         {
             "active_connections": slots.active,
             "max_connections": slots.capacity,
-            "active_generations": counters.active_generations,
+            "active_generations": telemetry.active_generations,
             "deploy_mode": settings.deploy_mode,
             "engines": {part: engine.name for part, engine in engines.items()},
             "models": {part: getattr(engine, "model_id", None) for part, engine in engines.items()},

@@ -6,6 +6,9 @@ import hmac
 from collections.abc import Iterable
 
 from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse
+
+WHERE_KEYS_GO = "send X-API-Key, Authorization: Bearer, or ?api_key="
 
 
 def presented_key(conn: HTTPConnection) -> str | None:
@@ -27,3 +30,9 @@ def key_is_valid(presented: str | None, keys: Iterable[str]) -> bool:
     for key in keys:
         matched |= hmac.compare_digest(given, key.encode())
     return matched
+
+
+def unauthorized() -> JSONResponse:
+    """The 401 answer of every keyed HTTP route."""
+    message = f"missing or wrong API key: {WHERE_KEYS_GO}"
+    return JSONResponse({"error": {"code": "authentication_failed", "message": message}}, status_code=401)

@@ -49,11 +49,11 @@ from prometheus_client.registry import Collector
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from yap_engines.settings import env_names, load_settings
 
-from .auth import key_is_valid, presented_key
+from .auth import key_is_valid, presented_key, unauthorized
 
 if TYPE_CHECKING:
     from .telemetry_otel import OtelTelemetry
@@ -227,6 +227,8 @@ class Telemetry:
         self.prom = PrometheusMetrics(gpu=settings.gpu_metrics)
         self.otel = otel
         self.sentry = sentry
+        self.active_generations = 0  # the one count: /status reads it, the gauge samples it
+        self.prom.active_generations.set_function(lambda: self.active_generations)
 
     @classmethod
     def build(
@@ -271,6 +273,11 @@ class Telemetry:
         if self.otel is not None:
             self.otel.add(name, change, {}, up_down=True)
 
+    def _generations(self, change: int) -> None:
+        self.active_generations += change
+        if self.otel is not None:
+            self.otel.add("yap_active_generations", change, {}, up_down=True)
+
     def started_up(self, seconds: float) -> None:
         self._observe(self.prom.startup, "yap_startup_duration_seconds", seconds)
 
@@ -312,9 +319,7 @@ class Telemetry:
     def metrics_response(self, request: Request, api_keys: Iterable[str]) -> Response:
         """`GET /metrics`: Prometheus text; the API key is required unless `METRICS_PUBLIC=1`."""
         if not self.settings.metrics_public and not key_is_valid(presented_key(request), api_keys):
-            return JSONResponse(
-                {"error": {"code": "authentication_failed", "message": "missing or wrong API key"}}, status_code=401
-            )
+            return unauthorized()
         return Response(self.prom.exposition(), media_type=PROMETHEUS_CONTENT_TYPE)
 
     def shutdown(self) -> None:
@@ -385,7 +390,7 @@ class TurnTelemetry:
 
     def generation_started(self) -> None:
         t = self.telemetry
-        t._gauge(t.prom.active_generations, "yap_active_generations", 1)
+        t._generations(1)
         if t.otel is not None:
             self.generation_span = t.otel.start_span("yap.generation", self.span, {"yap.request_id": self.request_id})
 
@@ -421,7 +426,7 @@ class TurnTelemetry:
     def generation_ended(self, usage: Any) -> None:
         """The engine stream closed; `usage` (prompt/completion tokens) when it finished."""
         t = self.telemetry
-        t._gauge(t.prom.active_generations, "yap_active_generations", -1)
+        t._generations(-1)
         if usage is not None:
             t._count(t.prom.tokens, "yap_generation_tokens", usage.completion_tokens)
             t._count(t.prom.prompt_tokens_total, "yap_prompt_tokens", usage.prompt_tokens)

@@ -31,18 +31,6 @@ if TYPE_CHECKING:
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-@dataclass
-class ServerCounters:
-    """Live counts shared by every connection of one app (for `/status`)."""
-
-    active_generations: int = 0
-    turns_started: int = 0
-
-
-async def _nothing() -> None:
-    return None
-
-
 @dataclass(frozen=True)
 class TurnDeps:
     """What a turn needs from its connection and server."""
@@ -51,9 +39,7 @@ class TurnDeps:
     tool: ToolClassifier | None
     tokenizer: Any
     settings: ServerSettings
-    counters: ServerCounters
     send: Send
-    telemetry: TurnTelemetry | None = None
 
 
 @dataclass
@@ -65,22 +51,21 @@ class Turn:
     user_text: str
     sampling: Sampling
     options: TurnOptions
+    telemetry: TurnTelemetry
     terminal_sent: bool = False
     spoken_text: str | None = None
-    reply: str = ""
-    streamed: list[str] = field(default_factory=list)
+    reply_parts: list[str] = field(default_factory=list)  # what the model said (no reasoning)
+    streamed: list[str] = field(default_factory=list)  # what the client got (sanitized)
     engine_request_id: str = field(default_factory=lambda: f"yap-{uuid.uuid4().hex}")
     tool_decision: ToolDecision | None = None
-    telemetry: TurnTelemetry | None = None
-    _gate: Callable[[], Awaitable[None]] = field(default=lambda: _nothing(), repr=False)
+    _tool_task: asyncio.Task[ToolDecision] | None = field(default=None, repr=False)
 
     def _frame(self, kind: str, **payload: Any) -> dict[str, Any]:
         return frame(kind, self.session.session_id, self.request_id, **payload)
 
     async def _terminal(self, send: Send, message: dict[str, Any]) -> None:
         self.terminal_sent = True  # set before the await: a cancel landing during the send sees it
-        if self.telemetry is not None:
-            self.telemetry.ended(message["type"], message["payload"].get("code"))
+        self.telemetry.ended(message["type"], message["payload"].get("code"))
         await send(message)
 
     async def run(self, deps: TurnDeps) -> None:
@@ -91,22 +76,20 @@ class Turn:
         said is kept in history, and the cancellation propagates.
         """
         started = time.perf_counter()
-        self.telemetry = deps.telemetry
         session = self.session
         earlier = [m["content"] for m in session.history.messages() if m["role"] == "user"]
         session.history.add("user", self.user_text)
-        deps.counters.turns_started += 1
-        tool_task = asyncio.create_task(deps.tool.classify(earlier, self.user_text)) if deps.tool else None
-        self._gate = lambda: self._send_toolcall(tool_task, deps.send)
+        if deps.tool is not None:
+            self._tool_task = asyncio.create_task(deps.tool.classify(earlier, self.user_text))
         try:
             if deps.chat is None:
-                await self._gate()
+                await self._send_toolcall(deps.send)
                 await self._finish(deps.send, started, None, "stop", None)
                 return
             await self._chat(deps, started)
         finally:
-            if tool_task is not None and not tool_task.done():
-                tool_task.cancel()
+            if self._tool_task is not None:
+                self._tool_task.cancel()
 
     async def _chat(self, deps: TurnDeps, started: float) -> None:
         session, settings, send = self.session, deps.settings, deps.send
@@ -117,7 +100,7 @@ class Turn:
                 deps.tokenizer, settings.chat_max_len, history_budget, settings.history_trim_ratio
             )
         except ContextTooLongError as exc:
-            await self._gate()
+            await self._send_toolcall(send)
             await self._terminal(send, error_frame(session.session_id, self.request_id, "context_too_long", str(exc)))
             return
         request = ChatRequest(self.engine_request_id, prompt, self.sampling, session_id=session.session_id)
@@ -128,49 +111,41 @@ class Turn:
         first_token_at: float | None = None
         finish_reason: str | None = "stop"
         usage = None
-        deps.counters.active_generations += 1
         telemetry = self.telemetry
-        if telemetry is not None:
-            telemetry.generation_started()
+        telemetry.generation_started()
         try:
             async with contextlib.aclosing(deps.chat.generate(request)) as stream:
                 async for delta in stream:
-                    if telemetry is not None:
-                        telemetry.delta()
+                    telemetry.delta()
                     await self._emit(splitter.feed(delta.text), sanitizer, send)
                     if first_token_at is None and self.streamed:
                         first_token_at = time.perf_counter()
-                        if telemetry is not None:
-                            telemetry.first_token(first_token_at - started)
+                        telemetry.first_token(first_token_at - started)
                     if delta.finished:
                         finish_reason, usage = delta.finish_reason, delta.usage
             await self._emit(splitter.finish(), sanitizer, send, final=True)
-            await self._gate()  # a reply with no visible text still gets its toolcall first
+            await self._send_toolcall(send)  # a reply with no visible text still gets its toolcall first
         except (EngineError, InvalidRequestError) as exc:
-            if telemetry is not None:
-                telemetry.report_exception(exc, self.user_text)
+            telemetry.report_exception(exc, self.user_text)
             self._remember_reply()
-            await self._gate()
+            await self._send_toolcall(send)
             await self._terminal(send, error_frame(session.session_id, self.request_id, "engine_error", str(exc)))
             return
         except BaseException:
             self._remember_reply()
             raise
         finally:
-            deps.counters.active_generations -= 1
-            if telemetry is not None:
-                telemetry.generation_ended(usage)
+            telemetry.generation_ended(usage)
         self._remember_reply()
         await self._finish(send, started, first_token_at, finish_reason, usage)
 
-    async def _send_toolcall(self, tool_task: asyncio.Task[ToolDecision] | None, send: Send) -> None:
-        """Send the `toolcall` frame once (waiting for the decision); a no-op without a tool part."""
-        if tool_task is None or self.tool_decision is not None:
+    async def _send_toolcall(self, send: Send) -> None:
+        """Send the `toolcall` frame once (waiting for the decision); a no-op without a pending one."""
+        if self._tool_task is None:
             return
-        self.tool_decision = await tool_task
-        decision = self.tool_decision
-        if self.telemetry is not None:
-            self.telemetry.tool_classified(decision.status, decision.latency_ms / 1000)
+        decision = self.tool_decision = await self._tool_task
+        self._tool_task = None
+        self.telemetry.tool_classified(decision.status, decision.latency_ms / 1000)
         await send(self._frame("toolcall", status=decision.status, score=decision.score, raw=decision.label))
 
     async def _finish(
@@ -195,20 +170,21 @@ class Turn:
         )
 
     async def _emit(self, split: Any, sanitizer: StreamSanitizer | None, send: Send, final: bool = False) -> None:
-        self.reply += split.content
         text = split.content
+        if text:
+            self.reply_parts.append(text)
         if sanitizer is not None:
             text = sanitizer.feed(text) + (sanitizer.finish() if final else "")
         if split.reasoning and self.options.reasoning == "stream":
-            await self._gate()
+            await self._send_toolcall(send)
             await send(self._frame("reasoning", text=split.reasoning))
         if text:
-            await self._gate()
+            await self._send_toolcall(send)
             self.streamed.append(text)
             await send(self._frame("token", text=text))
 
     def _remember_reply(self) -> None:
         """History gets the spoken part when the client said what was spoken, else what was generated."""
-        said = self.spoken_text if self.spoken_text is not None else self.reply
+        said = self.spoken_text if self.spoken_text is not None else "".join(self.reply_parts)
         if said.strip():
             self.session.history.add("assistant", said)

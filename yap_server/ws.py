@@ -20,12 +20,12 @@ from yap_engines import InferenceEngine, Sampling
 from yap_engines.tool import ToolClassifier
 
 from . import wire
-from .auth import key_is_valid, presented_key
+from .auth import WHERE_KEYS_GO, key_is_valid, presented_key
 from .limits import ConnectionSlots, SlidingWindowLimiter
-from .observability import Telemetry, TurnTelemetry
+from .observability import Telemetry
 from .session import Persona, Session, TurnOptions, parse_sampling
 from .settings import ServerSettings
-from .turn import ServerCounters, Turn, TurnDeps
+from .turn import Turn, TurnDeps
 from .wire import UNKNOWN, WireError, error_frame, frame
 
 log = logging.getLogger("yap.ws")
@@ -44,7 +44,6 @@ class Connection:
         )
         self.tool: ToolClassifier | None = app_state.engines.get("tool") if app_state.settings.tool_deployed else None
         self.tokenizer: Any = app_state.chat_tokenizer
-        self.counters: ServerCounters = app_state.counters
         self.base_sampling: Sampling = app_state.base_sampling
         self.session: Session | None = None
         self.turn: Turn | None = None
@@ -52,12 +51,13 @@ class Connection:
         self.telemetry: Telemetry = app_state.telemetry
         client_id = websocket.headers.get("x-client-id") or websocket.query_params.get("client_id")
         self.observed = self.telemetry.connection_opened(client_id[:64] if client_id else None)
-        self.turn_telemetry: TurnTelemetry | None = None
         self._send_lock = asyncio.Lock()
         s = self.settings
         self.messages = SlidingWindowLimiter(s.ws_max_messages_per_window, s.ws_message_window_seconds)
         self.cancels = SlidingWindowLimiter(s.ws_max_cancels_per_window, s.ws_cancel_window_seconds)
         self.prompt_updates: dict[str, SlidingWindowLimiter] = {}
+        # Sentinels are short: longer frames skip the strip-and-compare (the reader's hot path).
+        self._sentinel_len = max(len(s.ws_end_sentinel), len(s.ws_cancel_sentinel)) + 8
 
     # -- sending -------------------------------------------------------------------------------
     async def send(self, message: dict[str, Any]) -> None:
@@ -81,7 +81,9 @@ class Connection:
         try:
             while True:
                 try:
-                    message = await asyncio.wait_for(self.ws.receive(), timeout=self.settings.ws_idle_timeout_s)
+                    # asyncio.timeout, not wait_for: no extra task per frame read
+                    async with asyncio.timeout(self.settings.ws_idle_timeout_s):
+                        message = await self.ws.receive()
                 except TimeoutError:
                     self.telemetry.idle_disconnect()
                     await self.cancel_turn("idle")
@@ -107,16 +109,18 @@ class Connection:
             else:
                 await self.error(UNKNOWN, UNKNOWN, "invalid_message", "binary frames are not supported; send JSON text")
             return True
-        size = len(text.encode("utf-8", "surrogatepass"))
-        if size > self.settings.ws_max_message_bytes:
-            await self._too_large(size)
+        limit = self.settings.ws_max_message_bytes
+        # A UTF-8 character is 1-4 bytes: encode only when the character count cannot decide.
+        if len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit):
+            await self._too_large(len(text.encode("utf-8", "surrogatepass")))
             return True
-        sentinel = text.strip()
-        if sentinel == self.settings.ws_end_sentinel:
-            return await self.on_end(UNKNOWN, UNKNOWN)
-        if sentinel == self.settings.ws_cancel_sentinel:
-            await self.on_cancel(UNKNOWN, UNKNOWN, wire.CancelPayload())
-            return True
+        if len(text) <= self._sentinel_len:
+            sentinel = text.strip()
+            if sentinel == self.settings.ws_end_sentinel:
+                return await self.on_end(UNKNOWN, UNKNOWN)
+            if sentinel == self.settings.ws_cancel_sentinel:
+                await self.on_cancel(UNKNOWN, UNKNOWN, wire.CancelPayload())
+                return True
         envelope: wire.Envelope | None = None
         try:
             envelope = wire.parse_envelope(text)
@@ -245,25 +249,21 @@ class Connection:
     # -- turns ---------------------------------------------------------------------------------
     def start_turn(self, request_id: str, text: str, sampling: Sampling, options: TurnOptions) -> None:
         assert self.session is not None
-        turn = Turn(self.session, request_id, text, sampling, options)
+        turn = Turn(self.session, request_id, text, sampling, options, self.observed.turn(request_id))
         self.turn = turn
-        self.turn_telemetry = self.observed.turn(request_id)
         self._turn_task = asyncio.create_task(self._run_turn(turn), name=f"turn-{request_id}")
 
     async def _run_turn(self, turn: Turn) -> None:
-        observed = self.turn_telemetry
-        deps = TurnDeps(self.engine, self.tool, self.tokenizer, self.settings, self.counters, self.send, observed)
+        deps = TurnDeps(self.engine, self.tool, self.tokenizer, self.settings, self.send)
         try:
             await turn.run(deps)
         except Exception as exc:
             ids = {"session_id": turn.session.session_id, "request_id": turn.request_id}
             log.exception("turn %s failed", turn.request_id, extra=ids)
-            if observed is not None:
-                observed.report_exception(exc, turn.user_text)
+            turn.telemetry.report_exception(exc, turn.user_text)
             if not turn.terminal_sent:
                 turn.terminal_sent = True
-                if observed is not None:
-                    observed.ended("error", "internal_error")
+                turn.telemetry.ended("error", "internal_error")
                 await self.error(
                     turn.session.session_id,
                     turn.request_id,
@@ -283,8 +283,7 @@ class Connection:
             return False
         turn.terminal_sent = True
         self.telemetry.cancelled(reason)
-        if self.turn_telemetry is not None:
-            self.turn_telemetry.ended("cancelled")
+        turn.telemetry.ended("cancelled")
         if notify:
             await self.send(frame("cancelled", turn.session.session_id, turn.request_id, reason=reason))
         return True
@@ -297,30 +296,25 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     slots: ConnectionSlots = state.slots
     telemetry: Telemetry = state.telemetry
     await websocket.accept()
+
+    async def refuse(reason: str, code: str, message: str, close_code: int) -> None:
+        telemetry.rejected(reason)
+        await websocket.send_json(error_frame(UNKNOWN, UNKNOWN, code, message))
+        await websocket.close(close_code, code)
+
     if not key_is_valid(presented_key(websocket), settings.api_keys):
-        telemetry.rejected("auth")
-        await websocket.send_json(
-            error_frame(
-                UNKNOWN,
-                UNKNOWN,
-                "authentication_failed",
-                "missing or wrong API key: send X-API-Key, Authorization: Bearer, or ?api_key=",
-            )
+        await refuse(
+            "auth", "authentication_failed", f"missing or wrong API key: {WHERE_KEYS_GO}", wire.CLOSE_POLICY_VIOLATION
         )
-        await websocket.close(wire.CLOSE_POLICY_VIOLATION, "authentication failed")
         return
     waiting_since = time.perf_counter()
     if not await slots.acquire(settings.ws_handshake_acquire_timeout_s):
-        telemetry.rejected("capacity")
-        await websocket.send_json(
-            error_frame(
-                UNKNOWN,
-                UNKNOWN,
-                "server_at_capacity",
-                f"all {slots.capacity} connection slots are busy; retry with backoff",
-            )
+        await refuse(
+            "capacity",
+            "server_at_capacity",
+            f"all {slots.capacity} connection slots are busy; retry with backoff",
+            wire.CLOSE_TRY_AGAIN_LATER,
         )
-        await websocket.close(wire.CLOSE_TRY_AGAIN_LATER, "server at capacity")
         return
     telemetry.slot_waited(time.perf_counter() - waiting_since)
     try:
