@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from yap_engines import ChatRequest, FakeEngine, Sampling
+
+from .loopback import free_port
 
 KEY = "bench-key"
 
@@ -113,12 +114,6 @@ async def cancel_latencies(url: str, rounds: int) -> list[float]:
     return latencies
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(port: int, text: str, tokens_per_s: float, max_connections: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -161,7 +156,7 @@ async def bench_server(
     """Run the comparison; `rounds` repeats each concurrency level."""
     text = _reply(tokens)
     engine = FakeEngine(text=text, tokens_per_s=tokens_per_s)
-    port = _free_port()
+    port = free_port()
     process = start_server(port, text, tokens_per_s, max(concurrencies) + 8)
     report: dict[str, Any] = {"tokens_per_reply": tokens, "engine_tokens_per_s_per_stream": tokens_per_s, "levels": {}}
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +23,7 @@ from yap_engines import FakeEngine
 
 from .app import create_app
 from .bench import KEY, _reply, server_streams
+from .loopback import serve_on_loopback
 from .observability import ObservabilitySettings, Telemetry
 from .settings import ServerSettings
 
@@ -77,11 +77,6 @@ def _telemetry(on: bool, sink_url: str) -> Telemetry:
 
 @contextlib.asynccontextmanager
 async def _serving(telemetry: Telemetry, text: str, tokens_per_s: float, connections: int) -> AsyncIterator[str]:
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
     unlimited: dict[str, Any] = {
         "text_api_key": KEY,
         "max_concurrent_connections": connections,
@@ -90,20 +85,12 @@ async def _serving(telemetry: Telemetry, text: str, tokens_per_s: float, connect
         "ws_max_messages_per_window": 0,
         "ws_max_cancels_per_window": 0,
     }
-    settings = ServerSettings(**unlimited)
     engine = FakeEngine(text=text, tokens_per_s=tokens_per_s)
-    app = create_app(settings, engines={"chat": engine}, telemetry=telemetry)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            raise RuntimeError("the bench server did not start")
-        await asyncio.sleep(0.02)
+    app = create_app(ServerSettings(**unlimited), engines={"chat": engine}, telemetry=telemetry)
     try:
-        yield f"ws://127.0.0.1:{port}/ws?api_key={KEY}"
+        async with serve_on_loopback(app) as port:
+            yield f"ws://127.0.0.1:{port}/ws?api_key={KEY}"
     finally:
-        server.should_exit = True
-        await task
         await asyncio.to_thread(telemetry.shutdown)
 
 
@@ -138,13 +125,3 @@ async def bench_telemetry(
         "on_fraction_of_off": round(on / off, 3),
         "cpu_us_per_token": {"off": round(cpu_off, 1), "on": round(cpu_on, 1)},
     }
-
-
-def main() -> None:
-    import json
-
-    print(json.dumps(asyncio.run(bench_telemetry()), indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from yap_engines import FakeEngine, InferenceEngine
 from yap_server.app import create_app
+from yap_server.loopback import serve_on_loopback
 from yap_server.settings import ServerSettings
 
 KEY = "test-key"
@@ -96,26 +94,11 @@ def served(engine: InferenceEngine, **overrides: Any) -> Iterator[TestClient]:
         yield client
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def live_server(
     engine: InferenceEngine, engines: dict[str, Any] | None = None, **overrides: Any
 ) -> AsyncIterator[str]:
     """A real uvicorn server on 127.0.0.1 in this event loop; yields its ws:// origin."""
-    port = free_port()
     app = create_app(server_settings(**overrides), engines=engines or {"chat": engine})
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn failed to start"
-        await asyncio.sleep(0.02)
-    try:
+    async with serve_on_loopback(app) as port:
         yield f"ws://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
