@@ -9,7 +9,6 @@ a fraction of the raw engine, and cancel-to-`cancelled` latency. Prints one JSON
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 
 from yap_engines import ChatRequest, FakeEngine, Sampling
 
+from .client import YapClient
 from .loopback import free_port
 
 KEY = "bench-key"
@@ -64,21 +64,10 @@ async def server_streams(url: str, concurrency: int, tokens: int) -> tuple[list[
 
     async def one(i: int) -> Stream:
         async with websockets.connect(url, max_size=None) as ws:
-            session = f"bench-{i}"
-            start = {"type": "start", "session_id": session, "request_id": "s", "payload": {"chat_prompt": "Be brief."}}
-            await ws.send(json.dumps(start))
-            while json.loads(await ws.recv())["type"] != "ack":
-                pass
-            message = {"user_utterance": f"hello {i}", "sampling": {"max_tokens": tokens}}
-            sent, first = time.perf_counter(), None
-            await ws.send(json.dumps({"type": "message", "session_id": session, "request_id": "t", "payload": message}))
-            while True:
-                frame = json.loads(await ws.recv())
-                if frame["type"] == "token" and first is None:
-                    first = time.perf_counter()
-                if frame["type"] in ("done", "cancelled", "error"):
-                    usage = frame["payload"].get("usage") or {}
-                    return Stream(((first or time.perf_counter()) - sent) * 1000, usage.get("completion_tokens", 0))
+            client = YapClient(ws, session_id=f"bench-{i}")
+            await client.start("Be brief.")
+            result = await client.turn(f"hello {i}", sampling={"max_tokens": tokens})
+            return Stream(result.ttfb_ms or result.total_ms, (result.usage or {}).get("completion_tokens", 0))
 
     started = time.perf_counter()
     streams = await asyncio.gather(*(one(i) for i in range(concurrency)))
@@ -89,29 +78,10 @@ async def cancel_latencies(url: str, rounds: int) -> list[float]:
     """Milliseconds from sending `cancel` (after the first token) to receiving `cancelled`."""
     import websockets
 
-    latencies = []
     async with websockets.connect(url) as ws:
-        await ws.send(
-            json.dumps({"type": "start", "session_id": "c", "request_id": "s", "payload": {"chat_prompt": "Be brief."}})
-        )
-        await ws.recv()
-        for i in range(rounds):
-            rid = f"t{i}"
-            await ws.send(
-                json.dumps(
-                    {"type": "message", "session_id": "c", "request_id": rid, "payload": {"user_utterance": "talk"}}
-                )
-            )
-            while json.loads(await ws.recv())["type"] != "token":
-                pass
-            sent = time.perf_counter()
-            await ws.send(json.dumps({"type": "cancel", "session_id": "c", "request_id": rid, "payload": {}}))
-            while True:
-                frame = json.loads(await ws.recv())
-                if frame["request_id"] == rid and frame["type"] in ("cancelled", "done", "error"):
-                    latencies.append((time.perf_counter() - sent) * 1000)
-                    break
-    return latencies
+        client = YapClient(ws, session_id="cancels")
+        await client.start("Be brief.")
+        return [(await client.turn("talk", cancel_after_first_token=True)).total_ms for _ in range(rounds)]
 
 
 def start_server(port: int, text: str, tokens_per_s: float, max_connections: int) -> subprocess.Popen[bytes]:

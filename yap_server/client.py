@@ -59,6 +59,7 @@ class TurnResult:
     first3_ms: float | None = None
     sentence_ms: float | None = None
     total_ms: float = 0.0
+    usage: dict[str, int] | None = None
     frames: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -83,11 +84,22 @@ class YapClient:
                 raise RuntimeError(f"start refused: {frame['payload']}")
         return frame
 
-    async def turn(self, utterance: str, *, cancel_after_first_token: bool = False, echo: bool = False) -> TurnResult:
-        """Send a message and read until its terminal frame, timing the milestones."""
+    async def turn(
+        self,
+        utterance: str,
+        *,
+        sampling: dict[str, Any] | None = None,
+        cancel_after_first_token: bool = False,
+        echo: bool = False,
+    ) -> TurnResult:
+        """Send a message and read until its terminal frame, timing the milestones.
+
+        With `cancel_after_first_token`, `total_ms` is the time from sending `cancel` to the terminal frame.
+        """
         result = TurnResult(f"turn-{uuid.uuid4().hex[:8]}")
         sent = time.perf_counter()
-        await self.send("message", result.request_id, user_utterance=utterance)
+        extra = {"sampling": sampling} if sampling else {}
+        await self.send("message", result.request_id, user_utterance=utterance, **extra)
 
         def since() -> float:
             return round((time.perf_counter() - sent) * 1000, 2)
@@ -101,9 +113,10 @@ class YapClient:
             if kind == "toolcall" and result.toolcall_ms is None:
                 result.toolcall_ms = since()
             elif kind == "token":
-                result.text += frame["payload"]["text"]
+                piece = frame["payload"]["text"]
+                result.text += piece
                 if echo:
-                    print(frame["payload"]["text"], end="", flush=True)
+                    print(piece, end="", flush=True)
                 if result.ttfb_ms is None:
                     result.ttfb_ms = since()
                     if cancel_after_first_token:
@@ -111,11 +124,13 @@ class YapClient:
                         await self.send("cancel", result.request_id)
                 if result.first3_ms is None and len(result.text.split()) >= 3:
                     result.first3_ms = since()
-                if result.sentence_ms is None and SENTENCE_END.search(result.text):
+                # only the new piece (and the character before it) can complete the first sentence
+                if result.sentence_ms is None and SENTENCE_END.search(result.text, len(result.text) - len(piece) - 1):
                     result.sentence_ms = since()
             elif kind in ("done", "cancelled", "error"):
                 result.outcome = kind
                 result.total_ms = since()
+                result.usage = frame["payload"].get("usage")
                 if echo:
                     print()
                 return result
