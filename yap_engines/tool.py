@@ -260,14 +260,13 @@ class ToolClassifier:
         device = next(self.model.parameters()).device
         with torch.inference_mode():
             logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-        probs = torch.softmax(logits.float(), dim=-1)[:, self.positive_index].tolist()
+        probs = torch.softmax(logits.float(), dim=-1)
+        positive = probs[:, self.positive_index].tolist()
+        best = probs.argmax(dim=-1).tolist()
         labels = self.model.config.id2label
         self.batches_run += 1
         self.items_run += len(batch)
-        return [
-            (float(p), str(labels.get(self.positive_index, "yes") if p >= 0.5 else _other(labels, self.positive_index)))
-            for p in probs
-        ]
+        return [(float(p), str(labels.get(b, b))) for p, b in zip(positive, best, strict=True)]
 
     def pending(self) -> int:
         """Requests waiting in the queue (0 when idle)."""
@@ -286,10 +285,3 @@ class ToolClassifier:
             self._batcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._batcher
-
-
-def _other(labels: dict[int, str], positive: int) -> str:
-    for index, label in labels.items():
-        if index != positive:
-            return str(label)
-    return "no"

@@ -77,10 +77,10 @@ class Turn:
         """
         started = time.perf_counter()
         session = self.session
-        earlier = [m["content"] for m in session.history.messages() if m["role"] == "user"]
-        session.history.add("user", self.user_text)
         if deps.tool is not None:
+            earlier = [m["content"] for m in session.history.messages() if m["role"] == "user"]
             self._tool_task = asyncio.create_task(deps.tool.classify(earlier, self.user_text))
+        session.history.add("user", self.user_text)
         try:
             if deps.chat is None:
                 await self._send_toolcall(deps.send)
@@ -105,7 +105,7 @@ class Turn:
             return
         request = ChatRequest(self.engine_request_id, prompt, self.sampling, session_id=session.session_id)
         tokenizer = deps.tokenizer
-        opens = prompt_opens_thinking(tokenizer.decode(prompt[-8:])) if hasattr(tokenizer, "decode") else False
+        opens = prompt_opens_thinking(tokenizer.decode(prompt[-8:]))
         splitter = ThinkSplitter(starts_in_reasoning=opens)
         sanitizer = StreamSanitizer() if self.options.sanitize_output else None
         first_token_at: float | None = None

@@ -104,14 +104,26 @@ def example_for_schema(schema: dict[str, Any]) -> Any:
 class FakeTokenizer:
     """A tiny tokenizer with a ChatML-style chat template, so prompts for fake engines are real token ids.
 
-    Tokens are the pieces of `split_pieces`; ids are stable hashes. Enough for prompt budgeting,
-    history trimming and prefix-cache simulation; use a real tokenizer where exact counts matter.
+    Tokens are the pieces of `split_pieces`; ids are stable hashes, and `decode` maps back the ids
+    this tokenizer has encoded. Enough for prompt budgeting, history trimming and prefix-cache
+    simulation; use a real tokenizer where exact counts matter.
     """
 
     eos_token_id = 0
 
+    def __init__(self) -> None:
+        self._pieces: dict[int, str] = {}
+
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return [piece_token_id(piece) for piece in split_pieces(text)]
+        ids = []
+        for piece in split_pieces(text):
+            token_id = piece_token_id(piece)
+            self._pieces[token_id] = piece
+            ids.append(token_id)
+        return ids
+
+    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return "".join(self._pieces.get(token_id, "") for token_id in token_ids)
 
     def apply_chat_template(
         self, messages: Sequence[Any], add_generation_prompt: bool = True, tokenize: bool = True, **_: Any
@@ -292,26 +304,11 @@ class FakeEngine(_StreamingFake):
     """
 
     def __init__(
-        self,
-        *,
-        text: str | None = None,
-        script: Sequence[str] | None = None,
-        seed: int = 0,
-        tokens_per_s: float = 0.0,
-        first_token_delay_s: float = 0.0,
-        fail_after: int | None = None,
-        cache_block_size: int = 16,
-        model_id: str = "fake",
-        tokenizer: Any = None,
+        self, *, text: str | None = None, script: Sequence[str] | None = None, seed: int = 0, **options: Any
     ) -> None:
-        super().__init__(
-            tokens_per_s=tokens_per_s,
-            first_token_delay_s=first_token_delay_s,
-            fail_after=fail_after,
-            cache_block_size=cache_block_size,
-            model_id=model_id,
-            tokenizer=tokenizer,
-        )
+        """`options` are the streaming knobs shared with `FunctionEngine`: `tokens_per_s`,
+        `first_token_delay_s`, `fail_after`, `cache_block_size`, `model_id`, `tokenizer`."""
+        super().__init__(**options)
         if script is not None and not script:
             raise ValueError("script must hold at least one reply")
         self.text = text
