@@ -503,7 +503,7 @@ def test_zero_disables_a_quota(probe_for: Any) -> None:
         probe.start()
         for i in range(30):
             probe.send("message", {"user_utterance": "a"}, f"t{i}", turn=True)
-            probe.until_terminal(f"t{i}")
+            assert probe.until_terminal(f"t{i}")[-1]["type"] == "done"  # never rate_limited
 
 
 def test_idle_connections_are_closed_4000_and_a_running_turn_is_cancelled(probe_for: Any) -> None:

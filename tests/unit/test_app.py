@@ -18,7 +18,7 @@ def settings(**overrides: object) -> ServerSettings:
     return ServerSettings(**values)  # type: ignore[arg-type]
 
 
-def test_the_lifespan_builds_and_closes_its_own_engine() -> None:
+def test_the_lifespan_builds_the_engine_settings_ask_for() -> None:
     app = create_app(settings(), engine_settings=EngineSettings(engine="fake", fake_text="hi"))
     with TestClient(app) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
