@@ -192,6 +192,60 @@ class EngineSettings(BaseSettings):
         description="fake engine: delay before the first token",
     )
 
+    # -- remote engine (ENGINE=openai): any OpenAI-compatible streaming server ----------------------
+    openai_base_url: str | None = Field(
+        None,
+        validation_alias=env_names("OPENAI_BASE_URL", "YAP_OPENAI_BASE_URL", "openai_base_url"),
+        description="remote engine: server origin, e.g. http://10.0.0.5:8000 (a trailing /v1 is accepted)",
+    )
+    openai_api_key: str | None = Field(
+        None,
+        repr=False,
+        validation_alias=env_names("OPENAI_API_KEY", "YAP_OPENAI_API_KEY", "openai_api_key"),
+        description="remote engine: API key sent as `Authorization: Bearer`; unset = none",
+    )
+    openai_model: str | None = Field(
+        None,
+        validation_alias=env_names("OPENAI_MODEL", "YAP_OPENAI_MODEL", "openai_model"),
+        description="remote engine: served model name; unset = the first id of GET /v1/models",
+    )
+    openai_connect_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=env_names("YAP_OPENAI_CONNECT_TIMEOUT_S", "openai_connect_timeout_s"),
+        description="remote engine: seconds to open a connection",
+    )
+    openai_read_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=env_names("YAP_OPENAI_READ_TIMEOUT_S", "openai_read_timeout_s"),
+        description="remote engine: longest silence between two streamed chunks",
+    )
+    openai_connect_retries: int = Field(
+        2,
+        ge=0,
+        validation_alias=env_names("YAP_OPENAI_CONNECT_RETRIES", "openai_connect_retries"),
+        description="remote engine: retries when a connection cannot be opened (never once a request was sent)",
+    )
+    openai_session_header: str = Field(
+        "X-Session-ID",
+        min_length=1,
+        validation_alias=env_names("YAP_OPENAI_SESSION_HEADER", "openai_session_header"),
+        description="remote engine: header carrying the session id, for session-sticky routing",
+    )
+    openai_return_token_ids: bool = Field(
+        True,
+        validation_alias=env_names("YAP_OPENAI_RETURN_TOKEN_IDS", "openai_return_token_ids"),
+        description="remote engine: ask for streamed token ids (vLLM's `return_token_ids`); off for servers "
+        "that reject unknown fields",
+    )
+    openai_tokenizer: str | None = Field(
+        None,
+        validation_alias=env_names("YAP_OPENAI_TOKENIZER", "openai_tokenizer"),
+        description="remote engine: HF id or path of the served model's tokenizer, for prompt budgeting in "
+        "the server; unset = none",
+    )
+
     @property
     def max_model_len(self) -> int:
         """Context length the engine is built with: prompt budget plus room for the reply."""

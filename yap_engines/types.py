@@ -238,20 +238,27 @@ class ChatRequest:
 
     The caller renders the chat template and tokenizes once (see `yap_engines.chat`).
     `session_id` lets routing adapters keep a session on one replica.
+
+    `messages` are the `{role, content}` messages the ids were rendered from. In-process engines
+    use the ids; engines that speak a chat API (the `openai` remote engine) send the messages and
+    let the server render them, so it can split reasoning with its own parser. A request needs ids,
+    messages, or both.
     """
 
     request_id: str
-    prompt_token_ids: Sequence[int]
+    prompt_token_ids: Sequence[int] = ()
     sampling: Sampling = field(default_factory=Sampling)
     structured_output: StructuredOutput | None = None
     session_id: str | None = None
+    messages: Sequence[Mapping[str, str]] = ()
 
     def __post_init__(self) -> None:
         if not self.request_id:
             raise InvalidRequestError("request_id must be a non-empty string")
-        if not self.prompt_token_ids:
-            raise InvalidRequestError("prompt_token_ids is empty: render a prompt first")
+        if not self.prompt_token_ids and not self.messages:
+            raise InvalidRequestError("prompt_token_ids and messages are both empty: render a prompt first")
         object.__setattr__(self, "prompt_token_ids", tuple(self.prompt_token_ids))
+        object.__setattr__(self, "messages", tuple(dict(m) for m in self.messages))
 
 
 def normalize_json(text: str) -> str:

@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from remote_support import API_KEY, ChatMLMessages, VllmServer, start_vllm_server, stop_vllm_server
 from trt_support import STAND_INS, forget_trt, trt_settings
 
 
@@ -36,3 +37,46 @@ async def trt_engine(trt: ModuleType, demo_model_dir: Path) -> AsyncIterator[Any
         yield engine
     finally:
         await engine.aclose()
+
+
+# -- the remote (`openai`) engine ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def remote_vllm_server(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """One real vLLM OpenAI server (CPU build) on the demo model, for the whole session."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (make install)")
+    server = start_vllm_server(demo_model_dir, tmp_path_factory.mktemp("vllm-server") / "server.log")
+    try:
+        yield server
+    finally:
+        stop_vllm_server(server)
+
+
+@pytest.fixture(scope="session")
+async def remote_vllm_engine(remote_vllm_server: VllmServer, demo_tokenizer: Any) -> AsyncIterator[ChatMLMessages]:
+    """`RemoteEngine` against the real vLLM server, fed the suite's prompts as chat messages."""
+    from yap_engines.adapters.openai import RemoteEngine
+
+    engine = ChatMLMessages(RemoteEngine(remote_vllm_server.url, api_key=API_KEY), demo_tokenizer)
+    try:
+        yield engine
+    finally:
+        await engine.aclose()
+
+
+@pytest.fixture(scope="session")
+async def remote_yap_engine(vllm_engine: Any, demo_tokenizer: Any) -> AsyncIterator[ChatMLMessages]:
+    """`RemoteEngine` against Yap's own /v1/chat/completions (on loopback) over the in-process vLLM engine."""
+    from yap_engines.adapters.openai import RemoteEngine
+    from yap_server.app import create_app
+    from yap_server.loopback import serve_on_loopback
+    from yap_server.settings import ServerSettings
+
+    settings = ServerSettings(text_api_key=API_KEY, max_concurrent_connections=8, deploy_mode="chat", chat_max_out=200)
+    async with serve_on_loopback(create_app(settings, engines={"chat": vllm_engine})) as port:
+        engine = ChatMLMessages(RemoteEngine(f"http://127.0.0.1:{port}", api_key=API_KEY), demo_tokenizer)
+        try:
+            yield engine
+        finally:
+            await engine.aclose()

@@ -1,5 +1,6 @@
-"""One behaviour suite for every engine that runs here: the fake, real vLLM (CPU build) on the demo model, and
-the TensorRT-LLM adapter over its CPU stand-in (tests/stand_ins; TensorRT-LLM itself needs a GPU)."""
+"""One behaviour suite for every engine that runs here: the fake, real vLLM (CPU build) on the demo model,
+the TensorRT-LLM adapter over its CPU stand-in (tests/stand_ins; TensorRT-LLM itself needs a GPU), and the
+remote engine against vLLM's real OpenAI server and against Yap's own /v1/chat/completions, both on that model."""
 
 from __future__ import annotations
 
@@ -40,11 +41,14 @@ def fake_engine() -> FakeEngine:
                                       "so that limits, stop strings and cancellation all have room to act."])
 
 
-@pytest.fixture(params=["fake", "vllm", "trt"])
+REMOTE = [pytest.param(name, marks=pytest.mark.vllm) for name in ("remote_vllm", "remote_yap")]
+
+
+@pytest.fixture(params=["fake", "vllm", "trt", *REMOTE])
 def subject(request: pytest.FixtureRequest, demo_tokenizer: Any, fake_engine: FakeEngine) -> Subject:
     if request.param == "fake":
         return Subject(fake_engine, decode=lambda ids: "", eos_id=None)
-    engine = request.getfixturevalue(f"{request.param}_engine")  # vllm_engine or trt_engine
+    engine = request.getfixturevalue(f"{request.param}_engine")  # vllm_engine, trt_engine, remote_*_engine
     return Subject(engine, decode=lambda ids: demo_tokenizer.decode(ids, skip_special_tokens=True),
                    eos_id=demo_tokenizer.eos_token_id)
 
@@ -162,7 +166,8 @@ async def test_abort_from_outside_ends_the_stream_cancelled(subject: Subject, pr
 
 
 async def test_a_shared_long_prefix_hits_the_prefix_cache(subject: Subject, demo_tokenizer: Any) -> None:
-    persona = "You are a helpful voice assistant. " * 40 + uuid.uuid4().hex
+    # Unique from the first token: engines shared by several subjects must not have this prefix cached yet.
+    persona = uuid.uuid4().hex + " You are a helpful voice assistant." * 40
     first = render_ids(demo_tokenizer, [{"role": "system", "content": persona}, {"role": "user", "content": "One?"}])
     second = render_ids(demo_tokenizer, [{"role": "system", "content": persona}, {"role": "user", "content": "Two!"}])
     assert len(first) > 300

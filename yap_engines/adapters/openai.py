@@ -1,0 +1,307 @@
+"""`RemoteEngine`: the seam over any OpenAI-compatible streaming server.
+
+`vllm serve`, `trtllm-serve`, SGLang, NVIDIA Dynamo's frontend, or another Yap. It streams
+`POST /v1/chat/completions` (SSE) with `httpx`, so this is how Yap runs past one machine: the Yap
+server stays the session edge and this adapter sends each turn to the cluster, with the session id
+in a header (`YAP_OPENAI_SESSION_HEADER`, default `X-Session-ID`, which vLLM reads) for sticky routing.
+
+Contract, beyond `InferenceEngine`:
+- **Messages, not ids.** A chat endpoint renders the template itself (and so can split reasoning
+  with its own parser); the request's `messages` are sent. A request with only token ids is
+  refused (`InvalidRequestError`) rather than re-rendered here from a guess.
+- **Reasoning.** The server's separate reasoning field (`reasoning` on vLLM, `reasoning_content`
+  on SGLang and TensorRT-LLM) is re-wrapped into the text stream as `<think>…</think>` before the
+  answer, because `Delta` carries one text; `yap_engines.thinking` then splits it like in-process
+  output. Each delta is a `RemoteDelta` whose `reasoning`/`content` keep the server's own split.
+- **Token ids and usage.** vLLM's `return_token_ids` gives each delta its ids (switch off with
+  `YAP_OPENAI_RETURN_TOKEN_IDS=0`); the last delta's `Usage` comes from the `include_usage` chunk
+  (cached tokens from `prompt_tokens_details`). A stream closed early (abort) counts what arrived.
+- **Structured outputs.** `json_schema`/`json_object` go in `response_format`; `regex`, `choice`
+  and `grammar` in vLLM's `structured_outputs` object (vLLM 0.32/0.33; the `guided_*` fields are gone).
+- **Sampling.** OpenAI fields always; `top_k`, `min_p`, `repetition_penalty` (vLLM/SGLang/TRT-LLM
+  extensions) only when they differ from their neutral value, so a plain OpenAI server still works.
+- **Failures.** A connection that cannot be opened is retried `YAP_OPENAI_CONNECT_RETRIES` times
+  (nothing was sent yet); nothing is retried once a request went out. Non-2xx answers raise
+  `RemoteStatusError` (`.status_code`), a silent server past `YAP_OPENAI_READ_TIMEOUT_S`
+  `RemoteTimeoutError`, a body that is not the chat-completions stream `RemoteProtocolError`.
+- **Cancellation.** Each stream is read by one task that owns the HTTP response; cancelling or
+  closing the generator, or `abort(request_id)`, cancels it, which closes the connection — the
+  server sees the disconnect and aborts the request. `num_unfinished_requests()` counts open streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ..errors import EngineDeadError, GenerationError, InvalidRequestError
+from ..types import ChatRequest, Delta, EngineHealth, FinishReason, Usage
+from ._openai_wire import (
+    CHAT_PATH,
+    FINISH,
+    Chunk,
+    RemoteConnectError,
+    RemoteDelta,
+    RemoteProtocolError,
+    RemoteStatusError,
+    RemoteTimeoutError,
+    parse_chunk,
+    request_body,
+    sse_data,
+    status_error,
+    usage_from,
+)
+
+if TYPE_CHECKING:
+    from ..settings import EngineSettings
+
+
+class _Stream:
+    """One request's HTTP stream, read by its own task into a queue the generator drains."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue(maxsize=256)
+        self.task: asyncio.Task[None] | None = None
+        self.aborted = False
+
+    async def stop(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+class RemoteEngine:
+    """An `InferenceEngine` over an OpenAI-compatible server. Build it with `from_settings`."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        model: str | None = None,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 60.0,
+        connect_retries: int = 2,
+        session_header: str = "X-Session-ID",
+        return_token_ids: bool = True,
+        tokenizer: Any = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """`transport` replaces the network (httpx's seam), e.g. `httpx.ASGITransport(app)` in tests."""
+        origin = base_url.rstrip("/")
+        origin = origin[: -len("/v1")] if origin.endswith("/v1") else origin
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
+        self._client = httpx.AsyncClient(base_url=origin, headers=headers, timeout=timeout, transport=transport)
+        self.base_url = origin
+        self.model_id = model
+        self.connect_retries = connect_retries
+        self.session_header = session_header
+        self.return_token_ids = return_token_ids
+        self.tokenizer = tokenizer
+        self._streams: dict[str, _Stream] = {}
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings) -> RemoteEngine:
+        from ..settings import SettingsError
+
+        if not settings.openai_base_url:
+            raise SettingsError("OPENAI_BASE_URL: required for ENGINE=openai (e.g. http://127.0.0.1:8000)")
+        tokenizer = None
+        if settings.openai_tokenizer:
+            from ..chat import load_tokenizer
+
+            tokenizer = load_tokenizer(settings.openai_tokenizer)
+        return cls(
+            settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            model=settings.openai_model,
+            connect_timeout_s=settings.openai_connect_timeout_s,
+            read_timeout_s=settings.openai_read_timeout_s,
+            connect_retries=settings.openai_connect_retries,
+            session_header=settings.openai_session_header,
+            return_token_ids=settings.openai_return_token_ids,
+            tokenizer=tokenizer,
+        )
+
+    def num_unfinished_requests(self) -> int:
+        """Streams still open (0 once every stream has finished, been closed or aborted)."""
+        return len(self._streams)
+
+    async def served_model(self) -> str:
+        """`OPENAI_MODEL`, or else the first model the server lists (remembered)."""
+        if self.model_id is None:
+            models = await self._models()
+            if not models:
+                raise GenerationError(f"{self.base_url}/v1/models lists no model; set OPENAI_MODEL")
+            self.model_id = models[0]
+        return self.model_id
+
+    async def _models(self) -> list[str]:
+        response = await self._send(lambda: self._client.get("/v1/models"))
+        if response.status_code >= 400:
+            raise status_error(response.status_code, response.text, "GET /v1/models")
+        try:
+            return [str(m["id"]) for m in response.json()["data"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RemoteProtocolError(f"GET /v1/models did not return a model list: {response.text[:200]!r}") from exc
+
+    async def _send(self, call: Any) -> Any:
+        """Run an HTTP call, retrying only when the connection could not be opened."""
+        for attempt in range(self.connect_retries + 1):
+            try:
+                return await call()
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt == self.connect_retries:
+                    raise RemoteConnectError(
+                        f"cannot connect to {self.base_url} after {attempt + 1} attempts ({exc!r}): check "
+                        "OPENAI_BASE_URL and that the server is up"
+                    ) from exc
+                await asyncio.sleep(0.2 * 2**attempt)
+            except httpx.TimeoutException as exc:
+                raise RemoteTimeoutError(f"{self.base_url} timed out: {exc!r}") from exc
+        raise AssertionError("unreachable")
+
+    async def generate(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
+        if self._closed:
+            raise EngineDeadError("the remote engine is closed")
+        rid = request.request_id
+        if rid in self._streams:
+            raise InvalidRequestError(f"request_id {rid!r} is already running; use a fresh id per request")
+        body = request_body(request, await self.served_model(), return_token_ids=self.return_token_ids)
+        headers = {"X-Request-Id": rid}
+        if request.session_id:
+            headers[self.session_header] = request.session_id
+        stream = self._streams[rid] = _Stream()
+        stream.task = asyncio.create_task(self._read(body, headers, stream.queue), name=f"remote-{rid}")
+        reasoning_open = False
+        ids_seen = chunks_seen = 0
+        usage_raw: dict[str, Any] | None = None
+        finish: FinishReason | None = None
+        try:
+            while True:
+                # A cancellation point per delta even when chunks are already queued, as in the
+                # in-process engines (and fairness between streams).
+                await asyncio.sleep(0)
+                item = await stream.queue.get()
+                if item is None or stream.aborted:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                usage_raw = item.usage or usage_raw
+                ids_seen += len(item.token_ids)
+                chunks_seen += bool(item.reasoning or item.content)
+                text = ""
+                if item.reasoning:
+                    text = item.reasoning if reasoning_open else "<think>" + item.reasoning
+                    reasoning_open = True
+                if item.content and reasoning_open:
+                    text += "</think>"
+                    reasoning_open = False
+                text += item.content
+                if item.finish is not None:
+                    finish = FINISH.get(item.finish, "stop")
+                if text or item.token_ids:
+                    yield RemoteDelta(text, item.token_ids, reasoning=item.reasoning, content=item.content)
+            if stream.aborted:
+                finish = "cancelled"
+            elif finish is None:
+                raise RemoteProtocolError("the stream ended without a finish_reason: not a complete chat completion")
+            usage = usage_from(usage_raw, request, ids_seen, chunks_seen)
+            if stream.aborted and usage_raw is None:
+                usage = Usage(len(request.prompt_token_ids), ids_seen or chunks_seen)
+            # A reply cut inside its reasoning keeps the think block open, as the model left it.
+            yield RemoteDelta("", (), finish, usage)
+        finally:
+            # Cancelled, closed early, failed or done: the reader task (and its connection) ends here.
+            await stream.stop()
+            self._streams.pop(rid, None)
+
+    async def _read(self, body: dict[str, Any], headers: dict[str, str], queue: asyncio.Queue[Any]) -> None:
+        """Open the stream (retrying only a failed connect), parse it into chunks, end with None."""
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                response = await self._send(
+                    lambda: stack.enter_async_context(
+                        self._client.stream("POST", CHAT_PATH, json=body, headers=headers)
+                    )
+                )
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise status_error(response.status_code, response.text, f"POST {CHAT_PATH}")
+                kind = response.headers.get("content-type", "")
+                if not kind.startswith("text/event-stream"):
+                    await response.aread()
+                    raise RemoteProtocolError(
+                        f"expected an SSE stream (text/event-stream), got {kind!r}: {response.text[:200]!r}"
+                    )
+                try:
+                    async for data in sse_data(response):
+                        if data.strip() == "[DONE]":
+                            break
+                        await queue.put(parse_chunk(data))
+                except httpx.TimeoutException as exc:
+                    raise RemoteTimeoutError(f"{self.base_url} sent nothing for longer than the read timeout") from exc
+                except httpx.TransportError as exc:
+                    raise GenerationError(f"the connection to {self.base_url} broke mid-stream: {exc!r}") from exc
+            await queue.put(None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await queue.put(exc)
+
+    async def abort(self, request_id: str) -> None:
+        stream = self._streams.get(request_id)
+        if stream is None:
+            return
+        stream.aborted = True
+        await stream.stop()
+        with contextlib.suppress(asyncio.QueueFull):
+            stream.queue.put_nowait(None)
+
+    async def health(self) -> EngineHealth:
+        """`GET /health` (where the server has one), then `GET /v1/models` (which must list the model)."""
+        if self._closed:
+            return EngineHealth(False, "remote engine is closed")
+        try:
+            response = await self._send(lambda: self._client.get("/health"))
+            if response.status_code != 404 and response.status_code >= 400:
+                return EngineHealth(False, f"{self.base_url}/health answered {response.status_code}")
+            models = await self._models()
+        except GenerationError as exc:
+            return EngineHealth(False, str(exc))
+        if self.model_id is not None and self.model_id not in models:
+            return EngineHealth(False, f"{self.base_url} does not serve {self.model_id!r} (it lists {models})")
+        return EngineHealth(True, f"{self.base_url} serves {', '.join(models)}")
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.gather(*(s.stop() for s in self._streams.values()), return_exceptions=True)
+        await self._client.aclose()
+
+    async def __aenter__(self) -> RemoteEngine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+__all__ = [
+    "RemoteConnectError",
+    "RemoteDelta",
+    "RemoteEngine",
+    "RemoteProtocolError",
+    "RemoteStatusError",
+    "RemoteTimeoutError",
+    "request_body",
+]
