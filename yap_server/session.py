@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from yap_engines.chat import fit_prompt, render_ids
+from yap_engines.chat import FittedPrompt, fit_prompt, render_ids
 from yap_engines.errors import InvalidSamplingError
 from yap_engines.types import Sampling
 
@@ -154,12 +154,13 @@ class Session:
             session.history.add(item["role"], item["content"])
         return session
 
-    def build_prompt(self, tokenizer: Any, prompt_budget: int, history_budget: int, trim_ratio: float) -> list[int]:
-        """Token ids of persona + history (+ generation prompt), trimmed to fit; may raise `ContextTooLongError`."""
+    def build_prompt(self, tokenizer: Any, prompt_budget: int, history_budget: int, trim_ratio: float) -> FittedPrompt:
+        """Persona + history (+ generation prompt), trimmed to fit: the messages kept and their token ids.
+        May raise `ContextTooLongError`."""
         persona = self.persona.messages()
         self.history.trim(history_budget, trim_ratio)
         fitted = fit_prompt(tokenizer, persona, self.history.messages(), prompt_budget)
         if fitted.dropped_turns:
             # The exact fit had to drop more than the estimate; keep history in step with the prompt.
             self.history.drop_oldest(fitted.dropped_turns)
-        return fitted.token_ids
+        return fitted

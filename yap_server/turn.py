@@ -96,14 +96,17 @@ class Turn:
         assert deps.chat is not None
         try:
             history_budget = min(settings.history_max_tokens, settings.chat_max_len)
-            prompt = session.build_prompt(
+            fitted = session.build_prompt(
                 deps.tokenizer, settings.chat_max_len, history_budget, settings.history_trim_ratio
             )
         except ContextTooLongError as exc:
             await self._send_toolcall(send)
             await self._terminal(send, error_frame(session.session_id, self.request_id, "context_too_long", str(exc)))
             return
-        request = ChatRequest(self.engine_request_id, prompt, self.sampling, session_id=session.session_id)
+        prompt = fitted.token_ids
+        request = ChatRequest(
+            self.engine_request_id, prompt, self.sampling, session_id=session.session_id, messages=fitted.messages
+        )
         tokenizer = deps.tokenizer
         opens = prompt_opens_thinking(tokenizer.decode(prompt[-8:]))
         splitter = ThinkSplitter(starts_in_reasoning=opens)
@@ -143,7 +146,12 @@ class Turn:
         """Send the `toolcall` frame once (waiting for the decision); a no-op without a pending one."""
         if self._tool_task is None:
             return
-        decision = self.tool_decision = await self._tool_task
+        try:
+            decision = await self._tool_task
+        except Exception as exc:  # a failing classifier must not take the reply down: it answers "no"
+            self.telemetry.report_exception(exc, self.user_text)
+            decision = ToolDecision("no", 0.0, "error", 0.0)
+        self.tool_decision = decision
         self._tool_task = None
         self.telemetry.tool_classified(decision.status, decision.latency_ms / 1000)
         await send(self._frame("toolcall", status=decision.status, score=decision.score, raw=decision.label))

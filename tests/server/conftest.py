@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from yap_engines import FakeEngine, InferenceEngine
+from yap_engines import ChatRequest, FakeEngine, InferenceEngine
 from yap_server.app import create_app
 from yap_server.loopback import serve_on_loopback
 from yap_server.settings import ServerSettings
@@ -27,6 +27,18 @@ def server_settings(**overrides: Any) -> ServerSettings:
     }
     values.update(overrides)
     return ServerSettings(**values)
+
+
+class RecordingFake(FakeEngine):
+    """A fake engine that remembers the requests it received."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.requests: list[ChatRequest] = []
+
+    def reply_text(self, request: ChatRequest) -> str:
+        self.requests.append(request)
+        return super().reply_text(request)
 
 
 def check_turn_invariants(frames: list[dict[str, Any]], turn_ids: set[str]) -> None:

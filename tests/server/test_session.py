@@ -57,7 +57,7 @@ def test_build_prompt_fits_the_budget_and_keeps_the_persona(demo_tokenizer: Any)
     for i in range(40):
         session.history.add("user", f"tell me about topic {i} " * 5)
         session.history.add("assistant", f"topic {i} is nice " * 5)
-    ids = session.build_prompt(demo_tokenizer, prompt_budget=600, history_budget=500, trim_ratio=0.7)
+    ids = session.build_prompt(demo_tokenizer, prompt_budget=600, history_budget=500, trim_ratio=0.7).token_ids
     text = demo_tokenizer.decode(ids)
     assert len(ids) <= 600
     assert text.startswith("<|im_start|>system\nBe brief.\nYour personality: calm.")

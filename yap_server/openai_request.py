@@ -1,0 +1,326 @@
+"""The body of `POST /v1/chat/completions`: validated into what the engine needs, or an `OpenAIError`.
+
+Sampling fields go through `yap_engines.Sampling` (the protocol's ranges, one place); structured
+outputs through `StructuredOutput`. Errors carry the OpenAI error shape and name the offending
+parameter as the client spelled it. Parameters Yap cannot honour are refused, never dropped; a few
+that do not change the generated text (`user`, `metadata`, `store`, ...) are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.responses import JSONResponse
+
+from yap_engines import InvalidRequestError, InvalidSamplingError, Sampling, StructuredOutput
+
+
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str,
+        param: str | None = None,
+        type: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param, self.type = status, message, code, param, type
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+    continuous_usage_stats: bool = False
+
+
+class ChatMessage(BaseModel):
+    """One message. Text content only; `name`, `reasoning_content` and other extras are ignored
+    (reasoning never goes back into a prompt)."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        texts = []
+        for part in value:
+            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ValueError('only text content is supported: use a string or [{"type": "text", "text": "..."}]')
+            texts.append(part["text"])
+        return "".join(texts)
+
+
+def _off(name: str, value: Any) -> bool:
+    if name == "n":
+        return value is None or (value == 1 and not isinstance(value, bool))
+    return value is None or value is False or value == [] or value == "none" or (name == "top_logprobs" and value == 0)
+
+
+class ChatCompletionBody(BaseModel):
+    """The request fields Yap reads. Unknown fields are refused, naming the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    # sampling: typed and range-checked by `Sampling`, so the error names the key
+    temperature: Any = None
+    top_p: Any = None
+    top_k: Any = None
+    min_p: Any = None
+    max_tokens: Any = None
+    max_completion_tokens: Any = None
+    stop: Any = None
+    seed: Any = None
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    repetition_penalty: Any = None
+    logit_bias: Any = None
+    # structured outputs (OpenAI's response_format with Yap's regex/choice/grammar types, vLLM's guided_*)
+    response_format: dict[str, Any] | None = None
+    structured_outputs: dict[str, Any] | None = None
+    guided_json: Any = None
+    guided_regex: Any = None
+    guided_choice: Any = None
+    guided_grammar: Any = None
+    # vLLM/SGLang extensions
+    chat_template_kwargs: dict[str, Any] | None = None
+    include_reasoning: bool = True
+    return_token_ids: bool = False
+    # accepted only in their "off" form
+    n: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    # accepted and ignored: they do not change the generated text
+    user: Any = None
+    metadata: Any = None
+    store: Any = None
+    service_tier: Any = None
+    parallel_tool_calls: Any = None
+    prompt_cache_key: Any = None
+    safety_identifier: Any = None
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    """A validated chat completion request."""
+
+    model: str
+    messages: list[dict[str, str]]
+    sampling: Sampling
+    structured_output: StructuredOutput | None = None
+    stream: bool = False
+    include_usage: bool = False
+    include_reasoning: bool = True
+    return_token_ids: bool = False
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+_SAMPLING_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "logit_bias",
+)
+_UNSUPPORTED = {
+    "n": "only n=1 is supported; send one request per completion",
+    "logprobs": "logprobs are not supported; remove logprobs",
+    "top_logprobs": "logprobs are not supported; remove top_logprobs",
+    "tools": "tool calling is not supported by this endpoint; remove tools",
+    "tool_choice": 'tool calling is not supported by this endpoint; remove tool_choice or send "none"',
+}
+
+
+def parse_chat_body(body: Any, base: Sampling) -> ChatCall:
+    """Validate a decoded JSON body against `base` sampling (the server's defaults and output cap)."""
+    if not isinstance(body, dict):
+        raise OpenAIError(400, "the request body must be a JSON object", code="invalid_request")
+    try:
+        parsed = ChatCompletionBody.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    for name, hint in _UNSUPPORTED.items():
+        if not _off(name, getattr(parsed, name)):
+            raise OpenAIError(400, f"{name}: {hint}", code="unsupported_parameter", param=name)
+    messages = [{"role": _ROLES[m.role], "content": m.content or ""} for m in parsed.messages]
+    stream_options = parsed.stream_options
+    if stream_options is not None and not parsed.stream:
+        raise OpenAIError(
+            400, "stream_options is only allowed with stream: true", code="invalid_request", param="stream_options"
+        )
+    return ChatCall(
+        model=parsed.model,
+        messages=messages,
+        sampling=_sampling(parsed, base),
+        structured_output=_structured(parsed),
+        stream=parsed.stream,
+        include_usage=bool(stream_options and stream_options.include_usage),
+        include_reasoning=parsed.include_reasoning,
+        return_token_ids=parsed.return_token_ids,
+        template_kwargs=dict(parsed.chat_template_kwargs or {}),
+    )
+
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+def _validation_error(exc: ValidationError) -> OpenAIError:
+    first = exc.errors()[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    if first["type"] == "extra_forbidden":
+        message = f"unsupported parameter {param!r}: remove it (see the README's OpenAI-compatible API section)"
+        return OpenAIError(400, message, code="unsupported_parameter", param=param)
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "literal_error" and param and param.endswith(".role"):
+        message = "role must be system, developer, user or assistant (tool messages are not supported)"
+    return OpenAIError(400, f"{param}: {message}", code="invalid_value", param=param)
+
+
+def _sampling(parsed: ChatCompletionBody, base: Sampling) -> Sampling:
+    overrides = {key: getattr(parsed, key) for key in _SAMPLING_FIELDS if getattr(parsed, key) is not None}
+    names = {key: key for key in overrides}
+    if isinstance(overrides.get("stop"), str):
+        overrides["stop"] = [overrides["stop"]]
+    if parsed.max_tokens is not None and parsed.max_completion_tokens is not None:
+        if parsed.max_tokens != parsed.max_completion_tokens:
+            raise OpenAIError(
+                400,
+                "max_tokens and max_completion_tokens disagree: send only max_completion_tokens",
+                code="invalid_value",
+                param="max_tokens",
+            )
+    for wire in ("max_completion_tokens", "max_tokens"):
+        if getattr(parsed, wire) is not None:
+            overrides["max_tokens"], names["max_tokens"] = getattr(parsed, wire), wire
+    if isinstance(overrides.get("logit_bias"), Mapping) and base.logit_bias:
+        overrides["logit_bias"] = {**base.logit_bias, **{_token_key(k): v for k, v in overrides["logit_bias"].items()}}
+    try:
+        return base.merged(overrides)
+    except InvalidSamplingError as exc:
+        param = names.get(exc.key, exc.key)
+        detail = str(exc).removeprefix(f"sampling.{exc.key}: ")
+        if exc.key == "max_tokens" and base.max_tokens_limit is not None:
+            detail += f" (this server's output cap is CHAT_MAX_OUT={base.max_tokens_limit})"
+        raise OpenAIError(400, f"{param}: {detail}", code="invalid_value", param=param) from None
+
+
+def _token_key(key: Any) -> Any:
+    try:
+        return int(key)
+    except (TypeError, ValueError):
+        return key  # Sampling names the bad key
+
+
+_GUIDED = {
+    "guided_json": "json_schema",
+    "guided_regex": "regex",
+    "guided_choice": "choice",
+    "guided_grammar": "grammar",
+}
+
+
+def _structured(parsed: ChatCompletionBody) -> StructuredOutput | None:
+    found: list[tuple[str, StructuredOutput]] = []
+    if parsed.response_format is not None:
+        spec = _from_response_format(parsed.response_format)
+        if spec is not None:
+            found.append(("response_format", spec))
+    if parsed.structured_outputs is not None:
+        found.append(("structured_outputs", _from_structured_outputs(parsed.structured_outputs)))
+    for name, kind in _GUIDED.items():
+        value = getattr(parsed, name)
+        if value is not None:
+            found.append((name, _build(name, kind, value)))
+    if len(found) > 1:
+        names = ", ".join(name for name, _ in found)
+        raise OpenAIError(
+            400, f"more than one output constraint ({names}): send only one", code="invalid_value", param=found[1][0]
+        )
+    return found[0][1] if found else None
+
+
+def _from_response_format(fmt: dict[str, Any]) -> StructuredOutput | None:
+    kind = fmt.get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return StructuredOutput.json_object()
+    if kind == "json_schema":
+        inner = fmt.get("json_schema")
+        if not isinstance(inner, Mapping) or "schema" not in inner:
+            raise OpenAIError(
+                400,
+                'response_format.json_schema must be {"name": ..., "schema": {...}}',
+                code="invalid_value",
+                param="response_format.json_schema",
+            )
+        return _build("response_format.json_schema.schema", "json_schema", inner["schema"])
+    if kind in ("regex", "choice", "grammar"):
+        if kind not in fmt:
+            raise OpenAIError(
+                400,
+                f'response_format of type {kind} needs a "{kind}" field',
+                code="invalid_value",
+                param="response_format",
+            )
+        return _build(f"response_format.{kind}", kind, fmt[kind])
+    raise OpenAIError(
+        400,
+        f"response_format.type {kind!r} is unknown: use text, json_object, json_schema, regex, choice or grammar",
+        code="invalid_value",
+        param="response_format.type",
+    )
+
+
+_STRUCTURED_OUTPUTS = {"json": "json_schema", "regex": "regex", "choice": "choice", "grammar": "grammar"}
+
+
+def _from_structured_outputs(params: dict[str, Any]) -> StructuredOutput:
+    """vLLM's `structured_outputs` object: exactly one of json, regex, choice, grammar, json_object."""
+    given = [key for key, value in params.items() if value is not None and value is not False]
+    allowed = (*_STRUCTURED_OUTPUTS, "json_object")
+    if len(given) != 1 or given[0] not in allowed:
+        raise OpenAIError(
+            400,
+            f"structured_outputs must set exactly one of {', '.join(allowed)} (got {', '.join(given) or 'none'})",
+            code="invalid_value",
+            param="structured_outputs",
+        )
+    key = given[0]
+    if key == "json_object":
+        return StructuredOutput.json_object()
+    return _build(f"structured_outputs.{key}", _STRUCTURED_OUTPUTS[key], params[key])
+
+
+def _build(param: str, kind: str, spec: Any) -> StructuredOutput:
+    try:
+        return StructuredOutput(kind, spec)  # type: ignore[arg-type]
+    except InvalidRequestError as exc:
+        raise OpenAIError(400, f"{param}: {exc}", code="invalid_value", param=param) from None
