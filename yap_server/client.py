@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from .client_completions import add_completions_command
+
 SENTENCE_END = re.compile(r"[.!?](\s|$)")
 PERSONA = "You are a friendly, brief voice assistant. Answer in one or two short sentences."
 CONVERSATION = (
@@ -321,6 +323,7 @@ def add_client_commands(commands: Any) -> None:
     sub.choices["bench"].add_argument("-c", "--concurrency", type=int, default=5, help="sessions at once")
     sub.choices["tool"].add_argument("--concurrency", type=int, default=4, help="cases replayed at once")
     sub.choices["tool"].add_argument("--limit", type=int, default=0, help="replay only the first N cases")
+    add_completions_command(sub)
 
 
 def run_client(args: argparse.Namespace) -> int:
