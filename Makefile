@@ -7,7 +7,7 @@ STAMP := $(VENV)/.yap-installed
 TEXT_API_KEY ?= yap-dev-key
 MAX_CONCURRENT_CONNECTIONS ?= 16
 
-.PHONY: install test serve lint demo quant-env build-engine
+.PHONY: install test serve lint demo quant-env build-engine fuzz
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Protocol fuzzing over a real socket; `make test` runs the same tests with a few hundred frames.
+FUZZ_FRAMES ?= 10000
+fuzz: install
+	YAP_FUZZ_FRAMES=$(FUZZ_FRAMES) $(BIN)/python -m pytest tests/fuzz -q -s $(PYTEST_ARGS)
 
 serve: install
 	TEXT_API_KEY=$(TEXT_API_KEY) MAX_CONCURRENT_CONNECTIONS=$(MAX_CONCURRENT_CONNECTIONS) \

@@ -17,9 +17,13 @@ from yap_engines import EngineSettings, InferenceEngine, Sampling, load_engine
 from yap_engines.demo import DEMO_TOOL_NAME
 from yap_engines.tool import ToolClassifier, ToolSettings
 
+from . import dashboard, embeddings, openai_api
 from .auth import key_is_valid, presented_key, unauthorized
+from .completions_ws import completions_endpoint
 from .limits import ConnectionSlots
 from .observability import ObservabilitySettings, Telemetry, configure_logging
+from .responses_ws import responses_endpoint
+from .security import redact_keys_in_server_logs, security_middleware
 from .settings import ServerSettings
 from .ws import ws_endpoint
 
@@ -126,8 +130,18 @@ def create_app(
         Route("/status", status, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute("/ws", ws_endpoint),
+        Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
+        Route("/v1/models", openai_api.list_models, methods=["GET"]),
+        WebSocketRoute("/ws/completions", completions_endpoint),
+        WebSocketRoute("/v1/responses", responses_endpoint),
+        Route("/embeddings", embeddings.embeddings, methods=["POST"]),
+        Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
+        Route("/health", dashboard.health, methods=["GET"]),
+        Route("/dashboard", dashboard.dashboard, methods=["GET"]),
+        Route("/dashboard/stats", dashboard.dashboard_stats, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    redact_keys_in_server_logs(settings.api_keys)
+    return Starlette(routes=routes, middleware=security_middleware(settings), lifespan=lifespan)
 
 
 async def healthz(request: Request) -> JSONResponse:

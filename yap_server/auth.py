@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterable
 
@@ -21,14 +22,22 @@ def presented_key(conn: HTTPConnection) -> str | None:
     return conn.query_params.get("api_key") or None
 
 
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
 def key_is_valid(presented: str | None, keys: Iterable[str]) -> bool:
-    """Compare against every configured key in constant time (no early exit)."""
+    """Compare against every configured key in constant time, with no early exit.
+
+    Both sides are hashed first, so `compare_digest` always compares equal-length digests: the
+    time taken reveals neither a key's content nor its length.
+    """
     if not presented:
         return False
-    given = presented.encode()
+    given = _digest(presented)
     matched = False
     for key in keys:
-        matched |= hmac.compare_digest(given, key.encode())
+        matched |= hmac.compare_digest(given, _digest(key))
     return matched
 
 

@@ -17,8 +17,10 @@ from yap_engines.errors import BackendUnavailableError
 from yap_engines.registry import engine_class
 from yap_engines.settings import EngineSettings, SettingsError
 
+from .cli_harness import add_harness_commands
 from .client import add_client_commands
 from .settings import ServerSettings
+from .soak import add_soak_command
 
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 MISMATCHED_WITH_CPU_TORCH = ("torchvision", "torchaudio", "torchcodec")
@@ -67,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     tool_bench.add_argument("--model", help="classifier (env TOOL_MODEL; default: the demo classifier)")
     tool_bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 16], help="requests at once")
     tool_bench.set_defaults(run=_bench_tool)
+    add_soak_command(bench_commands)  # `yap bench soak` (yap_server/soak.py)
 
     add_client_commands(commands)
     add_quant_commands(commands)
+    add_harness_commands(commands)  # `yap infer`, `yap scenario run`, `yap server start|status|stop`
 
     tool = commands.add_parser("tool", help="the tool classifier")
     tool_commands = tool.add_subparsers(dest="tool_command", required=True)

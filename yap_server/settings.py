@@ -76,6 +76,13 @@ class ServerSettings(BaseSettings):
         1.05, validation_alias=env_names("CHAT_REPETITION_PENALTY", "chat_repetition_penalty")
     )
 
+    # -- OpenAI-compatible API (/v1) -----------------------------------------------------------
+    served_model_name: str | None = Field(
+        None,
+        validation_alias=env_names("SERVED_MODEL_NAME", "served_model_name"),
+        description="model id(s) /v1 answers to, comma-separated (default: the chat engine's model id)",
+    )
+
     # -- WebSocket protocol --------------------------------------------------------------------
     ws_end_sentinel: str = Field("__END__", validation_alias=env_names("WS_END_SENTINEL", "ws_end_sentinel"))
     ws_cancel_sentinel: str = Field(
@@ -106,6 +113,142 @@ class ServerSettings(BaseSettings):
     chat_prompt_update_window_seconds: float = Field(
         60.0, ge=0, validation_alias=env_names("CHAT_PROMPT_UPDATE_WINDOW_SECONDS", "chat_prompt_update_window_seconds")
     )
+
+    # -- reliability and security (yap_server/security.py, the /ws send deadline) -----------------
+    allowed_origins: str = Field(
+        "",
+        validation_alias=env_names("ALLOWED_ORIGINS", "allowed_origins"),
+        description="browser origins allowed cross-origin (comma-separated, * for any); same-origin always works",
+    )
+    auth_failure_max_per_window: int = Field(
+        20,
+        ge=0,
+        validation_alias=env_names("AUTH_FAILURE_MAX_PER_WINDOW", "auth_failure_max_per_window"),
+        description="failed authentications per client address before it is blocked (0 disables)",
+    )
+    auth_failure_window_seconds: float = Field(
+        60.0,
+        ge=0,
+        validation_alias=env_names("AUTH_FAILURE_WINDOW_SECONDS", "auth_failure_window_seconds"),
+        description="sliding window of the auth-failure count",
+    )
+    ws_send_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=env_names("WS_SEND_TIMEOUT_S", "ws_send_timeout_s"),
+        description="a /ws client that accepts no data for this long while the server sends is dropped",
+    )
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        return [origin.strip().rstrip("/") for origin in self.allowed_origins.split(",") if origin.strip()]
+
+    # -- WS /v1/responses (Responses-style WebSocket) --------------------------------------------
+    responses_tool_name: str = Field(
+        "take_screenshot",
+        validation_alias=env_names("RESPONSES_TOOL_NAME", "responses_tool_name"),
+        description="function tool a classifier 'yes' calls when the request declares it; empty = never",
+    )
+    responses_cache_size: int = Field(
+        4,
+        ge=1,
+        validation_alias=env_names("RESPONSES_CACHE_SIZE", "responses_cache_size"),
+        description="ended responses a connection keeps for previous_response_id",
+    )
+    responses_max_message_bytes: int = Field(
+        1_000_000,
+        gt=0,
+        le=1_048_575,
+        validation_alias=env_names("RESPONSES_MAX_MESSAGE_BYTES", "responses_max_message_bytes"),
+        description="largest frame /v1/responses reads or sends (under 1 MiB)",
+    )
+
+    # -- /ws/completions (thinking effort + structured output), /embeddings ------------------------
+    orch_max_concurrent_jobs: int = Field(
+        4,
+        gt=0,
+        validation_alias=env_names("ORCH_MAX_CONCURRENT_JOBS", "orch_max_concurrent_jobs"),
+        description="/ws/completions jobs running at once (server-wide); more wait in the queue",
+    )
+    orch_max_queued_jobs: int = Field(
+        32,
+        ge=0,
+        validation_alias=env_names("ORCH_MAX_QUEUED_JOBS", "orch_max_queued_jobs"),
+        description="jobs waiting for a run slot (server-wide); past it a job is refused with queue_full",
+    )
+    orch_max_jobs_per_connection: int = Field(
+        4,
+        gt=0,
+        validation_alias=env_names("ORCH_MAX_JOBS_PER_CONNECTION", "orch_max_jobs_per_connection"),
+        description="running plus queued jobs of one connection; past it a job is refused with too_many_jobs",
+    )
+    orch_default_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        validation_alias=env_names("ORCH_DEFAULT_TIMEOUT_S", "orch_default_timeout_s"),
+        description="a job's timeout_seconds when the request gives none",
+    )
+    orch_encryption_key: SecretStr | None = Field(
+        None,
+        validation_alias=env_names("ORCH_ENCRYPTION_KEY", "orch_encryption_key"),
+        description="Fernet key: messages[].content and result content/thinking are Fernet tokens",
+    )
+    orch_ping_interval_s: float = Field(
+        15.0,
+        gt=0,
+        validation_alias=env_names("ORCH_PING_INTERVAL_S", "orch_ping_interval_s"),
+        description='/ws/completions sends {"type": "ping"} this often',
+    )
+    orch_pong_timeout_s: float = Field(
+        45.0,
+        gt=0,
+        validation_alias=env_names("ORCH_PONG_TIMEOUT_S", "orch_pong_timeout_s"),
+        description="/ws/completions closes a connection silent (no pong, no frame) this long",
+    )
+    final_max_tokens: int = Field(
+        2048,
+        gt=0,
+        validation_alias=env_names("FINAL_MAX_TOKENS", "final_max_tokens"),
+        description="cap of each answer pass of a /ws/completions job (never 0)",
+    )
+    thinking_budget_low: int = Field(
+        500,
+        ge=0,
+        validation_alias=env_names("THINKING_BUDGET_LOW", "thinking_budget_low"),
+        description="thinking tokens per thinking pass for thinking_effort low",
+    )
+    thinking_budget_medium: int = Field(
+        2000,
+        ge=0,
+        validation_alias=env_names("THINKING_BUDGET_MEDIUM", "thinking_budget_medium"),
+        description="thinking tokens per thinking pass for thinking_effort medium",
+    )
+    thinking_budget_high: int = Field(
+        16000,
+        ge=0,
+        validation_alias=env_names("THINKING_BUDGET_HIGH", "thinking_budget_high"),
+        description="thinking tokens per thinking pass for thinking_effort high",
+    )
+    embed_model: str | None = Field(
+        None,
+        validation_alias=env_names("EMBED_MODEL", "embed_model"),
+        description="embedding model (HF id or path) for POST /embeddings; unset = the packaged all-MiniLM-L6-v2",
+    )
+
+    @field_validator("orch_encryption_key")
+    @classmethod
+    def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
+        from .crypto import check_fernet_key
+
+        if value is not None:
+            check_fernet_key(value.get_secret_value())
+        return value
+
+    @property
+    def thinking_budgets(self) -> dict[str, int]:
+        """Thinking tokens per effort (`none` is always 0)."""
+        low, medium, high = self.thinking_budget_low, self.thinking_budget_medium, self.thinking_budget_high
+        return {"none": 0, "low": low, "medium": medium, "high": high}
 
     @field_validator("text_api_key")
     @classmethod

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,8 +19,8 @@ from yap_engines import InferenceEngine, Sampling
 from yap_engines.tool import ToolClassifier
 
 from . import wire
-from .auth import WHERE_KEYS_GO, key_is_valid, presented_key
-from .limits import ConnectionSlots, SlidingWindowLimiter
+from .admission import serve_admitted
+from .limits import SlidingWindowLimiter
 from .observability import Telemetry
 from .session import Persona, Session, TurnOptions, parse_sampling
 from .settings import ServerSettings
@@ -48,6 +47,8 @@ class Connection:
         self.session: Session | None = None
         self.turn: Turn | None = None
         self._turn_task: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[Any] | None = None
+        self.stalled = False  # the client stopped reading (slow consumer): the connection is being dropped
         self.telemetry: Telemetry = app_state.telemetry
         client_id = websocket.headers.get("x-client-id") or websocket.query_params.get("client_id")
         self.observed = self.telemetry.connection_opened(client_id[:64] if client_id else None)
@@ -61,11 +62,31 @@ class Connection:
 
     # -- sending -------------------------------------------------------------------------------
     async def send(self, message: dict[str, Any]) -> None:
-        """Send one frame (frames never interleave); a client that has gone is noticed by the reader."""
+        """Send one frame (frames never interleave); a client that has gone is noticed by the reader.
+
+        A send waits while the transport's write buffer is full, so a client that reads slowly slows
+        its own turn down (the engine stream is not read meanwhile): nothing queues up unbounded. A
+        client that accepts nothing for `WS_SEND_TIMEOUT_S` is dropped (see `_drop_slow_consumer`).
+        """
         async with self._send_lock:
             if self.ws.application_state == WebSocketState.CONNECTED:
                 with contextlib.suppress(WebSocketDisconnect):
-                    await self.ws.send_json(message)
+                    try:
+                        async with asyncio.timeout(self.settings.ws_send_timeout_s):
+                            await self.ws.send_json(message)
+                    except TimeoutError:
+                        self._drop_slow_consumer()
+
+    def _drop_slow_consumer(self) -> None:
+        """Stop sending and end the connection: the reader is cancelled, which aborts the running turn
+        and frees the slot. No close frame can reach a client that reads nothing; it sees 1006."""
+        log.warning("dropping a client that accepted no data for %.1f s", self.settings.ws_send_timeout_s)
+        self.stalled = True
+        self.ws.application_state = WebSocketState.DISCONNECTED
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task():
+            self._reader = None  # cancelled once, and never after it has left its loop
+            reader.cancel()
 
     async def error(self, session_id: str, request_id: str, code: str, message: str, **extra: Any) -> None:
         await self.send(error_frame(session_id, request_id, code, message, **extra))
@@ -77,7 +98,8 @@ class Connection:
 
     # -- the reader loop -----------------------------------------------------------------------
     async def serve(self) -> None:
-        """Read frames until the client leaves, ends the session, or idles out."""
+        """Read frames until the client leaves, ends the session, idles out, or stops reading."""
+        self._reader = asyncio.current_task()
         try:
             while True:
                 try:
@@ -91,11 +113,16 @@ class Connection:
                     return
                 if message["type"] == "websocket.disconnect":
                     return
-                if not await self.handle_raw(message):
+                if not await self.handle_raw(message) or self.stalled:
                     return
         except WebSocketDisconnect:
             return
+        except asyncio.CancelledError:
+            if not self.stalled:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]  # ours (slow consumer): end here
         finally:
+            self._reader = None
             await self.cancel_turn("disconnect", notify=False)
             self.observed.closed()
 
@@ -291,33 +318,8 @@ class Connection:
 
 async def ws_endpoint(websocket: WebSocket) -> None:
     """`WS /ws`: authenticate, take a connection slot (or refuse), then serve the connection."""
-    state = websocket.state
-    settings: ServerSettings = state.settings
-    slots: ConnectionSlots = state.slots
-    telemetry: Telemetry = state.telemetry
-    await websocket.accept()
-
-    async def refuse(reason: str, code: str, message: str, close_code: int) -> None:
-        telemetry.rejected(reason)
-        await websocket.send_json(error_frame(UNKNOWN, UNKNOWN, code, message))
-        await websocket.close(close_code, code)
-
-    if not key_is_valid(presented_key(websocket), settings.api_keys):
-        await refuse(
-            "auth", "authentication_failed", f"missing or wrong API key: {WHERE_KEYS_GO}", wire.CLOSE_POLICY_VIOLATION
-        )
-        return
-    waiting_since = time.perf_counter()
-    if not await slots.acquire(settings.ws_handshake_acquire_timeout_s):
-        await refuse(
-            "capacity",
-            "server_at_capacity",
-            f"all {slots.capacity} connection slots are busy; retry with backoff",
-            wire.CLOSE_TRY_AGAIN_LATER,
-        )
-        return
-    telemetry.slot_waited(time.perf_counter() - waiting_since)
-    try:
-        await Connection(websocket, state).serve()
-    finally:
-        slots.release()
+    await serve_admitted(
+        websocket,
+        lambda code, message: error_frame(UNKNOWN, UNKNOWN, code, message),
+        lambda: Connection(websocket, websocket.state).serve(),
+    )

@@ -98,6 +98,7 @@ async def test_structured_outputs() -> None:
     assert await text_of(engine, choice) in ("yes", "no")
     with pytest.raises(UnsupportedFeature, match="regex"):
         await text_of(engine, ChatRequest("x", (1,), structured_output=StructuredOutput.regex("[0-9]+")))
+    assert engine.num_unfinished_requests() == 0  # a refused request holds no slot
 
 
 async def test_a_killed_engine_fails_health_and_requests() -> None:

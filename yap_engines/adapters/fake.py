@@ -185,10 +185,10 @@ class _StreamingFake:
         rid = request.request_id
         if rid in self._running:
             raise InvalidRequestError(f"request_id {rid!r} is already running; use a fresh id per request")
+        pieces = self._pieces(request)  # may refuse the request (unsupported feature): before it is running
         aborted = asyncio.Event()
         self._running[rid] = aborted
         self.requests_started += 1
-        pieces = self._pieces(request)
         usage_cached = self._cached_tokens(request.prompt_token_ids)
         sampling = request.sampling
         text, emitted, count = "", 0, 0
@@ -333,7 +333,7 @@ class FakeEngine(_StreamingFake):
         if self.text is not None:
             return self.text
         if self.script is not None:
-            return self.script[(self.requests_started - 1) % len(self.script)]
+            return self.script[self.requests_started % len(self.script)]  # this request is the next one
         words = [rng.choice(_WORDS) for _ in range(rng.randint(12, 40))]
         return " ".join(words).capitalize() + "."
 
