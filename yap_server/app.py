@@ -107,7 +107,10 @@ def create_app(
             chat = served.get("chat")
             tokenizer = getattr(chat, "tokenizer", None)
             if settings.chat_deployed and tokenizer is None:
-                raise RuntimeError("the chat engine has no tokenizer to render prompts with")
+                raise RuntimeError(
+                    f"the {getattr(chat, 'name', 'chat')} engine has no tokenizer to budget prompts with; "
+                    "with ENGINE=openai set YAP_OPENAI_TOKENIZER to the served model's tokenizer (HF id or path)"
+                )
             sampling = base
             if tokenizer is not None and settings.chat_logit_bias_file is not None:
                 sampling = base.merged({"logit_bias": banned_phrase_bias(settings, tokenizer)})

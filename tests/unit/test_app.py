@@ -54,3 +54,18 @@ def test_an_empty_key_list_is_refused() -> None:
 
     with pytest.raises(SettingsError, match="TEXT_API_KEY"):
         ServerSettings.from_env(text_api_key=" , ", max_concurrent_connections=1)
+
+
+async def test_a_remote_engine_without_a_tokenizer_fails_at_startup_naming_the_setting() -> None:
+    from yap_engines.adapters.openai import RemoteEngine
+
+    remote = RemoteEngine("http://127.0.0.1:9")  # never contacted: start-up stops first
+    settings = ServerSettings(text_api_key="k", max_concurrent_connections=1, deploy_mode="chat")
+    try:
+        with (
+            pytest.raises(RuntimeError, match="YAP_OPENAI_TOKENIZER"),
+            TestClient(create_app(settings, engines={"chat": remote})),
+        ):
+            pass
+    finally:
+        await remote.aclose()
