@@ -1,11 +1,14 @@
-"""Admitting a WebSocket: the API key, then a connection slot. Shared by every WebSocket route."""
+"""Admitting a WebSocket (the API key, then a connection slot) and reading it with a silence deadline.
+Shared by every WebSocket route."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.types import Message
 from starlette.websockets import WebSocket
 
 from . import wire
@@ -52,3 +55,14 @@ async def serve_admitted(
         await serve()
     finally:
         slots.release()
+
+
+async def receive_within(websocket: WebSocket, timeout_s: float) -> Message | None:
+    """The next ASGI message, or None when the client stayed silent for `timeout_s` seconds.
+
+    `asyncio.timeout`, not `wait_for`: no extra task per frame read."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await websocket.receive()
+    except TimeoutError:
+        return None

@@ -44,7 +44,7 @@ from yap_engines.errors import (
 from yap_engines.reasoning import ReasoningPipeline, ReasoningResult, structured_output_from_dict
 
 from . import wire
-from .admission import serve_admitted
+from .admission import receive_within, serve_admitted
 from .crypto import ContentCipher, DecryptionError
 from .settings import ServerSettings
 
@@ -180,10 +180,8 @@ class CompletionsConnection:
         pinger = asyncio.create_task(self._ping_loop(), name="completions-ping")
         try:
             while True:
-                try:
-                    async with asyncio.timeout(self.settings.orch_pong_timeout_s):
-                        message = await self.ws.receive()
-                except TimeoutError:
+                message = await receive_within(self.ws, self.settings.orch_pong_timeout_s)
+                if message is None:
                     async with self._send_lock:
                         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
                             await self.ws.close(CLOSE_NO_PONG, "no pong within ORCH_PONG_TIMEOUT_S")

@@ -25,7 +25,7 @@ from yap_engines.errors import InvalidSamplingError
 from yap_engines.tool import ToolClassifier
 
 from . import wire
-from .admission import serve_admitted
+from .admission import receive_within, serve_admitted
 from .limits import SlidingWindowLimiter
 from .observability import Telemetry
 from .responses_conversation import ResponseCache, chained, chat_prompt, user_texts
@@ -113,10 +113,8 @@ class ResponsesConnection:
         close_code: int | None = None
         try:
             while True:
-                try:
-                    async with asyncio.timeout(self.settings.ws_idle_timeout_s):
-                        message = await self.ws.receive()
-                except TimeoutError:
+                message = await receive_within(self.ws, self.settings.ws_idle_timeout_s)
+                if message is None:
                     self.telemetry.idle_disconnect()
                     await self.cancel_running("idle")
                     close_code = wire.CLOSE_IDLE

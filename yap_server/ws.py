@@ -19,7 +19,7 @@ from yap_engines import InferenceEngine, Sampling
 from yap_engines.tool import ToolClassifier
 
 from . import wire
-from .admission import serve_admitted
+from .admission import receive_within, serve_admitted
 from .limits import SlidingWindowLimiter
 from .observability import Telemetry
 from .session import Persona, Session, TurnOptions, parse_sampling
@@ -102,11 +102,8 @@ class Connection:
         self._reader = asyncio.current_task()
         try:
             while True:
-                try:
-                    # asyncio.timeout, not wait_for: no extra task per frame read
-                    async with asyncio.timeout(self.settings.ws_idle_timeout_s):
-                        message = await self.ws.receive()
-                except TimeoutError:
+                message = await receive_within(self.ws, self.settings.ws_idle_timeout_s)
+                if message is None:
                     self.telemetry.idle_disconnect()
                     await self.cancel_turn("idle")
                     await self.close(wire.CLOSE_IDLE, "idle timeout")
