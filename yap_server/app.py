@@ -20,6 +20,7 @@ from yap_engines.tool import ToolClassifier, ToolSettings
 from . import dashboard, embeddings, openai_api
 from .auth import key_is_valid, presented_key, unauthorized
 from .completions_ws import completions_endpoint
+from .draining import LiveConnections
 from .limits import ConnectionSlots
 from .observability import ObservabilitySettings, Telemetry, configure_logging
 from .responses_ws import responses_endpoint
@@ -92,6 +93,7 @@ def create_app(
         configure_logging(observability, settings.api_keys)
         telemetry = Telemetry.build(observability, settings.api_keys)
     app_telemetry = telemetry
+    live_connections = LiveConnections()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
@@ -122,6 +124,7 @@ def create_app(
                 "base_sampling": sampling,
                 "slots": ConnectionSlots(settings.max_concurrent_connections),
                 "telemetry": app_telemetry,
+                "live_connections": live_connections,
             }
         finally:
             await asyncio.gather(*(engine.aclose() for engine in built.values()), return_exceptions=True)
@@ -144,7 +147,9 @@ def create_app(
         Route("/dashboard/stats", dashboard.dashboard_stats, methods=["GET"]),
     ]
     redact_keys_in_server_logs(settings.api_keys)
-    return Starlette(routes=routes, middleware=security_middleware(settings), lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=security_middleware(settings), lifespan=lifespan)
+    app.state.live_connections = live_connections  # for the server that drains it on shutdown
+    return app
 
 
 async def healthz(request: Request) -> JSONResponse:

@@ -129,7 +129,10 @@ def _serve(args: argparse.Namespace) -> int:
         )
         build_demo_tool(engine.engines_dir / DEMO_TOOL_NAME)
     app = create_app(server, engine_settings=engine, tool_settings=tool)
-    uvicorn.run(app, host=server.host, port=server.port, log_level=server.log_level)
+    from .serving import DrainingServer
+
+    config = uvicorn.Config(app, host=server.host, port=server.port, log_level=server.log_level)
+    DrainingServer(config).run()  # running turns end `cancelled` (reason `shutdown`) on SIGTERM/Ctrl-C
     return 0
 
 

@@ -21,8 +21,10 @@ async def serve_on_loopback(app: Any) -> AsyncIterator[int]:
     """Serve `app` with uvicorn (lifespan on) in this event loop; yields the port, stops on exit."""
     import uvicorn
 
+    from .serving import DrainingServer
+
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = DrainingServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -20,6 +20,7 @@ from yap_engines.tool import ToolClassifier
 
 from . import wire
 from .admission import receive_within, serve_admitted
+from .draining import LiveConnections
 from .limits import SlidingWindowLimiter
 from .observability import Telemetry
 from .session import Persona, Session, TurnOptions, parse_sampling
@@ -50,6 +51,7 @@ class Connection:
         self._reader: asyncio.Task[Any] | None = None
         self.stalled = False  # the client stopped reading (slow consumer): the connection is being dropped
         self.telemetry: Telemetry = app_state.telemetry
+        self.live: LiveConnections = app_state.live_connections
         client_id = websocket.headers.get("x-client-id") or websocket.query_params.get("client_id")
         self.observed = self.telemetry.connection_opened(client_id[:64] if client_id else None)
         self._send_lock = asyncio.Lock()
@@ -96,10 +98,16 @@ class Connection:
             if self.ws.application_state == WebSocketState.CONNECTED:
                 await self.ws.close(code, reason)
 
+    async def shut_down(self) -> None:
+        """The server is stopping: the running turn ends `cancelled` (reason `shutdown`), then close 1012."""
+        await self.cancel_turn("shutdown")
+        await self.close(wire.CLOSE_SERVICE_RESTART, "server shutting down")
+
     # -- the reader loop -----------------------------------------------------------------------
     async def serve(self) -> None:
         """Read frames until the client leaves, ends the session, idles out, or stops reading."""
         self._reader = asyncio.current_task()
+        self.live.add(self)
         try:
             while True:
                 message = await receive_within(self.ws, self.settings.ws_idle_timeout_s)
@@ -119,6 +127,7 @@ class Connection:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]  # ours (slow consumer): end here
         finally:
+            self.live.discard(self)
             self._reader = None
             await self.cancel_turn("disconnect", notify=False)
             self.observed.closed()

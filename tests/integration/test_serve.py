@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -118,3 +119,55 @@ def test_yap_serve_fake_and_yap_client_warmup(tmp_path: Path) -> None:
     assert out.stdout.count("Hello from the fake engine.") == 2
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["outcome"] == "done" and report["ttfb_ms"] > 0 and report["second_ttfb_ms"] > 0
+
+
+def test_sigterm_ends_a_running_turn_cancelled_with_reason_shutdown(tmp_path: Path) -> None:
+    """A real `yap serve` process told to stop mid-reply: the client gets `cancelled` (reason `shutdown`),
+    then a 1012 close, and the process exits cleanly."""
+    import websockets
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "YAP_PORT": str(port),
+        "TEXT_API_KEY": "k",
+        "MAX_CONCURRENT_CONNECTIONS": "2",
+        "DEPLOY_MODE": "chat",
+        "CHAT_MAX_OUT": "500",
+        "YAP_FAKE_TEXT": "word " * 400,
+        "YAP_FAKE_TOKENS_PER_S": "20",
+    }
+
+    async def talk_through_a_shutdown(server: subprocess.Popen[str]) -> tuple[list[dict[str, object]], int | None]:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws?api_key=k") as ws:
+            start = {"chat_prompt": "Be brief.", "user_utterance": "talk to me"}
+            await ws.send(json.dumps({"type": "start", "session_id": "s", "request_id": "t1", "payload": start}))
+            assert json.loads(await ws.recv())["type"] == "ack"
+            assert json.loads(await ws.recv())["type"] == "token"
+            server.send_signal(signal.SIGTERM)
+            frames = []
+            try:
+                while True:
+                    frames.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+            except websockets.ConnectionClosed as closed:
+                return frames, closed.rcvd.code if closed.rcvd is not None else None
+
+    with (tmp_path / "serve.log").open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "yap_server.cli", "serve", "--engine", "fake"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert wait_for_health(server, port, timeout=180).status_code == 200
+            frames, close_code = asyncio.run(talk_through_a_shutdown(server))
+            assert server.wait(timeout=30) in (0, -signal.SIGTERM)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait(timeout=30)
+    assert frames[-1]["type"] == "cancelled" and frames[-1]["request_id"] == "t1"
+    assert frames[-1]["payload"]["reason"] == "shutdown"
+    assert close_code == 1012
