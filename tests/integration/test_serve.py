@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +19,12 @@ import pytest
 from yap_server.loopback import free_port
 
 pytestmark = pytest.mark.integration
+
+
+def yap_serve(args: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[str]:
+    """`yap serve ARGS` as a real process, logging to `log`."""
+    command = [sys.executable, "-m", "yap_server.cli", "serve", *args]
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.fixture
@@ -35,9 +42,7 @@ def serve(tmp_path: Path, demo_model_dir: Path) -> Iterator[tuple[subprocess.Pop
     for name in ("MODEL", "ENGINE", "INFERENCE_ENGINE"):
         env.pop(name, None)
     log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "yap_server.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, text=True
-    )
+    process = yap_serve([], env, log)
     try:
         yield process, port, tmp_path / "serve.log"
     finally:
@@ -86,13 +91,7 @@ def test_yap_serve_fake_and_yap_client_warmup(tmp_path: Path) -> None:
         "YAP_FAKE_TOKENS_PER_S": "200",
     }
     with (tmp_path / "serve.log").open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "yap_server.cli", "serve", "--engine", "fake"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        server = yap_serve(["--engine", "fake"], env, log)
         try:
             assert wait_for_health(server, port, timeout=180).status_code == 200
             out = subprocess.run(
@@ -153,13 +152,7 @@ def test_sigterm_ends_a_running_turn_cancelled_with_reason_shutdown(tmp_path: Pa
                 return frames, closed.rcvd.code if closed.rcvd is not None else None
 
     with (tmp_path / "serve.log").open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "yap_server.cli", "serve", "--engine", "fake"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        server = yap_serve(["--engine", "fake"], env, log)
         try:
             assert wait_for_health(server, port, timeout=180).status_code == 200
             frames, close_code = asyncio.run(talk_through_a_shutdown(server))
