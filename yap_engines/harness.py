@@ -135,6 +135,12 @@ class TurnOutcome:
     def total_latency_ms(self) -> float:
         return round((self.end_ts - self.start_ts) * 1000, 3)
 
+    def usage_record(self) -> dict[str, int]:
+        return {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens}
+
+    def timings(self) -> dict[str, float]:
+        return {"start_ts": self.start_ts, "end_ts": self.end_ts, "total_latency_ms": self.total_latency_ms}
+
 
 def _failure(exc: BaseException) -> tuple[Status, int | None]:
     from .adapters.openai import RemoteProtocolError
@@ -226,12 +232,8 @@ def infer_record(
         "status": outcome.status,
         "http_status": outcome.http_status,
         "stop_reason": outcome.stop_reason,
-        "usage": {"prompt_tokens": outcome.usage.prompt_tokens, "completion_tokens": outcome.usage.completion_tokens},
-        "timings": {
-            "start_ts": outcome.start_ts,
-            "end_ts": outcome.end_ts,
-            "total_latency_ms": outcome.total_latency_ms,
-        },
+        "usage": outcome.usage_record(),
+        "timings": outcome.timings(),
         "request_snapshot": {
             "system": system,
             "context": context,

@@ -32,6 +32,8 @@ from .harness import (
     infer_record,
     run_turn,
 )
+from .harness_server import write_json_atomic
+from .types import Usage
 
 _TEST_KEYS = {"id", "system", "context", "prompt", "turns", "model_kind", "sampling", "timeout_s"}
 
@@ -117,13 +119,6 @@ def _parse_test(index: int, raw: dict[str, Any], defaults: dict[str, Any]) -> Sc
     )
 
 
-def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False))
-    tmp.replace(path)
-
-
 def _turn_entry(index: int, messages: list[dict[str, str]], outcome: TurnOutcome) -> dict[str, Any]:
     return {
         "turn": index,
@@ -136,12 +131,8 @@ def _turn_entry(index: int, messages: list[dict[str, str]], outcome: TurnOutcome
         "assistant_content_text": outcome.split.content,
         "cut_in_thinking": outcome.split.cut_in_thinking,
         "error": outcome.error,
-        "usage": {"prompt_tokens": outcome.usage.prompt_tokens, "completion_tokens": outcome.usage.completion_tokens},
-        "timings": {
-            "start_ts": outcome.start_ts,
-            "end_ts": outcome.end_ts,
-            "total_latency_ms": outcome.total_latency_ms,
-        },
+        "usage": outcome.usage_record(),
+        "timings": outcome.timings(),
     }
 
 
@@ -170,7 +161,7 @@ async def run_test(target: Target, test: ScenarioTest, out_dir: Path, bookmark: 
         last.status,
         last.http_status,
         last.stop_reason,
-        _sum_usage(outcomes),
+        sum((o.usage for o in outcomes), Usage(0, 0)),
         outcomes[0].start_ts,
         last.end_ts,
         last.raw,
@@ -189,8 +180,8 @@ async def run_test(target: Target, test: ScenarioTest, out_dir: Path, bookmark: 
         log_window=(log_start, bookmark.log_offset()),
     )
     test_dir = out_dir / test.test_id
-    _write_json(test_dir / "transcript.json", {"test_id": test.test_id, "target": target.label, "turns": entries})
-    _write_json(
+    write_json_atomic(test_dir / "transcript.json", {"test_id": test.test_id, "target": target.label, "turns": entries})
+    write_json_atomic(
         test_dir / "metrics.json",
         {
             "test_id": test.test_id,
@@ -205,16 +196,6 @@ async def run_test(target: Target, test: ScenarioTest, out_dir: Path, bookmark: 
         },
     )
     return record
-
-
-def _sum_usage(outcomes: list[TurnOutcome]) -> Any:
-    from .types import Usage
-
-    return Usage(
-        sum(o.usage.prompt_tokens for o in outcomes),
-        sum(o.usage.completion_tokens for o in outcomes),
-        sum(o.usage.cached_tokens for o in outcomes),
-    )
 
 
 async def run_scenario(

@@ -21,7 +21,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,14 @@ import httpx
 Health = Literal["ready", "starting", "down"]
 HEALTH_PATHS = ("/health", "/healthz")
 PRINTED = ("run_id", "health", "port", "manifest_path", "log_file", "started_at_iso")
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write `value` as JSON to `path` by temp file + rename: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -53,11 +61,7 @@ class Manifest:
         return {key: getattr(self, key) for key in PRINTED}
 
     def write(self) -> None:
-        path = Path(self.manifest_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
+        write_json_atomic(Path(self.manifest_path), asdict(self))
 
     @classmethod
     def read(cls, path: Path) -> Manifest | None:
@@ -161,12 +165,12 @@ def start_server(
     while time.monotonic() < stop_at and process.poll() is None:
         found = probe(host, port, paths)
         if found is not None:
-            manifest = Manifest(**{**asdict(manifest), "health": "ready", "health_path": found})
+            manifest = replace(manifest, health="ready", health_path=found)
             manifest.write()
             return manifest
         time.sleep(0.25)
     health: Health = "starting" if process.poll() is None else "down"
-    manifest = Manifest(**{**asdict(manifest), "health": health})
+    manifest = replace(manifest, health=health)
     manifest.write()
     return manifest
 
@@ -204,7 +208,7 @@ def stop_server(runs_dir: Path, *, grace_s: float = 30.0, port_wait_s: float = 3
                 f"port {manifest.port} is still in use {port_wait_s} s after stopping pid {manifest.pid}"
             )
         time.sleep(0.1)
-    stopped = Manifest(**{**asdict(manifest), "health": "down"})
+    stopped = replace(manifest, health="down")
     stopped.write()
     return stopped
 

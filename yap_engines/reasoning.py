@@ -80,11 +80,7 @@ class ReasoningResult:
     @property
     def usage(self) -> Usage:
         """Usage summed over every pass."""
-        return Usage(
-            sum(p.usage.prompt_tokens for p in self.passes),
-            sum(p.usage.completion_tokens for p in self.passes),
-            sum(p.usage.cached_tokens for p in self.passes),
-        )
+        return sum((p.usage for p in self.passes), Usage(0, 0))
 
 
 @dataclass(frozen=True)

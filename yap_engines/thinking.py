@@ -15,7 +15,9 @@ to exactly what `split_thinking` returns, however the reply was chunked. After t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 OPEN_TAG = "<think>"
 CLOSE_TAG = "</think>"
@@ -50,6 +52,11 @@ def split_thinking(text: str) -> ThinkSplit:
 def prompt_opens_thinking(prompt_text: str) -> bool:
     """True when a rendered prompt ends inside an open think block (the template prefilled `<think>`)."""
     return prompt_text.rstrip().endswith(OPEN_TAG)
+
+
+def prompt_ids_open_thinking(tokenizer: Any, prompt_token_ids: Sequence[int]) -> bool:
+    """`prompt_opens_thinking` for token ids: decodes only the prompt's last few tokens (the tag's tail)."""
+    return prompt_opens_thinking(str(tokenizer.decode(list(prompt_token_ids[-8:]))))
 
 
 def _partial_suffix(text: str, tag: str) -> int:

@@ -134,11 +134,10 @@ class ToolClassifier:
     @staticmethod
     def model_max_length(config: Any, override: int | None) -> int:
         """Longformer 1536, BERT-family 512, else the position-embedding size; an override is clamped to it."""
-        limit = _MODEL_MAX_TOKENS.get(getattr(config, "model_type", ""), None)
+        model_type = getattr(config, "model_type", "")
         positions = int(getattr(config, "max_position_embeddings", 512) or 512)
-        if limit is None:
-            limit = positions
-        if getattr(config, "model_type", "") == "roberta":
+        limit = _MODEL_MAX_TOKENS.get(model_type, positions)
+        if model_type == "roberta":
             limit = min(limit, positions - 2)  # RoBERTa reserves two positions for its padding offset
         return min(override, limit) if override else limit
 
@@ -232,9 +231,13 @@ class ToolClassifier:
                 except TimeoutError:
                     break
             now = time.monotonic()
-            live = [item for item in batch if not item.future.done() and item.deadline > now]
+            live: list[_Pending] = []
             for item in batch:
-                if item not in live and not item.future.done():
+                if item.future.done():
+                    continue
+                if item.deadline > now:
+                    live.append(item)
+                else:
                     item.future.cancel()
             if not live:
                 continue

@@ -27,6 +27,13 @@ class Usage:
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
 
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+        )
+
 
 @dataclass(frozen=True)
 class Delta:

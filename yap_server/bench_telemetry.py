@@ -27,24 +27,29 @@ from .loopback import serve_on_loopback
 from .observability import ObservabilitySettings, Telemetry
 from .settings import ServerSettings
 
-
-class _Sink(BaseHTTPRequestHandler):
-    """Accepts any OTLP POST with 200 and forgets it."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
+OtlpPost = tuple[str, dict[str, str], bytes]  # path, headers, body
 
 
 @contextlib.contextmanager
-def otlp_sink() -> Iterator[str]:
-    """A local OTLP/HTTP endpoint that swallows exports; yields its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+def otlp_sink(posts: list[OtlpPost] | None = None) -> Iterator[str]:
+    """A local OTLP/HTTP endpoint answering every POST with 200; yields its base URL.
+
+    Each POST is appended to `posts` when given (tests read the exports), else forgotten.
+    """
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if posts is not None:
+                posts.append((self.path, dict(self.headers.items()), body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -151,10 +151,6 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(frame)'}: {e['msg']}" for e in exc.errors())
-
-
 class CompletionsConnection:
     """One accepted `/ws/completions` socket: its jobs, its keepalive and its reader loop."""
 
@@ -219,7 +215,7 @@ class CompletionsConnection:
             try:
                 job = JobFrame.model_validate(data)
             except ValidationError as exc:
-                raise JobError("invalid_request", _describe(exc)) from None
+                raise JobError("invalid_request", wire.describe_errors(exc, "")) from None
             client_request_id = job.client_request_id
             self.start_job(job)
         except JobError as exc:
@@ -228,14 +224,12 @@ class CompletionsConnection:
     def _parse(self, text: str | None) -> dict[str, Any]:
         if text is None:
             raise JobError("invalid_message", "binary frames are not supported; send JSON text")
-        size = len(text.encode("utf-8", "surrogatepass"))
-        if size > self.settings.ws_max_message_bytes:
-            raise JobError(
-                "message_too_large", f"frame is {size} bytes; the limit is {self.settings.ws_max_message_bytes}"
-            )
+        limit = self.settings.ws_max_message_bytes
+        if (size := wire.oversize_bytes(text, limit)) is not None:
+            raise JobError("message_too_large", f"frame is {size} bytes; the limit is {limit}")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise JobError("invalid_message", f"frame is not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise JobError("invalid_message", "frame must be a JSON object")

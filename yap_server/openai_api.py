@@ -34,17 +34,19 @@ from yap_engines import (
     Usage,
 )
 from yap_engines.chat import render_ids
-from yap_engines.thinking import ThinkSplit, ThinkSplitter, prompt_opens_thinking
+from yap_engines.thinking import ThinkSplit, ThinkSplitter, prompt_ids_open_thinking
 
 from .auth import WHERE_KEYS_GO, key_is_valid, presented_key
 from .observability import Telemetry, TurnTelemetry
 from .openai_json import StrictJsonStream
 from .openai_request import ChatCall, OpenAIError, parse_chat_body
 from .settings import ServerSettings
+from .wire import encode_json
 
 SESSION_HEADER = "x-session-id"  # routing adapters send it so that a session stays on one replica
 _FINISH = {"stop": "stop", "length": "length", "cancelled": "abort", "error": "error"}
 _T = TypeVar("_T")
+# One encoder for every event: `json.dumps` with non-default options builds a new encoder per call.
 
 
 def served_models(request: Request) -> list[str]:
@@ -153,7 +155,7 @@ async def _prepare(request: Request) -> tuple[Completion, ChatRequest]:
         session_id=request.headers.get(SESSION_HEADER),
         messages=call.messages,
     )
-    opens = prompt_opens_thinking(str(tokenizer.decode(prompt[-8:])))
+    opens = prompt_ids_open_thinking(tokenizer, prompt)
     return Completion(call, request_id, request.state.telemetry, opens), engine_request
 
 
@@ -216,8 +218,8 @@ class Completion:
             "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
         }
 
-    def chunk(self, delta: Mapping[str, Any], finish_reason: str | None = None) -> str:
-        choice: dict[str, Any] = {"index": 0, "delta": dict(delta), "logprobs": None, "finish_reason": finish_reason}
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         if self.call.return_token_ids:  # vLLM's extension: the ids generated since the previous chunk
             choice["token_ids"] = self.token_ids[len(self.token_ids) - self._unsent_ids :]
             self._unsent_ids = 0
@@ -303,7 +305,7 @@ def _delta_fields(split: ThinkSplit) -> dict[str, str]:
 
 
 def _event(body: Mapping[str, Any]) -> str:
-    return f"data: {json.dumps(body, ensure_ascii=False, separators=(',', ':'))}\n\n"
+    return f"data: {encode_json(body)}\n\n"
 
 
 def _engine_error(exc: EngineError) -> OpenAIError:

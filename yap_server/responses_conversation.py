@@ -61,9 +61,6 @@ class ResponseCache:
     def get(self, response_id: str) -> EndedResponse | None:
         return self._ended.get(response_id)
 
-    def __contains__(self, response_id: object) -> bool:
-        return response_id in self._ended
-
 
 def chained(previous: EndedResponse | None, new_items: Sequence[Item]) -> list[Item]:
     """The whole conversation: the previous response's input and output, then `new_items`."""

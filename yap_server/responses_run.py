@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from yap_engines import ChatRequest, EngineError, InferenceEngine, InvalidRequestError, Sampling, Usage
 from yap_engines.chat import FittedPrompt
-from yap_engines.thinking import ThinkSplitter, prompt_opens_thinking
+from yap_engines.thinking import ThinkSplitter, prompt_ids_open_thinking
 from yap_engines.tool import ToolClassifier, ToolDecision
 
 from .responses_conversation import EndedResponse, Item
@@ -90,8 +90,7 @@ class ResponseRun:
     telemetry: TurnTelemetry
     terminal_sent: bool = False
     engine_request_id: str = ""
-    _message: MessageOutput | None = field(default=None, repr=False)
-    _part_open: bool = field(default=False, repr=False)
+    _message: MessageOutput | None = field(default=None, repr=False)  # the open message, if any
     _tool_task: asyncio.Task[ToolDecision] | None = field(default=None, repr=False)
     _output_tokens: int = 0
 
@@ -115,7 +114,6 @@ class ResponseRun:
         index = len(self.response.output) - 1
         self._event("response.output_item.added", output_index=index, item=message.model_dump(mode="json"))
         message.content.append(OutputText())
-        self._part_open = True
         self._event(
             "response.content_part.added",
             item_id=message.id,
@@ -145,24 +143,22 @@ class ResponseRun:
         if message is None:
             return
         index = self.response.output.index(message)
-        if self._part_open:
-            self._part_open = False
-            part = message.content[0]
-            self._event(
-                "response.output_text.done",
-                item_id=message.id,
-                output_index=index,
-                content_index=0,
-                text=part.text,
-                logprobs=[],
-            )
-            self._event(
-                "response.content_part.done",
-                item_id=message.id,
-                output_index=index,
-                content_index=0,
-                part=part.model_dump(mode="json"),
-            )
+        part = message.content[0]
+        self._event(
+            "response.output_text.done",
+            item_id=message.id,
+            output_index=index,
+            content_index=0,
+            text=part.text,
+            logprobs=[],
+        )
+        self._event(
+            "response.content_part.done",
+            item_id=message.id,
+            output_index=index,
+            content_index=0,
+            part=part.model_dump(mode="json"),
+        )
         message.status = "completed" if status == "completed" else "incomplete"
         self._message = None
         self._event("response.output_item.done", output_index=index, item=message.model_dump(mode="json"))
@@ -185,12 +181,10 @@ class ResponseRun:
         self.telemetry.ended(status, self.response.error.code if self.response.error else None)
         self._event(kind, response=self._snapshot())
 
-    @property
-    def _prompt_tokens(self) -> int:
-        return len(self.prompt.token_ids) if self.prompt is not None else 0
-
-    def _usage(self, prompt_tokens: int, cached: int = 0) -> ResponseUsage:
-        return ResponseUsage.of(prompt_tokens, self._output_tokens, cached)
+    def _usage(self) -> ResponseUsage:
+        """Usage counted here (the engine's own, from its finishing delta, is preferred when there is one)."""
+        prompt_tokens = len(self.prompt.token_ids) if self.prompt is not None else 0
+        return ResponseUsage.of(prompt_tokens, self._output_tokens)
 
     # -- the run ---------------------------------------------------------------------------------
     async def run(self, chat: InferenceEngine | None, tokenizer: Any) -> None:
@@ -227,7 +221,7 @@ class ResponseRun:
         request = ChatRequest(
             self.engine_request_id, prompt, self.sampling, session_id=self.response.id, messages=fitted.messages
         )
-        splitter = ThinkSplitter(starts_in_reasoning=prompt_opens_thinking(tokenizer.decode(prompt[-8:])))
+        splitter = ThinkSplitter(starts_in_reasoning=prompt_ids_open_thinking(tokenizer, prompt))
         trim = EdgeTrim()
         telemetry = self.telemetry
         started = time.perf_counter()
@@ -267,7 +261,7 @@ class ResponseRun:
         assert self.tool is not None
         self._function_call(self.tool.name)
         self.response.status = "completed"
-        self.response.usage = self._usage(self._prompt_tokens)
+        self.response.usage = self._usage()
         self._terminal("response.completed", "done")
 
     def _complete(self, finish: str, usage: Usage | None) -> None:
@@ -280,7 +274,7 @@ class ResponseRun:
         if usage is not None:
             self.response.usage = ResponseUsage.of(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
         else:
-            self.response.usage = self._usage(self._prompt_tokens)
+            self.response.usage = self._usage()
         if status == "incomplete":
             self.response.incomplete_details = IncompleteDetails(reason="max_output_tokens")
             self._terminal("response.incomplete", "done")
@@ -291,7 +285,7 @@ class ResponseRun:
         self._close_message("incomplete")
         self.response.status = "failed"
         self.response.error = ResponseError(code=code, message=message)
-        self.response.usage = self._usage(self._prompt_tokens)
+        self.response.usage = self._usage()
         self._terminal("response.failed", "error")
 
     # -- endings driven by the connection --------------------------------------------------------
@@ -303,7 +297,7 @@ class ResponseRun:
         self._close_message("incomplete")
         self.response.status = "incomplete"
         self.response.incomplete_details = IncompleteDetails(reason="cancelled")
-        self.response.usage = self._usage(self._prompt_tokens)
+        self.response.usage = self._usage()
         self._terminal("response.incomplete", "cancelled")
         return True
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -39,7 +38,7 @@ from .responses_events import (
 )
 from .responses_run import ResponseRun, ToolCheck
 from .settings import ServerSettings
-from .wire import WireError
+from .wire import WireError, encode_json
 
 log = logging.getLogger("yap.responses")
 
@@ -58,11 +57,11 @@ class Outbox:
         """Queue one event with the next `sequence_number`."""
         event = {"type": event["type"], "sequence_number": self._sequence, **event}
         self._sequence += 1
-        text = json.dumps(event, ensure_ascii=False)
+        text = encode_json(event)
         if len(text) * 4 > self.max_bytes and len(text.encode()) > self.max_bytes and "response" in event:
             # A response object echoes the request's instructions and tools: those go, the output stays.
             event["response"] = {**event["response"], "instructions": None, "tools": [], "metadata": None}
-            text = json.dumps(event, ensure_ascii=False)
+            text = encode_json(event)
         self._queue.put_nowait(text)
 
     async def _write(self) -> None:
@@ -140,8 +139,7 @@ class ResponsesConnection:
             else:
                 self.error("invalid_message", "binary frames are not supported; send JSON text")
             return
-        if len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit):
-            size = len(text.encode("utf-8", "surrogatepass"))
+        if (size := wire.oversize_bytes(text, limit)) is not None:
             self.error("message_too_large", f"frame is {size} bytes; the limit is {limit}")
             return
         try:

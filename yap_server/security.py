@@ -32,13 +32,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from .settings import ServerSettings
+from .wire import CLOSE_POLICY_VIOLATION
 
 log = logging.getLogger("yap.security")
 
 KEY_HEADERS = ["Authorization", "X-API-Key", "Content-Type", "X-Client-Id"]
 PUBLIC_PATHS = ("/healthz", "/health")
 SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error")
-CLOSE_POLICY_VIOLATION = 1008
 
 
 def security_middleware(settings: ServerSettings) -> list[Middleware]:

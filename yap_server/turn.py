@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from yap_engines import ChatRequest, ContextTooLongError, EngineError, InferenceEngine, InvalidRequestError, Sampling
-from yap_engines.thinking import ThinkSplitter, prompt_opens_thinking
+from yap_engines.thinking import ThinkSplitter, prompt_ids_open_thinking
 from yap_engines.tool import ToolClassifier, ToolDecision
 
 from .sanitize import StreamSanitizer
@@ -107,9 +107,7 @@ class Turn:
         request = ChatRequest(
             self.engine_request_id, prompt, self.sampling, session_id=session.session_id, messages=fitted.messages
         )
-        tokenizer = deps.tokenizer
-        opens = prompt_opens_thinking(tokenizer.decode(prompt[-8:]))
-        splitter = ThinkSplitter(starts_in_reasoning=opens)
+        splitter = ThinkSplitter(starts_in_reasoning=prompt_ids_open_thinking(deps.tokenizer, prompt))
         sanitizer = StreamSanitizer() if self.options.sanitize_output else None
         first_token_at: float | None = None
         finish_reason: str | None = "stop"

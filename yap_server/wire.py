@@ -26,6 +26,10 @@ CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_IDLE = 4000
 
+encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+"""Compact JSON text of an outgoing frame. One encoder, built once: `json.dumps` with options builds a
+new one per call, and frames go out once per token."""
+
 
 class WireError(Exception):
     """A frame the server cannot act on: `code` is the protocol error code."""
@@ -94,7 +98,16 @@ PAYLOADS: dict[str, type[BaseModel]] = {
 }
 
 
-def _describe(exc: ValidationError, prefix: str) -> str:
+def oversize_bytes(text: str, limit: int) -> int | None:
+    """The UTF-8 size of a text frame when it is over `limit` bytes, else None.
+
+    A character is 1-4 bytes, so the frame is encoded only when its character count cannot decide."""
+    if len(text) * 4 <= limit or (len(text) <= limit and len(text.encode("utf-8", "surrogatepass")) <= limit):
+        return None
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def describe_errors(exc: ValidationError, prefix: str) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(frame)"
@@ -115,7 +128,7 @@ def parse_envelope(text: str) -> Envelope:
     except ValidationError as exc:
         raise WireError(
             "invalid_message",
-            _describe(exc, "")
+            describe_errors(exc, "")
             + ' (every frame needs string "type", "session_id", "request_id" and an object "payload")',
         ) from None
     if envelope.type not in CLIENT_TYPES:
@@ -131,7 +144,7 @@ def parse_payload(envelope: Envelope) -> Any:
     try:
         return model.model_validate(envelope.payload)
     except ValidationError as exc:
-        raise WireError("invalid_payload", _describe(exc, "payload.")) from None
+        raise WireError("invalid_payload", describe_errors(exc, "payload.")) from None
 
 
 def frame(kind: str, session_id: str, request_id: str, /, **payload: Any) -> dict[str, Any]:

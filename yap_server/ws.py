@@ -75,7 +75,7 @@ class Connection:
                 with contextlib.suppress(WebSocketDisconnect):
                     try:
                         async with asyncio.timeout(self.settings.ws_send_timeout_s):
-                            await self.ws.send_json(message)
+                            await self.ws.send_text(wire.encode_json(message))
                     except TimeoutError:
                         self._drop_slow_consumer()
 
@@ -143,9 +143,8 @@ class Connection:
                 await self.error(UNKNOWN, UNKNOWN, "invalid_message", "binary frames are not supported; send JSON text")
             return True
         limit = self.settings.ws_max_message_bytes
-        # A UTF-8 character is 1-4 bytes: encode only when the character count cannot decide.
-        if len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit):
-            await self._too_large(len(text.encode("utf-8", "surrogatepass")))
+        if (size := wire.oversize_bytes(text, limit)) is not None:
+            await self._too_large(size)
             return True
         if len(text) <= self._sentinel_len:
             sentinel = text.strip()

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from .frames import broken_json, json_values
-from .harness import KEY, FuzzServer, target_frames
+from .harness import KEY, MAX_MESSAGE_BYTES, FuzzServer, target_frames
 from .test_ws_fuzz import control_turn
 
 # path -> method; the body is fuzzed JSON (or not JSON at all)
@@ -30,6 +30,9 @@ WS_ROUTES = {
 }
 
 DEEP = "[" * 3000 + "]" * 3000
+# Under the fuzz server's frame limit, so a WebSocket route's JSON parser sees it (DEEP is refused as too
+# large). Unclosed: the parser recurses before it finds the end, and hypothesis raises the recursion limit.
+DEEP_FRAME = "[" * (MAX_MESSAGE_BYTES - 1)
 chat_like = st.fixed_dictionaries(
     {},
     optional={
@@ -103,7 +106,7 @@ def test_websocket_route_fuzz(server: FuzzServer, path: str) -> None:
 
     @settings(max_examples=max(target_frames() // 50, 6), deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.lists(ws_frames, min_size=3, max_size=8))
-    @example([DEEP])
+    @example([DEEP, DEEP_FRAME])  # too large, then deep enough for RecursionError
     def run(frames: list[str | bytes]) -> None:
         with connect(f"{server.ws_url}{path}?api_key={KEY}", max_size=None, proxy=None) as ws:
             try:

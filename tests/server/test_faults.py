@@ -23,9 +23,7 @@ from yap_engines import ChatRequest, FakeEngine, FunctionEngine
 from yap_engines.demo import DEMO_TOOL_NAME, build_demo_tool
 from yap_engines.tool import ToolClassifier, ToolSettings
 
-from .conftest import KEY, check_turn_invariants, live_server
-
-TERMINAL = ("done", "cancelled", "error")
+from .conftest import KEY, TERMINAL, check_turn_invariants, live_server
 
 
 class Recorder:

@@ -4,14 +4,11 @@ OTLP/HTTP to a local stub), Sentry events (rate-limited, scrubbed), JSON logs, a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sys
-import threading
 import types
-from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,6 +19,7 @@ from starlette.testclient import TestClient
 
 from yap_engines import ChatRequest, FakeEngine, FunctionEngine, InferenceEngine
 from yap_server.app import create_app
+from yap_server.bench_telemetry import OtlpPost, otlp_sink
 from yap_server.observability import GpuCollector, JsonLogFormatter, ObservabilitySettings, Telemetry
 
 from .conftest import KEY, Probe, live_server, server_settings
@@ -219,45 +217,13 @@ def test_spans_nest_session_request_generation_and_metrics_are_recorded() -> Non
     telemetry.shutdown()
 
 
-class CollectorStub:
-    """An OTLP/HTTP collector on 127.0.0.1 that records every POST."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict[str, str], bytes]] = []
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                stub.posts.append((self.path, dict(self.headers.items()), body))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[CollectorStub]:
-        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.server.shutdown()
-            self.server.server_close()
-
-
 def test_traces_and_metrics_are_exported_over_otlp_http_with_the_axiom_headers() -> None:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    with CollectorStub().running() as collector:
+    posts: list[OtlpPost] = []
+    with otlp_sink(posts) as url:
         settings = ObservabilitySettings(
-            otlp_endpoint=collector.url,
+            otlp_endpoint=url,
             axiom_api_token="axiom-token",
             axiom_dataset="yap-traces",
             service_name="yap-test",
@@ -267,8 +233,8 @@ def test_traces_and_metrics_are_exported_over_otlp_http_with_the_axiom_headers()
         run_turns(telemetry, FakeEngine(seed=1), "hello")
         telemetry.shutdown()  # flushes the batch and the last metrics
 
-    traces = [(headers, body) for path, headers, body in collector.posts if path == "/v1/traces"]
-    assert traces, [path for path, _, _ in collector.posts]
+    traces = [(headers, body) for path, headers, body in posts if path == "/v1/traces"]
+    assert traces, [path for path, _, _ in posts]
     headers = {k.lower(): v for k, v in traces[0][0].items()}
     assert headers["content-type"] == "application/x-protobuf"
     assert headers["authorization"] == "Bearer axiom-token"
@@ -278,7 +244,7 @@ def test_traces_and_metrics_are_exported_over_otlp_http_with_the_axiom_headers()
     assert {"yap.session", "yap.request", "yap.generation"} <= names
     resource = {a.key: a.value.string_value for a in exported.resource_spans[0].resource.attributes}
     assert resource["service.name"] == "yap-test" and resource["deployment.environment"] == "ci"
-    assert any(path == "/v1/metrics" for path, _, _ in collector.posts)
+    assert any(path == "/v1/metrics" for path, _, _ in posts)
 
 
 def test_axiom_alone_fills_the_endpoint_and_nothing_configured_means_no_otel() -> None:

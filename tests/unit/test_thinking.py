@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from yap_engines.thinking import ThinkSplit, ThinkSplitter, prompt_opens_thinking, split_thinking
+from yap_engines.thinking import (
+    ThinkSplit,
+    ThinkSplitter,
+    prompt_ids_open_thinking,
+    prompt_opens_thinking,
+    split_thinking,
+)
 
 PIECES = st.sampled_from(["<think>", "</think>", "<", "/", "think", ">", "a", "b c", " ", "\n", "é", "<thi", "nk>"])
 
@@ -73,3 +80,11 @@ def test_reasoning_streams_before_the_close_arrives() -> None:
 def test_prompt_opens_thinking() -> None:
     assert prompt_opens_thinking("<|im_start|>assistant\n<think>\n")
     assert not prompt_opens_thinking("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+def test_prompt_ids_open_thinking_reads_the_tail_of_a_real_template(demo_tokenizer: Any) -> None:
+    messages = [{"role": "user", "content": "hi " * 50}]
+    plain = demo_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    for text, opens in ((plain, False), (plain + "<think>\n", True), (plain + "<think>\nhm</think>\n\n", False)):
+        ids = demo_tokenizer.encode(text, add_special_tokens=False)
+        assert prompt_ids_open_thinking(demo_tokenizer, ids) is opens, text[-30:]

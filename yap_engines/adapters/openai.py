@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ..errors import EngineDeadError, GenerationError, InvalidRequestError
-from ..types import ChatRequest, Delta, EngineHealth, FinishReason, Usage
+from ..types import ChatRequest, Delta, EngineHealth, FinishReason
 from ._openai_wire import (
     CHAT_PATH,
     FINISH,
@@ -215,9 +215,8 @@ class RemoteEngine:
                 finish = "cancelled"
             elif finish is None:
                 raise RemoteProtocolError("the stream ended without a finish_reason: not a complete chat completion")
+            # An abort without the usage chunk counts what arrived (see `usage_from`).
             usage = usage_from(usage_raw, request, ids_seen, chunks_seen)
-            if stream.aborted and usage_raw is None:
-                usage = Usage(len(request.prompt_token_ids), ids_seen or chunks_seen)
             # A reply cut inside its reasoning keeps the think block open, as the model left it.
             yield RemoteDelta("", (), finish, usage)
         finally:
@@ -253,9 +252,7 @@ class RemoteEngine:
                 except httpx.TransportError as exc:
                     raise GenerationError(f"the connection to {self.base_url} broke mid-stream: {exc!r}") from exc
             await queue.put(None)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # (cancellation is not an Exception: it ends the task)
             await queue.put(exc)
 
     async def abort(self, request_id: str) -> None:

@@ -33,6 +33,7 @@ from ..errors import (
 )
 from ..settings import SettingsError
 from ..types import ChatRequest, Delta, EngineHealth, FinishReason, StructuredOutput, Usage
+from .fake import _held_back
 
 if TYPE_CHECKING:
     from ..settings import EngineSettings
@@ -256,21 +257,6 @@ def _map_errors() -> Iterator[None]:
         raise EngineDeadError(f"TensorRT-LLM engine failed: {exc}") from exc
 
 
-def _held_back(text: str, stop: Sequence[str]) -> int:
-    """Length of the longest suffix of `text` that may be the start of a stop string.
-
-    TensorRT-LLM cuts a stop string out of the text only once it is complete; its first characters
-    may already be in an earlier `text_diff`, so they are held back until the match is decided.
-    """
-    longest = 0
-    for s in stop:
-        for n in range(min(len(s) - 1, len(text)), longest, -1):
-            if text.endswith(s[:n]):
-                longest = n
-                break
-    return longest
-
-
 class TrtEngine:
     """An `InferenceEngine` over a `tensorrt_llm.LLM`. Build it with `from_settings`."""
 
@@ -364,6 +350,8 @@ class TrtEngine:
                     choice = out.outputs[0]
                     if not out.finished:
                         text += choice.text_diff
+                        # TensorRT-LLM cuts a stop string out only once it is complete; its first characters
+                        # may already be here, so they are held back until the match is decided.
                         visible = len(text) - _held_back(text, stop)
                         if visible > emitted or choice.token_ids_diff:
                             yield Delta(text[emitted:visible], tuple(choice.token_ids_diff))
