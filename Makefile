@@ -1,4 +1,4 @@
-# Every target calls the `yap` CLI or pip; the logic lives in Python (yap_server/cli.py).
+# Every target calls the `yap` CLI or pip; the logic lives in Python (yap_cli/).
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.yap-installed
@@ -7,7 +7,7 @@ STAMP := $(VENV)/.yap-installed
 TEXT_API_KEY ?= yap-dev-key
 MAX_CONCURRENT_CONNECTIONS ?= 16
 
-.PHONY: install test serve lint demo quant-env build-engine fuzz
+.PHONY: install test serve lint demo quant-env build-engine fuzz quant-quality
 
 install: $(STAMP)
 
@@ -18,17 +18,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/yap demo build
 	touch $(STAMP)
 
+# The quantization quality suite on SmolLM2 (every format built and scored) takes an hour or more of
+# CPU, so `make test` leaves it to `make quant-quality`.
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not quant_quality" $(PYTEST_ARGS)
+
+quant-quality: install
+	$(BIN)/python -m pytest -m quant_quality -s $(PYTEST_ARGS)
 
 # Protocol fuzzing over a real socket; `make test` runs the same tests with a few hundred frames.
 FUZZ_FRAMES ?= 10000
 fuzz: install
 	YAP_FUZZ_FRAMES=$(FUZZ_FRAMES) $(BIN)/python -m pytest tests/fuzz -q -s $(PYTEST_ARGS)
 
+# Nothing set: the embedded default (SmolLM2-135M-Instruct) and the demo tool classifier; MODEL=demo serves
+# the tiny random-weight test model; MODEL=<HF id or path> any other model.
 serve: install
 	TEXT_API_KEY=$(TEXT_API_KEY) MAX_CONCURRENT_CONNECTIONS=$(MAX_CONCURRENT_CONNECTIONS) \
-		$(BIN)/yap serve $(if $(ENGINE),--engine $(ENGINE)) $(if $(MODEL),--model $(MODEL))
+		$(BIN)/yap serve $(if $(ENGINE),--engine $(ENGINE)) $(if $(MODEL),--model $(MODEL)) $(if $(QUANT),--quant $(QUANT))
 
 demo: install
 	$(BIN)/yap demo build --force

@@ -176,6 +176,7 @@ def prepare(settings: QuantSettings, p: QuantPlan, model: str, env: QuantEnv, gp
         "preset": p.recipe[0] if p.recipe else None,
         "ignore": list(p.ignore),
         "awq_block_size": p.awq_block_size,
+        "group_size": p.group_size,
         "kv_cache_dtype": p.kv_cache_dtype,
         "calibration": calibration,
     }

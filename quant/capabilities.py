@@ -1,8 +1,11 @@
 """The capability table: GPU architectures, quantization methods, and which mode picks which method.
 
 Pure data, read by `quant.plan`. Sources: vLLM's per-scheme minimum capabilities (compressed-tensors
-W4A16 and W8A8-INT8 from sm75, native FP8 W8A8 from sm89) and the ModelOpt / TensorRT-LLM support
-matrix (INT4-AWQ and INT8-SQ from Ampere, FP8 from Ada, NVFP4 on Blackwell).
+W4A16 and W8A8-INT8 from sm75, native FP8 W8A8 from sm89, FP8 weight-only W8A16 through FP8 Marlin from
+sm75) and the ModelOpt / TensorRT-LLM support matrix (INT4-AWQ and INT8-SQ from Ampere, FP8 from Ada, NVFP4
+on Blackwell). As the project's seed specifies, vLLM's `8bit`/`fp8` on Ampere (sm80/sm86) is FP8 weight-only
+("emulated": FP8 weights, 16-bit compute), not INT8 W8A8, which stays available by name (`int8`,
+`QUANTIZATION=w8a8_int8`).
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 Backend = Literal["vllm", "trt"]
-Mode = Literal["auto", "4bit", "awq", "8bit", "fp8", "int8", "none"]
+Mode = Literal["auto", "4bit", "awq", "8bit", "fp8", "int8", "gptq", "gptq_marlin", "none"]
 Tool = Literal["llmcompressor", "modelopt"]
 
 BACKENDS: tuple[Backend, ...] = ("vllm", "trt")
-MODES: tuple[Mode, ...] = ("auto", "4bit", "awq", "8bit", "fp8", "int8", "none")
+MODES: tuple[Mode, ...] = ("auto", "4bit", "awq", "8bit", "fp8", "int8", "gptq", "gptq_marlin", "none")
+# Modes that only serve a pre-quantized GPTQ checkpoint (vLLM's `quantization=gptq|gptq_marlin`); they never quantize.
+GPTQ_MODES: frozenset[Mode] = frozenset({"gptq", "gptq_marlin"})
+# The weight bits an explicit mode asks for: a pre-quantized checkpoint with those bits is served as is.
+MODE_BITS: Mapping[Mode, int] = MappingProxyType({"4bit": 4, "awq": 4, "8bit": 8, "fp8": 8, "int8": 8})
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,10 @@ METHODS: Mapping[tuple[Backend, str], Method] = MappingProxyType(
             _method(key="fp8_dynamic", **_VLLM, bits=8, scheme="FP8_DYNAMIC", recipe=("QuantizationModifier",),
                     calibration=False, sms=FP8_SMS, produces=f"compressed-tensors float-quantized FP8 {_DYNAMIC_ACTS}",
                     summary="FP8 weights and activations, no calibration"),
+            _method(key="fp8_w8a16", **_VLLM, bits=8, scheme="FP8_W8A16", recipe=("QuantizationModifier",),
+                    calibration=False, sms=ALL_SMS,
+                    produces="compressed-tensors FP8 weights only (per-channel scales; W8A16)",
+                    summary="FP8 weights, 16-bit compute: emulated on Ampere (vLLM's FP8 Marlin), no calibration"),
             _method(key="w8a8_int8", **_VLLM, bits=8, scheme="W8A8",
                     recipe=("SmoothQuantModifier", "QuantizationModifier"), calibration=True, sms=ALL_SMS,
                     produces=f"compressed-tensors int-quantized W8A8 {_DYNAMIC_ACTS}",
@@ -112,8 +123,8 @@ MODE_PICKS: Mapping[tuple[Backend, Mode], tuple[tuple[str, frozenset[int]], ...]
         ("vllm", "auto"): (("fp8_dynamic", FP8_SMS), ("awq", AMPERE)),
         ("vllm", "4bit"): (("awq", ALL_SMS),),
         ("vllm", "awq"): (("awq", ALL_SMS),),
-        ("vllm", "8bit"): (("fp8_dynamic", FP8_SMS), ("w8a8_int8", AMPERE)),
-        ("vllm", "fp8"): (("fp8_dynamic", ALL_SMS),),
+        ("vllm", "8bit"): (("fp8_dynamic", FP8_SMS), ("fp8_w8a16", AMPERE)),
+        ("vllm", "fp8"): (("fp8_dynamic", FP8_SMS), ("fp8_w8a16", AMPERE)),
         ("vllm", "int8"): (("w8a8_int8", ALL_SMS),),
         ("trt", "auto"): (("fp8", FP8_SMS), ("int4_awq", AMPERE)),
         ("trt", "4bit"): (("int4_awq", ALL_SMS),),
@@ -127,11 +138,11 @@ MODE_PICKS: Mapping[tuple[Backend, Mode], tuple[tuple[str, frozenset[int]], ...]
 # Which methods an explicit override (QUANTIZATION=...) may pick under each mode.
 MODE_ALLOWS: Mapping[tuple[Backend, Mode], frozenset[str]] = MappingProxyType(
     {
-        ("vllm", "auto"): frozenset({"awq", "w4a16", "fp8_dynamic", "w8a8_int8"}),
+        ("vllm", "auto"): frozenset({"awq", "w4a16", "fp8_dynamic", "fp8_w8a16", "w8a8_int8"}),
         ("vllm", "4bit"): frozenset({"awq", "w4a16"}),
         ("vllm", "awq"): frozenset({"awq"}),
-        ("vllm", "8bit"): frozenset({"fp8_dynamic", "w8a8_int8"}),
-        ("vllm", "fp8"): frozenset({"fp8_dynamic"}),
+        ("vllm", "8bit"): frozenset({"fp8_dynamic", "fp8_w8a16", "w8a8_int8"}),
+        ("vllm", "fp8"): frozenset({"fp8_dynamic", "fp8_w8a16"}),
         ("vllm", "int8"): frozenset({"w8a8_int8"}),
         ("trt", "auto"): frozenset({"int4_awq", "fp8", "int8_sq", "nvfp4"}),
         ("trt", "4bit"): frozenset({"int4_awq", "nvfp4"}),
@@ -153,6 +164,9 @@ OVERRIDE_ALIASES: Mapping[Backend, Mapping[str, str]] = MappingProxyType(
                 "w4a16": "w4a16",
                 "fp8": "fp8_dynamic",
                 "fp8_dynamic": "fp8_dynamic",
+                "fp8_w8a16": "fp8_w8a16",
+                "w8a16_fp8": "fp8_w8a16",
+                "fp8_weight_only": "fp8_w8a16",
                 "int8": "w8a8_int8",
                 "int8_sq": "w8a8_int8",
                 "w8a8": "w8a8_int8",

@@ -32,6 +32,40 @@ def _versions(meta: BuildMetadata) -> str:
     return ", ".join(f"{n} {meta.versions[n]}" for n in names if n in meta.versions)
 
 
+def _quality(meta: BuildMetadata) -> list[str]:
+    """The `yap quant eval` report, when the build has one."""
+    q = meta.quality
+    if not q:
+        return []
+
+    def num(key: str, fmt: str) -> str:
+        value = q.get(key)
+        return "-" if value is None else format(value, fmt)
+
+    ppl, base = q.get("perplexity"), q.get("base_perplexity")
+    delta = f" ({(ppl / base - 1) * 100:+.2f}% vs the base)" if ppl and base else ""
+    top1 = q.get("top1_agreement")
+    lines = [
+        "## Quality",
+        "",
+        f"Measured by `yap quant eval` on {q.get('tokens')} tokens of a held-out English text "
+        f"(`{q.get('text')}`, sha256 `{q.get('text_sha256')}`), never used for calibration.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Perplexity | {num('perplexity', '.3f')}{delta} |",
+        f"| Base perplexity | {num('base_perplexity', '.3f')} |",
+        f"| Top-1 agreement with the base | {'-' if top1 is None else f'{top1 * 100:.2f}%'} |",
+        f"| KL(base ‖ this), mean per token | {num('kl', '.4f')} |",
+        f"| Size on disk | {q.get('size_bytes', 0) / 1e6:.1f} MB |",
+        f"| Build time | {num('build_seconds', '.1f')} s |",
+        f"| Computed by | {q.get('path')} |",
+        "",
+    ]
+    lines += [f"Not used: {kernel}." for kernel in q.get("kernels_unavailable", [])]
+    return [*lines, ""] if q.get("kernels_unavailable") else lines
+
+
 def model_card(meta: BuildMetadata, repo_id: str) -> str:
     """The checkpoint's card: YAML front matter (base_model for hub models) and a short description."""
     p = meta.plan
@@ -57,6 +91,7 @@ def model_card(meta: BuildMetadata, repo_id: str) -> str:
         f"| Versions | {_versions(meta)} |",
         f"| Build key | `{meta.key}` |",
         "",
+        *_quality(meta),
         "## Serve it with Yap",
         "",
         "```bash",

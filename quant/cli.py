@@ -1,4 +1,4 @@
-"""`yap quant plan|build|push|env`: register with `add_quant_commands(subparsers)`; or `python -m quant.cli ...`.
+"""`yap quant plan|build|eval|push|env`: register with `add_quant_commands(subparsers)`; or `python -m quant.cli ...`.
 
 Every flag also reads from the environment (flags win). Value flags take an optional argument, so
 `make build-engine` can pass `--model $(MODEL)` with MODEL unset (then the demo model is built).
@@ -64,6 +64,15 @@ def add_quant_commands(subparsers: Any) -> argparse.ArgumentParser:
     visibility.add_argument("--private", dest="private", action="store_true", default=None, help="(default)")
     visibility.add_argument("--public", dest="private", action="store_false", help="create the repo public")
     push.set_defaults(run=_push)
+
+    evaluate = commands.add_parser(
+        "eval", help="quality report: perplexity, top-1 agreement and KL against the base, size, build time"
+    )
+    evaluate.add_argument("artifact", type=Path, help="a build dir under engines/ (or any local checkpoint)")
+    evaluate.add_argument("--against", help="the base model (default: the one the build was made from)")
+    evaluate.add_argument("--tokens", type=int, help="held-out tokens to score (env QUANT_EVAL_TOKENS, default all)")
+    evaluate.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    evaluate.set_defaults(run=_eval)
 
     env = commands.add_parser("env", help="create or update .venv-quant (instant when up to date)")
     env.add_argument("--path", type=Path, help="where (env YAP_QUANT_VENV, default .venv-quant)")
@@ -158,6 +167,24 @@ def _push(args: argparse.Namespace) -> int:
     pushed = push_artifact(args.artifact, what=args.what, settings=settings, repo_id=args.repo_id)
     print(f"pushed {len(pushed.files)} files to {pushed.repo_id} ({'private' if pushed.private else 'public'}): "
           f"{pushed.commit_url}")  # fmt: skip
+    return 0
+
+
+@_guarded
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, record, report_json
+
+    settings = QuantSettings.from_env(eval_tokens=args.tokens)
+    report = evaluate(args.artifact, args.against, settings=settings)
+    stored = record(args.artifact, report)
+    if args.json:
+        print(report_json(report))
+    else:
+        print(report.row())
+        for kernel in report.kernels_unavailable:
+            print(f"  not used: {kernel}")
+        if stored:
+            print(f"  stored in {args.artifact / 'build_metadata.json'}")
     return 0
 
 

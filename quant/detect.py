@@ -31,9 +31,10 @@ _QUANT_METHODS = MappingProxyType(
         "mxfp4": "mxfp4",
     }
 )
-# name markers, checked in order (the TensorRT pairs first: "llama-trt-awq" is a ModelOpt export)
+# name markers, checked in order (the TensorRT pairs first: "llama-trt-awq" is a ModelOpt export); the seed's
+# 8-bit markers are fp8, 8bit, 8-bit, int8 and int-8
 _TRT_MARKERS = ("trt", "tensorrt")
-_TRT_PAIRED = ("awq", "fp8", "int8")
+_TRT_PAIRED = ("awq", "fp8", "int8", "int-8", "8bit", "8-bit")
 _NAME_MARKERS = (
     ("compressed-tensors", "compressed-tensors"),
     ("autoround", "autoround"),
@@ -71,7 +72,8 @@ class ModelInfo:
     def short_name(self) -> str:
         return Path(self.name.rstrip("/")).name or self.name
 
-    def _configs(self) -> list[Mapping[str, Any]]:
+    def configs(self) -> list[Mapping[str, Any]]:
+        """The config and its nested language-model configs (empty without a config)."""
         if self.config is None:
             return []
         nested = [self.config[k] for k in _NESTED_CONFIGS if isinstance(self.config.get(k), Mapping)]
@@ -84,7 +86,7 @@ class ModelInfo:
             algo = (self.hf_quant_config.get("quantization") or {}).get("quant_algo")
             return Prequantized("modelopt", algo, "hf_quant_config.json")
         if self.config is not None:
-            for cfg in self._configs():
+            for cfg in self.configs():
                 qc = cfg.get("quantization_config")
                 if isinstance(qc, Mapping):
                     return _from_quantization_config(qc)
@@ -94,7 +96,7 @@ class ModelInfo:
     @property
     def num_experts(self) -> int | None:
         """The routed experts count from the config (None for dense models or without a config)."""
-        for cfg in self._configs():
+        for cfg in self.configs():
             for key in _EXPERT_FIELDS:
                 value = cfg.get(key)
                 if isinstance(value, int) and value > 1:

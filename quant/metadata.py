@@ -45,6 +45,7 @@ class BuildMetadata(BaseModel):
     trtllm_checkpoint: dict[str, Any] | None = None
     legacy_engine: dict[str, Any] | None = None
     notes: list[str] = Field(default_factory=list)
+    quality: dict[str, Any] | None = None  # the latest `yap quant eval` report (quant.evaluate.QualityReport)
     created_at: str = Field(default_factory=utc_now)
 
     def write(self, directory: Path) -> Path:

@@ -5,12 +5,18 @@ records. Rules, in order:
 
 1. Tool models (sequence classifiers) are never quantized.
 2. A pre-quantized checkpoint (its config first, its name second) is served as is, when the backend
-   can load that format; it is never quantized again.
-3. `none` serves the model unquantized.
+   can load that format; it is never quantized again. `auto`, `none`, and an explicit mode asking for the
+   bits it already has (`4bit` on a 4-bit repo) serve it; `gptq`/`gptq_marlin` serve a GPTQ repo with that
+   vLLM kernel; any other request to quantize it is refused.
+3. `none` serves the model unquantized; `gptq`/`gptq_marlin` on a checkpoint that is not GPTQ are refused.
 4. An override (`QUANTIZATION=...`) must fit the mode and the GPU; otherwise the mode picks, by SM
    where it depends on it (`auto`, `8bit`) — those need an SM ("no GPU: pass SM=...").
 5. A method the GPU cannot run is refused with a message naming the GPU and the options; it is never
    downgraded silently.
+6. 4-bit group quantization uses groups of 128 (the seed's and the tools' default) unless a linear layer's
+   input width (hidden size, MLP width, heads x head_dim, from the config) is not a multiple of it: then the
+   largest of 64/32/16 that divides them all, with a note (TensorRT-LLM's export and vLLM's kernels refuse
+   partial groups).
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from .capabilities import (
     ARCHES,
     BACKENDS,
     FP8_KV_SMS,
+    GPTQ_MODES,
     METHODS,
     MODE_ALLOWS,
+    MODE_BITS,
     MODE_PICKS,
     MODES,
     OVERRIDE_ALIASES,
@@ -49,6 +57,10 @@ VLLM_MODELOPT_ALGOS = frozenset(
 VLLM_UNSUPPORTED_FORMATS = frozenset({"bitsandbytes"})
 # Routers stay in high precision (llm-compressor's MoE examples; ModelOpt's presets already skip them).
 MOE_IGNORE = ("re:.*mlp.gate$", "re:.*router$", "re:.*shared_expert_gate$")
+GROUP_SIZES = (128, 64, 32, 16)
+# Formats read as 4-bit when only the name is known (seed: awq, w4a16, compressed-tensors, autoround; GPTQ
+# repos are 4-bit by convention).
+NAME_4BIT_FORMATS = frozenset({"awq", "compressed-tensors", "autoround", "gptq"})
 
 
 class QuantPlan(BaseModel):
@@ -71,6 +83,8 @@ class QuantPlan(BaseModel):
     ignore: tuple[str, ...] = ()
     kv_cache_dtype: Literal["fp8"] | None = None
     awq_block_size: int | None = None
+    group_size: int | None = None
+    serve_quantization: str | None = None
     produces: str | None = None
     exports: tuple[str, ...] = ()
     prequantized: str | None = None
@@ -136,11 +150,19 @@ def plan(
     if pre is not None:
         _check_servable(info.name, be, md, override, pre)
         what = _describe(pre)
+        asked = f"; --mode {md} asks for the {MODE_BITS[md]}-bit it already is" if md in MODE_BITS else ""
         return make(
             "serve_as_is",
-            f"already quantized ({what}): served as is",
+            f"already quantized ({what}): served as is{asked}",
             prequantized=pre.format,
             detected_from=pre.source,
+            serve_quantization=md if md in GPTQ_MODES else None,
+        )
+
+    if md in GPTQ_MODES:
+        raise PlanError(
+            f"--mode {md} serves a pre-quantized GPTQ checkpoint, and {info.name} is not one: "
+            "use --mode 4bit (or awq) to quantize it, or point MODEL at a GPTQ repository"
         )
 
     if md == "none":
@@ -156,6 +178,9 @@ def plan(
         notes.append(f"{key} runs natively only on {sm_list(method.sms)}; not checked (no SM given)")
     kv = _check_kv(kv_cache_dtype, be, sm, notes)
     ignore: tuple[str, ...] = ("lm_head",)
+    group: int | None = None
+    if method.bits == 4 and key != "nvfp4":
+        group = _group_size(info, awq_block_size if key == "int4_awq" else 128, notes)
     if info.moe:
         notes.append("mixture-of-experts: router/gate layers stay unquantized")
         if method.tool == "llmcompressor":
@@ -171,8 +196,9 @@ def plan(
         calibration=method.calibration,
         ignore=ignore,
         kv_cache_dtype=kv,
-        awq_block_size=awq_block_size if key == "int4_awq" else None,
-        produces=method.produces,
+        awq_block_size=group if key == "int4_awq" else None,
+        group_size=group if be == "vllm" else None,
+        produces=method.produces.replace("group 128", f"group {group}") if group else method.produces,
         exports=("compressed-tensors",) if be == "vllm" else ("hf", "trtllm-checkpoint"),
     )
 
@@ -253,10 +279,20 @@ def _describe(pre: Prequantized) -> str:
 def _check_servable(name: str, backend: Backend, mode: Mode, override: str | None, pre: Prequantized) -> None:
     """A pre-quantized checkpoint is served as is: refuse a request to quantize it, or a backend that cannot load it."""
     what = _describe(pre)
-    if mode not in ("auto", "none") or override:
+    if mode in GPTQ_MODES:
+        if pre.format != "gptq" or backend != "vllm":
+            raise PlanError(
+                f"--mode {mode} serves GPTQ checkpoints on vLLM; {name} is {what} on {backend}: "
+                "use --mode auto to serve it as is"
+            )
+        return
+    bits = prequantized_bits(pre)
+    asks_its_bits = mode in MODE_BITS and not override and bits == MODE_BITS[mode]
+    if (mode not in ("auto", "none") and not asks_its_bits) or override:
         asked = f"QUANTIZATION={override}" if override else f"--mode {mode}"
+        has = f" ({bits}-bit)" if bits else ""
         raise PlanError(
-            f"{name} is already quantized ({what}) and is served as is; {asked} cannot apply: "
+            f"{name} is already quantized ({what}){has} and is served as is; {asked} cannot apply: "
             "pass --mode auto, or start from the unquantized model"
         )
     if backend == "vllm" and (
@@ -271,3 +307,49 @@ def _check_servable(name: str, backend: Backend, mode: Mode, override: str | Non
             f"{name} is {what}; TensorRT-LLM loads ModelOpt checkpoints (hf_quant_config.json): "
             "use --backend vllm, or start from the unquantized model"
         )
+
+
+def prequantized_bits(pre: Prequantized) -> int | None:
+    """The weight bits of a pre-quantized checkpoint, from its config detail, else its format (None = unknown)."""
+    detail = (pre.detail or "").lower()
+    for bits in (4, 8):
+        if f"{bits}-bit" in detail or f"int{bits}" in detail or f"w{bits}a" in detail or f"{bits}bit" in detail:
+            return bits
+    if "fp4" in detail or "awq" in detail:
+        return 4
+    if "fp8" in detail or "float8" in detail or pre.format == "fp8":
+        return 8
+    if pre.detail is None and pre.format in NAME_4BIT_FORMATS:
+        return 4
+    return 4 if pre.format in ("awq", "autoround") else None
+
+
+def linear_input_widths(info: ModelInfo) -> dict[str, int]:
+    """The input widths of the model's linear layers, by the config field they come from (empty without one)."""
+    cfgs = info.configs()
+    if not cfgs:
+        return {}
+    cfg = cfgs[-1]  # a nested text config, when there is one, holds the language model's sizes
+    widths: dict[str, int] = {}
+    for field in ("hidden_size", "intermediate_size", "moe_intermediate_size"):
+        if isinstance(cfg.get(field), int):
+            widths[field] = cfg[field]
+    heads, head_dim = cfg.get("num_attention_heads"), cfg.get("head_dim")
+    if isinstance(heads, int) and isinstance(head_dim, int):
+        widths["num_attention_heads x head_dim"] = heads * head_dim
+    return widths
+
+
+def _group_size(info: ModelInfo, preferred: int, notes: list[str]) -> int:
+    """The 4-bit group size: `preferred` when it divides every linear input width, else the largest that does."""
+    widths = linear_input_widths(info)
+    if all(w % preferred == 0 for w in widths.values()):
+        return preferred
+    for size in GROUP_SIZES:
+        if size < preferred and all(w % size == 0 for w in widths.values()):
+            bad = ", ".join(f"{w} ({name})" for name, w in widths.items() if w % preferred)
+            notes.append(f"4-bit group size {size}: {bad} is not a multiple of {preferred}")
+            return size
+    raise PlanError(
+        f"{info.name}: no 4-bit group size in {GROUP_SIZES} divides its layer widths {widths}; use an 8-bit mode"
+    )

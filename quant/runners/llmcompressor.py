@@ -1,7 +1,7 @@
 """llm-compressor runner (vLLM checkpoints): AWQ -> W4A16, W4A16, FP8_DYNAMIC, SmoothQuant + W8A8.
 
-Job keys: model, revision, output_dir, log, method, scheme, ignore, calibration (None for data-free
-methods, else {source, nsamples, seqlen}). Writes a compressed-tensors checkpoint with the tokenizer,
+Job keys: model, revision, output_dir, log, method, scheme, group_size (4-bit), ignore, calibration (None
+for data-free methods, else {source, nsamples, seqlen}). Writes a compressed-tensors checkpoint with the tokenizer,
 which vLLM loads as is.
 """
 
@@ -30,6 +30,7 @@ def _allow_awq_without_accelerator() -> None:
 def load_tools(events: Events) -> Any:
     bridge_tqdm(events)
     import torch
+    from compressed_tensors.quantization import preset_name_to_scheme
     from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import QuantizationModifier
     from llmcompressor.modifiers.transform import AWQModifier, SmoothQuantModifier
@@ -39,6 +40,7 @@ def load_tools(events: Events) -> Any:
         _allow_awq_without_accelerator()
     return SimpleNamespace(
         oneshot=oneshot,
+        preset_name_to_scheme=preset_name_to_scheme,
         QuantizationModifier=QuantizationModifier,
         AWQModifier=AWQModifier,
         SmoothQuantModifier=SmoothQuantModifier,
@@ -47,8 +49,22 @@ def load_tools(events: Events) -> Any:
     )
 
 
+def _scheme(job: dict[str, Any], tools: Any) -> dict[str, Any]:
+    """The quantizer's scheme: a preset name, or config groups where the plan departs from the presets
+    (FP8 weight-only W8A16 has no preset; 4-bit groups other than 128 for models whose widths need them)."""
+    name, group_size = job["scheme"], job.get("group_size")
+    if name == "FP8_W8A16":
+        fp8 = tools.preset_name_to_scheme("FP8_DYNAMIC", ["Linear"])
+        return {"config_groups": {"group_0": fp8.model_copy(update={"input_activations": None})}}
+    if name == "W4A16" and group_size and group_size != 128:
+        w4 = tools.preset_name_to_scheme("W4A16", ["Linear"])
+        weights = w4.weights.model_copy(update={"group_size": group_size})
+        return {"config_groups": {"group_0": w4.model_copy(update={"weights": weights})}}
+    return {"scheme": name, "targets": ["Linear"]}
+
+
 def _recipe(job: dict[str, Any], tools: Any) -> list[Any]:
-    quantize = tools.QuantizationModifier(scheme=job["scheme"], targets=["Linear"], ignore=list(job["ignore"]))
+    quantize = tools.QuantizationModifier(**_scheme(job, tools), ignore=list(job["ignore"]))
     if job["method"] == "awq":
         return [tools.AWQModifier(), quantize]
     if job["method"] == "w8a8_int8":

@@ -68,9 +68,9 @@ async def remote_vllm_engine(remote_vllm_server: VllmServer, demo_tokenizer: Any
 @pytest.fixture(scope="session")
 async def remote_yap_engine(vllm_engine: Any, demo_tokenizer: Any) -> AsyncIterator[ChatMLMessages]:
     """`RemoteEngine` against Yap's own /v1/chat/completions (on loopback) over the in-process vLLM engine."""
+    from yap_cli.loopback import serve_on_loopback
     from yap_engines.adapters.openai import RemoteEngine
     from yap_server.app import create_app
-    from yap_server.loopback import serve_on_loopback
     from yap_server.settings import ServerSettings
 
     settings = ServerSettings(text_api_key=API_KEY, max_concurrent_connections=8, deploy_mode="chat", chat_max_out=200)

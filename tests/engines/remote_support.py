@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from yap_cli.loopback import free_port
 from yap_engines import ChatRequest, Delta, EngineHealth
-from yap_server.loopback import free_port
 
 API_KEY = "remote-test-key"
 _CHATML = re.compile(r"<\|im_start\|>(\w+)\n(.*?)<\|im_end\|>\n", re.S)

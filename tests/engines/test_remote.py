@@ -15,6 +15,7 @@ import pytest
 from remote_support import API_KEY, ChatMLMessages, StubServer, VllmServer, chunk, sse, usage_chunk
 from starlette.responses import JSONResponse, PlainTextResponse
 
+from yap_cli.loopback import free_port, serve_on_loopback
 from yap_engines import ChatRequest, GenerationError, InvalidRequestError, Sampling, StructuredOutput, load_engine
 from yap_engines.adapters.openai import (
     RemoteConnectError,
@@ -25,7 +26,6 @@ from yap_engines.adapters.openai import (
     RemoteTimeoutError,
 )
 from yap_engines.settings import EngineSettings, SettingsError
-from yap_server.loopback import free_port, serve_on_loopback
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
 

@@ -604,7 +604,7 @@ def test_without_tensorrt_llm_the_engine_says_how_to_install_it(demo_model_dir: 
 def test_yap_serve_without_tensorrt_llm_exits_with_the_hint_and_no_traceback() -> None:
     env = {**os.environ, "TEXT_API_KEY": "k", "MAX_CONCURRENT_CONNECTIONS": "2"}
     out = subprocess.run(
-        [sys.executable, "-m", "yap_server.cli", "serve", "--engine", "trt"],
+        [sys.executable, "-m", "yap_cli", "serve", "--engine", "trt"],
         capture_output=True,
         text=True,
         env=env,

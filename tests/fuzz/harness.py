@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from yap_engines import FakeEngine
+from yap_cli.loopback import serve_on_loopback
+from yap_engines import EngineSettings, FakeEngine
 from yap_server.app import create_app
-from yap_server.loopback import serve_on_loopback
 from yap_server.settings import ServerSettings
 
 KEY = "fuzz-key"
@@ -47,7 +47,6 @@ def fuzz_settings(**overrides: Any) -> ServerSettings:
         "ws_max_messages_per_window": 0,
         "ws_max_cancels_per_window": 0,
         "chat_prompt_update_max_per_window": 0,
-        "chat_max_out": 48,
         "auth_failure_max_per_window": 0,
     }
     values.update(overrides)
@@ -75,7 +74,8 @@ class FuzzServer:
     def __init__(self, engine: Any | None = None, settings: ServerSettings | None = None) -> None:
         self.engine = engine if engine is not None else FakeEngine(seed=7, tokens_per_s=1000)
         self.settings = settings or fuzz_settings()
-        self.app = create_app(self.settings, engines={"chat": self.engine})
+        engine_settings = EngineSettings(chat_max_out=48)  # a short reply cap
+        self.app = create_app(self.settings, engines={"chat": self.engine}, engine_settings=engine_settings)
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None

@@ -16,17 +16,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from yap_engines import ChatRequest, FakeEngine, FunctionEngine
+from yap_cli.loopback import serve_on_loopback
+from yap_engines import ChatRequest, EngineSettings, FakeEngine, FunctionEngine
 from yap_server.app import create_app
-from yap_server.loopback import serve_on_loopback
 from yap_server.settings import ServerSettings
 
 KEY = "harness-key"
 REPO = Path(__file__).resolve().parents[2]
 
 
+CAPPED_MAX_OUT = 150  # the seed's CHAT_MAX_OUT default
+
+
 def settings() -> ServerSettings:
-    return ServerSettings(text_api_key=KEY, max_concurrent_connections=8, deploy_mode="chat", chat_max_out=4096)
+    return ServerSettings(text_api_key=KEY, max_concurrent_connections=8, deploy_mode="chat")
+
+
+def budget(chat_max_out: int = 4096) -> EngineSettings:
+    """The model's output cap (`CHAT_MAX_OUT` belongs to `EngineSettings`)."""
+    return EngineSettings(chat_max_out=chat_max_out)
 
 
 @dataclass
@@ -67,16 +75,26 @@ class YapTarget:
 async def yap() -> AsyncIterator[YapTarget]:
     """Yap's server (its /v1/chat/completions) on 127.0.0.1 over the thinking script."""
     script = ThinkingScript()
-    async with serve_on_loopback(create_app(settings(), engines={"chat": script.engine})) as port:
+    app = create_app(settings(), engines={"chat": script.engine}, engine_settings=budget())
+    async with serve_on_loopback(app) as port:
         yield YapTarget(f"http://127.0.0.1:{port}", script)
     assert script.engine.num_unfinished_requests() == 0
+
+
+@pytest.fixture
+async def capped_yap() -> AsyncIterator[YapTarget]:
+    """Yap's server over the thinking script with the seed's default output cap (CHAT_MAX_OUT=150)."""
+    script = ThinkingScript()
+    app = create_app(settings(), engines={"chat": script.engine}, engine_settings=budget(CAPPED_MAX_OUT))
+    async with serve_on_loopback(app) as port:
+        yield YapTarget(f"http://127.0.0.1:{port}", script)
 
 
 @pytest.fixture
 async def slow_yap() -> AsyncIterator[YapTarget]:
     """Yap's server over a fake engine that waits 5 s before its first token."""
     engine = FakeEngine(text="late reply", first_token_delay_s=5.0)
-    async with serve_on_loopback(create_app(settings(), engines={"chat": engine})) as port:
+    async with serve_on_loopback(create_app(settings(), engines={"chat": engine}, engine_settings=budget())) as port:
         yield YapTarget(f"http://127.0.0.1:{port}", ThinkingScript(), engine)
 
 
@@ -103,7 +121,7 @@ async def malformed_stub() -> AsyncIterator[str]:
 async def yap_cli(*args: str, env: dict[str, str] | None = None, limit_s: float = 120) -> tuple[int, str, str]:
     """Run the `yap` command in a subprocess without blocking this event loop (servers run in it)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "yap_server.cli", *args,
+        sys.executable, "-m", "yap_cli", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})}, cwd=REPO,
     )  # fmt: skip

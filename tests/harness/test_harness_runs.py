@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
-from harness_support import KEY, YapTarget, fields, yap_cli
+from harness_support import CAPPED_MAX_OUT, KEY, YapTarget, fields, yap_cli
 
 from yap_engines import FakeEngine
-from yap_engines.harness import Bookmark, Target, default_sampling, infer, open_target, split_reply
-from yap_engines.harness_scenario import load_scenario, run_scenario
+from yap_engines.harness.run import Bookmark, Target, default_sampling, infer, open_target, split_reply
+from yap_engines.harness.scenario import load_scenario, run_scenario
+
+ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 INFER_SHAPE = {
     "test_id": None,
@@ -67,12 +70,15 @@ async def test_yap_infer_prints_exactly_the_documented_fields(yap: YapTarget) ->
     assert (snapshot["system"], snapshot["context"], snapshot["thinking_hint"]) == (
         "Be brief.",
         "The sky is blue.",
-        "instruct",
+        None,
     )
     assert snapshot["sampling"]["temperature"] == 0.2 and snapshot["sampling"]["top_p"] == 0.8
     assert record["usage"]["completion_tokens"] == 6 and record["usage"]["prompt_tokens"] > 0
     timings = record["timings"]
+    assert ISO_Z.fullmatch(timings["start_ts"]) and ISO_Z.fullmatch(timings["end_ts"])
     assert timings["end_ts"] >= timings["start_ts"] and timings["total_latency_ms"] > 0
+    assert record["prom_bookmark"]["window"] == {"start_ts": timings["start_ts"], "end_ts": timings["end_ts"]}
+    assert record["container_log_anchor"] == {"path": None, "window": record["prom_bookmark"]["window"]}
     # The engine saw the system prompt and the context before the question, and nothing else.
     assert (
         "Be brief." in yap.script.prompts[0] and "The sky is blue.\n\nWhat colour is the sky?" in yap.script.prompts[0]
@@ -160,7 +166,36 @@ async def test_a_wrong_key_is_an_http_error(yap: YapTarget) -> None:
     finally:
         await target.aclose()
     assert (record["status"], record["http_status"], record["stop_reason"]) == ("http_error", 401, "abort")
+    assert "401" in record["error"] and "key" in record["error"].lower()  # the server's own explanation
+    assert record["response_snapshot"]["assistant_reasoning_text"] is None
     assert yap.script.prompts == []
+
+
+async def test_yap_infer_with_defaults_fits_the_servers_output_cap(capped_yap: YapTarget, tmp_path: Path) -> None:
+    """The instruct default (1024 tokens) is above this server's CHAT_MAX_OUT: the harness reads the cap
+    from the server's /v1/models entry and sends that instead, and the model defaults to its first entry."""
+    code, out, err = await yap_cli(
+        "infer", "--target", f"openai:{capped_yap.url}", "--api-key", KEY, "--prompt", "Hi", "--runs-dir", str(tmp_path)
+    )
+    assert code == 0, err
+    record = json.loads(out)
+    assert (record["status"], record["http_status"]) == ("ok", 200)
+    assert record["request_snapshot"]["sampling"]["max_tokens"] == CAPPED_MAX_OUT
+    assert record["response_snapshot"]["assistant_reasoning_text"] == "plan1 hidden"
+    assert record["response_snapshot"]["assistant_content_text"] == "Answer 1."
+    run_dirs = await asyncio.to_thread(lambda: list(tmp_path.glob("run-*/inference/*")))
+    assert [p.name for p in run_dirs] == [record["test_id"]]
+    assert json.loads((run_dirs[0] / "metrics.json").read_text())["status"] == "ok"
+
+
+async def test_an_explicit_max_tokens_over_the_cap_reports_the_servers_message(capped_yap: YapTarget) -> None:
+    target = open_target(f"openai:{capped_yap.url}", api_key=KEY)
+    try:
+        record = await infer(target, prompt="Hi", overrides={"max_tokens": 1024})
+    finally:
+        await target.aclose()
+    assert (record["status"], record["http_status"]) == ("http_error", 400)
+    assert f"CHAT_MAX_OUT={CAPPED_MAX_OUT}" in record["error"]
 
 
 async def test_a_silent_server_is_a_timeout(slow_yap: YapTarget) -> None:

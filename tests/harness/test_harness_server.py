@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,8 @@ from typing import Any
 import pytest
 from harness_support import yap_cli
 
-from yap_engines.harness_server import Manifest, is_ours, port_is_free, process_start_time, stop_server
-from yap_server.loopback import free_port
+from yap_cli.loopback import free_port
+from yap_cli.server_supervisor import Manifest, is_ours, port_is_free, process_start_time, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +30,7 @@ async def test_start_status_infer_stop(tmp_path: Path) -> None:
     code, _, err = await yap_cli("server", "status", "--runs-dir", str(runs))
     assert (code, err) == (1, "")
 
-    serve = [sys.executable, "-m", "yap_server.cli", "serve", "--engine", "fake", "--port", "{port}"]
+    serve = [sys.executable, "-m", "yap_cli", "serve", "--engine", "fake", "--port", "{port}"]
     code, out, err = await yap_cli(
         "server", "start", "--port", str(port), "--runs-dir", str(runs), "--run-id", "lc1", "--", *serve, env=SERVE_ENV
     )
@@ -72,11 +71,19 @@ async def _check_running_server(runs: Path, port: int, printed: dict[str, Any], 
     anchor = record["container_log_anchor"]
     assert anchor["path"] == printed["log_file"]
     assert (
-        0
-        <= anchor["window"]["start_byte"]
-        <= anchor["window"]["end_byte"]
-        <= await asyncio.to_thread(os.path.getsize, anchor["path"])
+        anchor["window"]
+        == record["prom_bookmark"]["window"]
+        == {
+            "start_ts": record["timings"]["start_ts"],
+            "end_ts": record["timings"]["end_ts"],
+        }
     )
+    assert record["request_snapshot"]["thinking_hint"] == "qwen-thinking"
+    # One-shot runs leave their artifacts in the managed server's run folder, as scenario runs do.
+    test_dir = runs / "lc1" / "inference" / record["test_id"]
+    transcript = json.loads((test_dir / "transcript.json").read_text())
+    assert transcript["turns"][0]["assistant_content_text"] == "Forty-two."
+    assert json.loads((test_dir / "metrics.json").read_text())["status"] == "ok"
     assert record["request_snapshot"]["sampling"]["temperature"] == 0.6
 
     code, out, err = await yap_cli("server", "stop", "--runs-dir", str(runs))

@@ -16,14 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from yap_server.loopback import free_port
+from yap_cli.loopback import free_port
 
 pytestmark = pytest.mark.integration
 
 
 def yap_serve(args: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[str]:
     """`yap serve ARGS` as a real process, logging to `log`."""
-    command = [sys.executable, "-m", "yap_server.cli", "serve", *args]
+    command = [sys.executable, "-m", "yap_cli", "serve", *args]
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
@@ -98,7 +98,7 @@ def test_yap_serve_fake_and_yap_client_warmup(tmp_path: Path) -> None:
                 [
                     sys.executable,
                     "-m",
-                    "yap_server.cli",
+                    "yap_cli",
                     "client",
                     "warmup",
                     "--server",

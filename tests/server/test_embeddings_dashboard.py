@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from yap_cli.client_completions import completions_url, job_frame, run_job
+from yap_cli.loopback import serve_on_loopback
 from yap_engines import FakeEngine
 from yap_server.app import create_app
-from yap_server.client_completions import completions_url, job_frame, run_job
-from yap_server.loopback import serve_on_loopback
 
 from .conftest import KEY, server_settings
 
@@ -50,6 +50,29 @@ async def test_embeddings_through_the_openai_sdk_are_unit_vectors_that_mean_some
     assert anonymous.status_code == 401
     assert wrong_model.status_code == 404 and wrong_model.json()["error"]["code"] == "model_not_found"
     assert empty.status_code == 400 and "input" in empty.json()["error"]["message"]
+
+
+async def test_the_encoder_is_loaded_by_the_lifespan_not_by_the_first_request() -> None:
+    import asyncio
+
+    app = create_app(server_settings(embed_preload=True), engines={"chat": FakeEngine()})
+    async with serve_on_loopback(app) as port:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for _ in range(600):  # loading torch and MiniLM takes seconds on a busy CPU
+                status = await http.get("/status", headers={"X-API-Key": KEY})
+                if status.json().get("embeddings_loaded"):
+                    break
+                await asyncio.sleep(0.1)
+            assert status.json()["embeddings_loaded"] is True  # no /embeddings request was made
+            reply = await http.post("/embeddings", json={"input": "hi"}, headers={"X-API-Key": KEY})
+            assert reply.status_code == 200 and len(reply.json()["data"][0]["embedding"]) == 384
+
+
+async def test_without_preload_nothing_loads_until_the_first_request() -> None:
+    app = create_app(server_settings(embed_preload=False), engines={"chat": FakeEngine()})
+    async with serve_on_loopback(app) as port, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        status = await http.get("/status", headers={"X-API-Key": KEY})
+        assert status.json()["embeddings_loaded"] is False
 
 
 async def test_the_dashboard_page_is_public_and_its_stats_need_the_key() -> None:

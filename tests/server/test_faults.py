@@ -23,7 +23,7 @@ from yap_engines import ChatRequest, FakeEngine, FunctionEngine
 from yap_engines.demo import DEMO_TOOL_NAME, build_demo_tool
 from yap_engines.tool import ToolClassifier, ToolSettings
 
-from .conftest import KEY, TERMINAL, check_turn_invariants, live_server
+from .conftest import KEY, TERMINAL, ack_for, check_turn_invariants, live_server
 
 
 class Recorder:
@@ -51,7 +51,7 @@ class Recorder:
         assert (await self.recv())["type"] == "ack"
 
     async def turn(self, rid: str, utterance: str = "hello", wait_s: float = 20) -> list[dict[str, Any]]:
-        """Send a message and read up to its terminal frame."""
+        """Send a message and read up to its terminal frame; the frames after its `ack`, which must come first."""
         await self.send("message", rid, user_utterance=utterance)
         got = []
         while True:
@@ -60,7 +60,8 @@ class Recorder:
                 got.append(frame)
                 if frame["type"] in TERMINAL:
                     check_turn_invariants(self.frames, self.turns)
-                    return got
+                    assert got[0] == ack_for(self.session_id, rid, "message") or got[0]["type"] == "error", got
+                    return got[1:] if got[0]["type"] == "ack" else got
 
 
 def http_origin(ws_origin: str) -> str:
@@ -97,7 +98,7 @@ def server_errors() -> Iterator[list[logging.LogRecord]]:
 
 async def test_an_engine_failing_mid_stream_gives_engine_error_and_the_session_recovers() -> None:
     engine = FakeEngine(text="one two three four five six seven eight", tokens_per_s=200, fail_after=3)
-    async with live_server(engine) as origin:
+    async with live_server(engine, stream_flush_ms=0) as origin:  # a frame per engine delta: three tokens
         with server_errors() as errors:
             async with websockets.connect(f"{origin}/ws?api_key={KEY}") as ws:
                 client = Recorder(ws)
@@ -120,6 +121,7 @@ async def test_a_dead_engine_fails_health_and_every_turn_answers_at_once() -> No
             client = Recorder(ws)
             await client.start()
             await client.send("message", "t1", user_utterance="hello")
+            assert await client.recv() == ack_for("s1", "t1", "message")
             assert (await client.recv())["type"] == "token"
             engine.kill("injected fault")
             while (frame := await client.recv())["request_id"] != "t1" or frame["type"] not in TERMINAL:
@@ -166,6 +168,7 @@ async def test_a_vllm_engine_core_killed_by_pid_gives_engine_error_and_503(own_v
             await client.start()
             assert (await client.turn("warm", wait_s=60))[-1]["type"] == "done"
             await client.send("message", "t1", user_utterance="tell me everything", sampling={"max_tokens": 2000})
+            assert await client.recv(60) == ack_for("s1", "t1", "message")
             assert (await client.recv(60))["type"] in ("token", "done")
             for pid in cores:
                 os.kill(pid, signal.SIGKILL)
@@ -198,9 +201,9 @@ def _broken_infer(batch: list[list[int]]) -> list[tuple[float, str]]:
     raise RuntimeError("classifier crashed")
 
 
-@pytest.mark.parametrize(("infer", "raw"), [(_slow_infer, "timeout"), (_broken_infer, "error")])
+@pytest.mark.parametrize(("infer", "label"), [(_slow_infer, "timeout"), (_broken_infer, "error")])
 async def test_a_tool_classifier_that_times_out_or_raises_answers_no_and_chat_still_streams(
-    demo_tool_dir: Path, infer: Any, raw: str
+    demo_tool_dir: Path, infer: Any, label: str
 ) -> None:
     tool = ToolClassifier.load(str(demo_tool_dir), ToolSettings(tool_device="cpu", tool_timeout_s=0.1))
     tool._infer = infer  # type: ignore[method-assign]  # the injected fault
@@ -214,7 +217,8 @@ async def test_a_tool_classifier_that_times_out_or_raises_answers_no_and_chat_st
                     frames = await client.turn(rid, "can you look at my screen?")
                     kinds = [f["type"] for f in frames]
                     assert kinds[0] == "toolcall" and kinds[1] == "token" and kinds[-1] == "done", kinds
-                    assert frames[0]["payload"]["status"] == "no" and frames[0]["payload"]["raw"] == raw
+                    assert frames[0]["payload"]["status"] == "no" and frames[0]["payload"]["raw"] == []
+                    assert frames[0]["payload"]["label"] == label
                     assert frames[-1]["payload"]["text"] == "Sure, here you go."
     finally:
         await tool.aclose()
@@ -235,7 +239,8 @@ async def test_a_client_that_never_reads_is_throttled_then_dropped_with_bounded_
             yield piece
 
     engine = FunctionEngine(endless)
-    async with live_server(engine, ws_send_timeout_s=3, chat_max_out=10**9) as origin:
+    # a frame per engine delta (no coalescing), so the frames are the engine's 16 KiB pieces
+    async with live_server(engine, ws_send_timeout_s=3, chat_max_out=10**9, stream_flush_ms=0) as origin:
         sluggish = await websockets.connect(
             f"{origin}/ws?api_key={KEY}",
             max_queue=1,

@@ -17,10 +17,10 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from yap_cli.bench_telemetry import OtlpPost, otlp_sink
 from yap_engines import ChatRequest, FakeEngine, FunctionEngine, InferenceEngine
 from yap_server.app import create_app
-from yap_server.bench_telemetry import OtlpPost, otlp_sink
-from yap_server.observability import GpuCollector, JsonLogFormatter, ObservabilitySettings, Telemetry
+from yap_server.telemetry import GpuCollector, JsonLogFormatter, Telemetry, TelemetrySettings
 
 from .conftest import KEY, Probe, live_server, server_settings
 
@@ -125,13 +125,13 @@ def test_metrics_needs_the_key_unless_public() -> None:
         assert client.get("/metrics?api_key=wrong").status_code == 401
         shown = client.get(f"/metrics?api_key={KEY}")
         assert shown.status_code == 200 and "yap_requests_total" in shown.text
-    public = Telemetry.build(ObservabilitySettings(metrics_public=True))
+    public = Telemetry.build(TelemetrySettings(metrics_public=True))
     with TestClient(create_app(server_settings(), engines=engines, telemetry=public)) as client:
         assert client.get("/metrics").status_code == 200
 
 
 def test_several_apps_in_one_process_keep_their_own_metrics() -> None:
-    first, second = Telemetry.build(ObservabilitySettings()), Telemetry.build(ObservabilitySettings())
+    first, second = Telemetry.build(TelemetrySettings()), Telemetry.build(TelemetrySettings())
     first.rejected("auth")
     assert value(samples(first.prom.exposition().decode()), "yap_connections_rejected_total", reason="auth") == 1
     assert value(samples(second.prom.exposition().decode()), "yap_connections_rejected_total", reason="auth") == 0
@@ -151,13 +151,14 @@ def _nvml_works() -> bool:
 @pytest.mark.skipif(_nvml_works(), reason="this machine has a GPU that NVML can see")
 def test_gpu_gauges_are_absent_without_a_gpu() -> None:
     assert list(GpuCollector().collect()) == []
-    exposition = Telemetry.build(ObservabilitySettings()).prom.exposition().decode()
+    exposition = Telemetry.build(TelemetrySettings()).prom.exposition().decode()
     assert "yap_gpu_" not in exposition
 
 
-def test_gpu_gauges_report_each_device(monkeypatch: pytest.MonkeyPatch) -> None:
+def fake_nvml_with_two_gpus() -> Any:
+    """A stand-in for `pynvml`: two devices with 3 of 8 bytes used, 40 % and 41 % busy."""
     memory = types.SimpleNamespace(used=3.0, free=5.0, total=8.0)
-    fake_nvml = types.SimpleNamespace(
+    return types.SimpleNamespace(
         nvmlInit=lambda: None,
         nvmlShutdown=lambda: None,
         nvmlDeviceGetCount=lambda: 2,
@@ -165,8 +166,11 @@ def test_gpu_gauges_report_each_device(monkeypatch: pytest.MonkeyPatch) -> None:
         nvmlDeviceGetMemoryInfo=lambda handle: memory,
         nvmlDeviceGetUtilizationRates=lambda handle: types.SimpleNamespace(gpu=40 + handle),
     )
-    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml)
-    found = samples(Telemetry.build(ObservabilitySettings()).prom.exposition().decode())
+
+
+def test_gpu_gauges_report_each_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml_with_two_gpus())
+    found = samples(Telemetry.build(TelemetrySettings()).prom.exposition().decode())
     assert value(found, "yap_gpu_memory_used_bytes", gpu="1") == 3.0
     assert value(found, "yap_gpu_memory_total_bytes", gpu="0") == 8.0
     assert value(found, "yap_gpu_utilization_percent", gpu="1") == 41.0
@@ -193,7 +197,7 @@ def test_spans_nest_session_request_generation_and_metrics_are_recorded() -> Non
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
-    telemetry = Telemetry.build(ObservabilitySettings(), span_exporter=spans, metric_reader=reader)
+    telemetry = Telemetry.build(TelemetrySettings(), span_exporter=spans, metric_reader=reader)
     run_turns(telemetry, FakeEngine(seed=1), "hello there")
 
     by_name = {span.name: span for span in spans.get_finished_spans()}
@@ -212,8 +216,8 @@ def test_spans_nest_session_request_generation_and_metrics_are_recorded() -> Non
         for scope in resource.scope_metrics
         for metric in scope.metrics
     }
-    assert [p.attributes for p in points["yap_requests"]] == [{"status": "done"}]
-    assert points["yap_time_to_first_token_seconds"][0].count == 1
+    assert [p.attributes for p in points["text_inference.requests_total"]] == [{"status": "done"}]
+    assert points["text_inference.ttft"][0].count == 1
     telemetry.shutdown()
 
 
@@ -222,7 +226,7 @@ def test_traces_and_metrics_are_exported_over_otlp_http_with_the_axiom_headers()
 
     posts: list[OtlpPost] = []
     with otlp_sink(posts) as url:
-        settings = ObservabilitySettings(
+        settings = TelemetrySettings(
             otlp_endpoint=url,
             axiom_api_token="axiom-token",
             axiom_dataset="yap-traces",
@@ -247,11 +251,135 @@ def test_traces_and_metrics_are_exported_over_otlp_http_with_the_axiom_headers()
     assert any(path == "/v1/metrics" for path, _, _ in posts)
 
 
+def otlp_metrics(posts: list[OtlpPost]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The metrics of every `/v1/metrics` POST, decoded from protobuf: name -> the last export of that
+    metric (its unit, kind and data points), and the resource attributes."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    metrics: dict[str, Any] = {}
+    resource: dict[str, str] = {}
+    for path, headers, body in posts:
+        if path != "/v1/metrics":
+            continue
+        assert {k.lower(): v for k, v in headers.items()}["content-type"] == "application/x-protobuf"
+        for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics:
+            resource = {a.key: a.value.string_value for a in rm.resource.attributes}
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    metrics[metric.name] = metric
+    return metrics, resource
+
+
+def point_attributes(metric: Any) -> list[dict[str, str]]:
+    points = getattr(metric, metric.WhichOneof("data")).data_points
+    return [{a.key: a.value.string_value for a in p.attributes} for p in points]
+
+
+SEED_INSTRUMENTS = {  # seed 001 "Metrics Reference": name -> (unit, OTLP data kind)
+    "text_inference.ttft": ("s", "histogram"),
+    "text_inference.request_latency": ("s", "histogram"),
+    "text_inference.token_latency": ("s", "histogram"),
+    "text_inference.connection_duration": ("s", "histogram"),
+    "text_inference.connection_semaphore_wait": ("s", "histogram"),
+    "text_inference.prompt_tokens": ("{token}", "histogram"),
+    "text_inference.completion_tokens": ("{token}", "histogram"),
+    "text_inference.generations_per_session": ("{request}", "histogram"),
+    "text_inference.startup_duration": ("s", "histogram"),
+    "text_inference.tool_classification_latency": ("s", "histogram"),
+    "text_inference.requests_total": ("{request}", "sum"),
+    "text_inference.tokens_generated_total": ("{token}", "sum"),
+    "text_inference.prompt_tokens_total": ("{token}", "sum"),
+    "text_inference.connections_rejected_total": ("{connection}", "sum"),
+    "text_inference.session_churn_total": ("{session}", "sum"),
+    "text_inference.cancellation_total": ("{request}", "sum"),
+    "text_inference.errors_total": ("{error}", "sum"),
+    "text_inference.timeout_disconnects_total": ("{connection}", "sum"),
+    "text_inference.rate_limit_violations_total": ("{violation}", "sum"),
+    "text_inference.tool_classifications_total": ("{classification}", "sum"),
+    "text_inference.cache_resets_total": ("{reset}", "sum"),
+    "text_inference.active_connections": ("{connection}", "sum"),
+    "text_inference.active_generations": ("{generation}", "sum"),
+    "text_inference.gpu.memory_used": ("By", "gauge"),
+    "text_inference.gpu.memory_free": ("By", "gauge"),
+    "text_inference.gpu.memory_total": ("By", "gauge"),
+    "text_inference.gpu.utilization": ("%", "gauge"),
+}
+
+
+def test_a_local_otlp_collector_receives_the_seed_instruments_units_and_dimensions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml_with_two_gpus())
+    posts: list[OtlpPost] = []
+    with otlp_sink(posts) as url:
+        telemetry = Telemetry.build(TelemetrySettings(otlp_endpoint=url))
+        run_turns(telemetry, FakeEngine(seed=1), "hello", "again")
+        telemetry.rejected("capacity")
+        telemetry.rate_limited("messages")
+        telemetry.cancelled("client_request")
+        telemetry.error("rate_limited")
+        telemetry.idle_disconnect()
+        telemetry.cache_reset()
+        telemetry.tool_classified("yes", 0.01)
+        telemetry.slot_waited(0.0)
+        telemetry.shutdown()  # exports the last metrics
+
+    metrics, resource = otlp_metrics(posts)
+    assert resource["service.name"] == "yap-text-inference-api"
+    assert resource["deployment.environment"] == "production"
+    assert sorted(metrics) == sorted(SEED_INSTRUMENTS), "exactly the seed's 27 instruments"
+    for name, (unit, kind) in SEED_INSTRUMENTS.items():
+        assert (metrics[name].unit, metrics[name].WhichOneof("data")) == (unit, kind), name
+    assert point_attributes(metrics["text_inference.requests_total"]) == [{"status": "done"}]
+    assert point_attributes(metrics["text_inference.errors_total"]) == [{"error.type": "rate_limited"}]
+    for name in ("text_inference.gpu.memory_used", "text_inference.gpu.utilization"):
+        assert sorted(p["gpu.device.id"] for p in point_attributes(metrics[name])) == ["0", "1"]
+    busy = metrics["text_inference.gpu.utilization"].gauge.data_points
+    assert sorted(p.as_double for p in busy) == [40.0, 41.0]
+    assert metrics["text_inference.session_churn_total"].sum.data_points[0].as_int == 1  # completed sessions
+    assert not any(name.startswith("yap_") for name in metrics)
+
+
+def test_gpu_observables_are_empty_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails: no NVML on this machine
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry.build(TelemetrySettings(), metric_reader=reader)
+    telemetry.rejected("auth")
+    data = reader.get_metrics_data()
+    assert data is not None
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert "text_inference.connections_rejected_total" in names
+    assert not any(name.startswith("text_inference.gpu.") for name in names)
+    telemetry.shutdown()
+
+
+def test_the_seed_telemetry_defaults() -> None:
+    settings = TelemetrySettings()
+    assert settings.service_name == "yap-text-inference-api"
+    assert settings.axiom_dataset == "text-inference-api"
+    assert settings.environment == "production"
+    assert (settings.metrics_export_interval_ms, settings.traces_export_interval_ms) == (15000, 5000)
+
+
+def test_axiom_environment_is_the_deployment_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AXIOM_ENVIRONMENT", "staging")
+    assert TelemetrySettings().environment == "staging"
+    monkeypatch.setenv("DEPLOYMENT_ENVIRONMENT", "canary")  # Yap's name wins over the seed alias
+    assert TelemetrySettings().environment == "canary"
+
+
 def test_axiom_alone_fills_the_endpoint_and_nothing_configured_means_no_otel() -> None:
-    target = ObservabilitySettings(axiom_api_token="t", axiom_dataset="d").otlp_target()
+    target = TelemetrySettings(axiom_api_token="t", axiom_dataset="d").otlp_target()
     assert target == ("https://api.axiom.co", {"Authorization": "Bearer t", "X-Axiom-Dataset": "d"})
-    assert ObservabilitySettings().otlp_target() is None
-    plain = Telemetry.build(ObservabilitySettings())
+    seed_default = TelemetrySettings(axiom_api_token="t").otlp_target()  # AXIOM_API_TOKEN alone
+    assert seed_default == (
+        "https://api.axiom.co",
+        {"Authorization": "Bearer t", "X-Axiom-Dataset": "text-inference-api"},
+    )
+    assert TelemetrySettings().otlp_target() is None
+    plain = Telemetry.build(TelemetrySettings())
     assert plain.otel is None and plain.sentry is None
 
 
@@ -285,7 +413,7 @@ def failing_engine() -> FunctionEngine:
 
 def test_errors_reach_sentry_once_per_class_tagged_and_scrubbed() -> None:
     transport, events = recording_transport()
-    settings = ObservabilitySettings(sentry_dsn="https://public@sentry.invalid/1", sentry_environment="ci")
+    settings = TelemetrySettings(sentry_dsn="https://public@sentry.invalid/1", sentry_environment="ci")
     telemetry = Telemetry.build(settings, [KEY], sentry_transport=transport)
     frames = run_turns(telemetry, failing_engine(), SECRET_UTTERANCE, SECRET_UTTERANCE)
     telemetry.shutdown()
@@ -301,11 +429,11 @@ def test_errors_reach_sentry_once_per_class_tagged_and_scrubbed() -> None:
 
 
 def test_sentry_rate_limit_is_per_class_and_reopens_after_ten_seconds() -> None:
-    from yap_server.telemetry_sentry import SentryReporter
+    from yap_server.telemetry.sentry import SentryReporter
 
     transport, events = recording_transport()
     now = [0.0]
-    settings = ObservabilitySettings(sentry_dsn="https://public@sentry.invalid/1")
+    settings = TelemetrySettings(sentry_dsn="https://public@sentry.invalid/1")
     reporter = SentryReporter(settings, [KEY], transport=transport, clock=lambda: now[0])
     assert reporter.capture(ValueError("a"), {}) is not None
     assert reporter.capture(ValueError("b"), {}) is None
@@ -317,10 +445,10 @@ def test_sentry_rate_limit_is_per_class_and_reopens_after_ten_seconds() -> None:
 
 
 def test_sentry_send_text_lets_user_text_through() -> None:
-    from yap_server.telemetry_sentry import SentryReporter
+    from yap_server.telemetry.sentry import SentryReporter
 
     transport, events = recording_transport()
-    settings = ObservabilitySettings(sentry_dsn="https://public@sentry.invalid/1", sentry_send_text=True)
+    settings = TelemetrySettings(sentry_dsn="https://public@sentry.invalid/1", sentry_send_text=True)
     reporter = SentryReporter(settings, [KEY], transport=transport)
     reporter.capture(RuntimeError(f"{SECRET_UTTERANCE} {KEY}"), {}, user_text=[SECRET_UTTERANCE])
     reporter.close()
@@ -340,7 +468,7 @@ def test_json_logs_carry_request_ids_and_never_a_key() -> None:
 
 
 async def test_the_telemetry_benchmark_reports_both_rates() -> None:
-    from yap_server.bench_telemetry import bench_telemetry
+    from yap_cli.bench_telemetry import bench_telemetry
 
     report = await bench_telemetry(concurrency=2, tokens=20, rounds=1)
     assert report["off"]["tokens_per_s"] > 0 and report["on"]["tokens_per_s"] > 0

@@ -14,13 +14,13 @@ import jsonschema
 import openai
 import pytest
 
+from yap_cli.loopback import serve_on_loopback
 from yap_engines import ChatRequest, FakeEngine, FunctionEngine, InferenceEngine
 from yap_engines.adapters.fake import FakeTokenizer, piece_token_id, split_pieces
 from yap_engines.chat import render_ids
 from yap_server.app import create_app
-from yap_server.loopback import serve_on_loopback
 
-from .conftest import KEY, RecordingFake, server_settings
+from .conftest import KEY, RecordingFake, app_for, server_settings
 
 MESSAGES: list[Any] = [
     {"role": "system", "content": "You are brief."},
@@ -41,7 +41,7 @@ SCHEMA = {
 @contextlib.asynccontextmanager
 async def openai_server(engine: InferenceEngine, **overrides: Any) -> AsyncIterator[str]:
     """A real server for `engine`; yields its `/v1` base URL."""
-    app = create_app(server_settings(**overrides), engines={"chat": engine})
+    app = app_for({"chat": engine}, **overrides)
     async with serve_on_loopback(app) as port:
         yield f"http://127.0.0.1:{port}/v1"
 
@@ -100,7 +100,8 @@ async def test_models_and_a_plain_completion() -> None:
 async def test_streaming_chunks_finish_usage_and_done() -> None:
     text = "One two three four five six."
     engine = FakeEngine(text=text)
-    async with openai_server(engine, served_model_name="yap-demo") as base:
+    # STREAM_FLUSH_MS=0: a chunk per engine delta (coalescing is tests/server/test_coalescing.py's subject)
+    async with openai_server(engine, served_model_name="yap-demo", stream_flush_ms=0) as base:
         stream = await sdk(base).chat.completions.create(
             model="yap-demo", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
         )

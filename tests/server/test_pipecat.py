@@ -40,13 +40,13 @@ from pipecat.services.llm_service import FunctionCallParams
 from pipecat.services.openai.responses.llm import OpenAIResponsesLLMService
 from pipecat.tests.utils import run_test
 
+from yap_cli.loopback import serve_on_loopback
 from yap_engines import ChatRequest, FunctionEngine
-from yap_server.loopback import serve_on_loopback
-from yap_server.responses_events import FunctionCallOutputInput, MessageInput, ResponseCreate
-from yap_server.responses_run import ResponseRun
-from yap_server.responses_ws import ResponsesConnection
+from yap_server.responses.events import FunctionCallOutputInput, MessageInput, ResponseCreate
+from yap_server.responses.route import ResponsesRoute
+from yap_server.responses.run import ResponseRun
 
-from .conftest import KEY, server_settings
+from .conftest import KEY, app_for
 from .test_responses_ws import KeywordClassifier
 
 SYSTEM = "You are a brief voice assistant."
@@ -121,15 +121,15 @@ class Gate(FrameProcessor):
 
 def recording(monkeypatch: pytest.MonkeyPatch, seen: Conversation) -> None:
     """Record every `response.create` Yap accepts and the response it runs."""
-    prepare = ResponsesConnection.prepare
+    prepare = ResponsesRoute.prepare
 
-    def recorded(self: ResponsesConnection, event: ResponseCreate) -> ResponseRun:
+    def recorded(self: ResponsesRoute, event: ResponseCreate) -> ResponseRun:
         seen.creates.append(event)
         run = prepare(self, event)
         seen.runs.append(run)
         return run
 
-    monkeypatch.setattr(ResponsesConnection, "prepare", recorded)
+    monkeypatch.setattr(ResponsesRoute, "prepare", recorded)
 
 
 def user(text: str) -> dict[str, Any]:
@@ -138,10 +138,9 @@ def user(text: str) -> dict[str, Any]:
 
 async def converse(engines: dict[str, Any], seen: Conversation, long_reply: dict[str, Any], **settings: Any) -> None:
     """Serve Yap with `engines` and run the scripted conversation through Pipecat's service."""
-    app_settings = server_settings(deploy_mode="both", **settings)
-    from yap_server.app import create_app
+    app = app_for(engines, deploy_mode="both", **settings)
 
-    async with serve_on_loopback(create_app(app_settings, engines=engines)) as port:
+    async with serve_on_loopback(app) as port:
         llm = OpenAIResponsesLLMService(
             api_key=KEY,
             ws_url=f"ws://127.0.0.1:{port}/v1/responses",

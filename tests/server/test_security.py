@@ -16,12 +16,12 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
+from yap_cli.loopback import serve_on_loopback
 from yap_engines import FakeEngine
 from yap_server import auth
 from yap_server.app import create_app
-from yap_server.loopback import serve_on_loopback
-from yap_server.observability import ObservabilitySettings, Telemetry
 from yap_server.security import FailureLedger, KeyRedactingFilter
+from yap_server.telemetry import Telemetry, TelemetrySettings
 
 from .conftest import server_settings
 
@@ -182,7 +182,7 @@ async def test_healthz_reveals_nothing_and_needs_no_key() -> None:
 
 @pytest.mark.parametrize("public", [False, True])
 async def test_metrics_need_the_key_unless_made_public(public: bool) -> None:
-    telemetry = Telemetry.build(ObservabilitySettings(metrics_public=public))
+    telemetry = Telemetry.build(TelemetrySettings(metrics_public=public))
     try:
         async with origin_of(telemetry=telemetry) as origin:
             async with httpx.AsyncClient(base_url=origin) as http:

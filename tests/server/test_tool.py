@@ -82,8 +82,11 @@ def test_history_is_budgeted_and_the_oldest_turns_go_first(classifier: ToolClass
     text = classifier.tokenizer.decode(ids, skip_special_tokens=True)
     assert "birds" in text and "dogs" in text and "cats" not in text
     assert len(ids) <= 9 + len(tight.encode([], "what is this?")) + 1
-    full = classifier.tokenizer.decode(classifier.encode(history, "what is this?"), skip_special_tokens=True)
+    roomy = with_settings(classifier, tool_history_tokens=900)
+    full = classifier.tokenizer.decode(roomy.encode(history, "what is this?"), skip_special_tokens=True)
     assert "cats" in full and full.endswith("what is this?")
+    alone = classifier.tokenizer.decode(classifier.encode(history, "what is this?"), skip_special_tokens=True)
+    assert alone == "what is this?"  # the default budget (0) judges the newest utterance alone
 
 
 @pytest.mark.parametrize(
@@ -106,8 +109,9 @@ def test_max_length_is_model_aware(model_type: str, positions: int, override: in
 
 async def test_batching_gives_the_same_answers_as_one_by_one(classifier: ToolClassifier) -> None:
     texts = (YES + NO) * 3
-    batched = with_settings(classifier, tool_max_batch=16, tool_batch_window_ms=50)
-    single = with_settings(classifier, tool_max_batch=1, tool_batch_window_ms=0)
+    # a generous timeout: on a loaded machine a late batch must not turn into a "timeout" answer
+    batched = with_settings(classifier, tool_max_batch=16, tool_batch_window_ms=50, tool_timeout_s=30)
+    single = with_settings(classifier, tool_max_batch=1, tool_batch_window_ms=0, tool_timeout_s=30)
     try:
         together = await asyncio.gather(*(batched.classify([], t) for t in texts))
         alone = [await single.classify([], t) for t in texts]
@@ -171,8 +175,13 @@ async def test_toolcall_ordering_over_a_real_socket(classifier: ToolClassifier, 
     chat = FakeEngine(text="Sure, one moment.", tokens_per_s=200)
     engines = {"chat": chat, "tool": classifier}
     async with live_server(chat, deploy_mode=mode, engines=engines) as origin:
-        kinds = [f["type"] for f in await turn_frames(origin, YES[0]) if f["type"] != "ack"]
+        positive = await turn_frames(origin, YES[0])
+        kinds = [f["type"] for f in positive if f["type"] != "ack"]
         negative = [f for f in await turn_frames(origin, NO[0]) if f["type"] == "toolcall"]
+    if mode != "chat":  # the seed system's toolcall: raw is the array of tool calls, the label beside it
+        yes = next(f["payload"] for f in positive if f["type"] == "toolcall")
+        assert (yes["status"], yes["raw"], yes["label"]) == ("yes", [{"name": "take_screenshot"}], "take_screenshot")
+        assert (negative[0]["payload"]["raw"], negative[0]["payload"]["label"]) == ([], "no_tool")
     if mode == "both":
         assert kinds[0] == "toolcall" and kinds[1] == "token" and kinds[-1] == "done"
         assert negative[0]["payload"]["status"] == "no"
@@ -183,10 +192,21 @@ async def test_toolcall_ordering_over_a_real_socket(classifier: ToolClassifier, 
     assert chat.num_unfinished_requests() == 0
 
 
+def test_the_replay_client_reads_raw_as_the_seed_clients_do() -> None:
+    from yap_cli.client import tool_decision
+
+    assert tool_decision({"status": "yes", "raw": [{"name": "take_screenshot"}], "label": "x"}) == "yes"
+    assert tool_decision({"status": "no", "raw": [], "label": "timeout"}) == "no"
+    assert tool_decision(None) == "none"
+    for malformed in ({"status": "yes", "raw": "take_screenshot"}, {"status": "yes", "raw": []}):
+        with pytest.raises(ValueError, match="malformed toolcall"):
+            tool_decision(malformed)
+
+
 async def test_the_tool_regression_replay_client(classifier: ToolClassifier) -> None:
     import argparse
 
-    from yap_server import client as yap_client
+    from yap_cli import client as yap_client
 
     chat = FakeEngine(text="Okay.", tokens_per_s=500)
     async with live_server(chat, deploy_mode="both", engines={"chat": chat, "tool": classifier}) as origin:
@@ -203,7 +223,7 @@ def test_yap_tool_classify_reads_stdin_lines(demo_tool_dir: Path) -> None:
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-m", "yap_server.cli", "tool", "classify", "--model", str(demo_tool_dir)],
+        [sys.executable, "-m", "yap_cli", "tool", "classify", "--model", str(demo_tool_dir)],
         input="can you look at my screen?\n\ntell me a joke\n",
         capture_output=True,
         text=True,

@@ -106,6 +106,7 @@ def test_start_acks_and_a_message_streams_tokens_then_done(probe_for: Any) -> No
         assert ack["payload"]["deploy_mode"] == "chat"
         assert (ack["payload"]["personality"], ack["payload"]["gender"]) == ("cheerful", "female")
         assert ack["payload"]["model"] == "fake" and ack["payload"]["server_time"] > 0
+        assert ack["payload"]["for"] == "start"
         probe.send("message", {"user_utterance": "hi"}, "t1", turn=True)
         frames = probe.until_terminal("t1")
         tokens = [f["payload"]["text"] for f in frames if f["type"] == "token"]
@@ -118,6 +119,31 @@ def test_start_acks_and_a_message_streams_tokens_then_done(probe_for: Any) -> No
         assert done["payload"]["usage"]["completion_tokens"] == 3  # "Hello", " there,", " friend."
         assert set(done["payload"]["timings"]) == {"tool_ms", "ttft_ms", "total_ms"}
         assert done["payload"]["timings"]["ttft_ms"] <= done["payload"]["timings"]["total_ms"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload"), [("message", {"user_utterance": "hi"}), ("followup", {"analysis_text": "x"})]
+)
+def test_message_and_followup_are_acked_before_the_turns_first_frame(
+    probe_for: Any, kind: str, payload: dict[str, Any]
+) -> None:
+    """The seed system's clients wait for `{"for": <type>, "ok": true}` after each message (raw frames, as sent)."""
+    with probe_for(FakeEngine(text="Hello there.")) as probe:
+        probe.start()
+        probe.ws.send_json({"type": kind, "session_id": "s1", "request_id": "seed-1", "payload": payload})
+        ack = probe.ws.receive_json()
+        assert ack == {"type": "ack", "session_id": "s1", "request_id": "seed-1", "payload": {"for": kind, "ok": True}}
+        assert probe.ws.receive_json()["type"] == "token"
+
+
+def test_a_refused_message_gets_an_error_and_no_ack(probe_for: Any) -> None:
+    with probe_for(FakeEngine()) as probe:
+        probe.ws.send_json(
+            {"type": "message", "session_id": "s1", "request_id": "m1", "payload": {"user_utterance": "hi"}}
+        )
+        assert probe.ws.receive_json()["payload"]["code"] == "session_not_started"
+        probe.send("ping", {}, "p1")
+        assert probe.ws.receive_json()["type"] == "pong"  # nothing else was sent for m1
 
 
 def test_start_with_an_utterance_begins_a_turn(probe_for: Any) -> None:
@@ -515,7 +541,7 @@ def test_idle_connections_are_closed_4000_and_a_running_turn_is_cancelled(probe_
         assert frames[-1]["payload"]["reason"] == "idle"
         with pytest.raises(WebSocketDisconnect) as closed:
             probe.recv()
-        assert closed.value.code == 4000
+        assert (closed.value.code, closed.value.reason) == (4000, "idle_timeout")  # the seed system's reason
 
 
 def test_disconnect_mid_stream_aborts_the_turn_and_frees_the_slot(slow: FakeEngine) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import websockets
 
+from yap_cli import client as yap_client
 from yap_engines import FakeEngine
-from yap_server import client as yap_client
 
-from .conftest import KEY, check_turn_invariants, live_server
+from .conftest import KEY, ack_for, check_turn_invariants, live_server
 
 
 class SocketProbe:
@@ -51,9 +51,11 @@ async def test_a_conversation_with_barge_in_and_cancel_over_a_real_socket() -> N
             await probe.send("start", {"chat_prompt": "Be brief."}, "s0")
             assert (await probe.recv())["type"] == "ack"
             await probe.send("message", {"user_utterance": "one"}, "t1", turn=True)
+            assert await probe.recv() == ack_for("s1", "t1", "message")
             assert (await probe.recv())["type"] == "token"
             await probe.send("message", {"user_utterance": "two"}, "t2", turn=True)
             assert (await probe.until_terminal("t1"))[-1]["payload"]["reason"] == "barge_in"
+            assert await probe.recv() == ack_for("s1", "t2", "message")  # after the barged-in turn's end
             await probe.send("cancel", {"spoken_text": "word word"}, "t2")
             assert (await probe.until_terminal("t2"))[-1]["type"] == "cancelled"
             assert engine.num_unfinished_requests() == 0

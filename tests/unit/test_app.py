@@ -39,7 +39,7 @@ def test_required_variables_fail_at_startup_naming_them(missing: str) -> None:
     env.update({"TEXT_API_KEY": "k", "MAX_CONCURRENT_CONNECTIONS": "4"})
     del env[missing]
     out = subprocess.run(
-        [sys.executable, "-m", "yap_server.cli", "serve", "--engine", "fake"],
+        [sys.executable, "-m", "yap_cli", "serve", "--engine", "fake"],
         capture_output=True,
         text=True,
         env=env,

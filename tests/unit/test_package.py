@@ -25,8 +25,17 @@ def test_importing_the_packages_pulls_in_no_backend() -> None:
     code = (
         "import json, sys\n"
         "import yap_engines, yap_server, quant\n"
-        "import yap_engines.chat, yap_engines.thinking, yap_engines.demo, yap_server.app, yap_server.cli\n"
+        "import yap_engines.chat, yap_engines.thinking, yap_engines.demo, yap_server.app, yap_cli.main\n"
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_the_server_imports_no_cli_client_or_bench_code() -> None:
+    code = (
+        "import json, sys\nimport yap_server.app\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('yap_cli'))))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
@@ -70,7 +79,7 @@ def test_settings_errors_name_the_variable_and_defaults_leave_room_for_output() 
 def test_yap_serve_reports_a_bad_setting_and_exits_2() -> None:
     env = {**os.environ, "YAP_PORT": "http", "TEXT_API_KEY": "k", "MAX_CONCURRENT_CONNECTIONS": "2"}
     out = subprocess.run(
-        [sys.executable, "-m", "yap_server.cli", "serve", "--engine", "fake"],
+        [sys.executable, "-m", "yap_cli", "serve", "--engine", "fake"],
         capture_output=True,
         text=True,
         env=env,

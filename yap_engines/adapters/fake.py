@@ -149,8 +149,10 @@ class _StreamingFake:
         cache_block_size: int = 16,
         model_id: str = "fake",
         tokenizer: Any = None,
+        max_model_len: int | None = None,
     ) -> None:
         self.tokenizer = tokenizer if tokenizer is not None else FakeTokenizer()
+        self.max_model_len = max_model_len
         self.tokens_per_s = tokens_per_s
         self.first_token_delay_s = first_token_delay_s
         self.fail_after = fail_after
@@ -307,7 +309,7 @@ class FakeEngine(_StreamingFake):
         self, *, text: str | None = None, script: Sequence[str] | None = None, seed: int = 0, **options: Any
     ) -> None:
         """`options` are the streaming knobs shared with `FunctionEngine`: `tokens_per_s`,
-        `first_token_delay_s`, `fail_after`, `cache_block_size`, `model_id`, `tokenizer`."""
+        `first_token_delay_s`, `fail_after`, `cache_block_size`, `model_id`, `tokenizer`, `max_model_len`."""
         super().__init__(**options)
         if script is not None and not script:
             raise ValueError("script must hold at least one reply")

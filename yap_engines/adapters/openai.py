@@ -106,6 +106,7 @@ class RemoteEngine:
         self.session_header = session_header
         self.return_token_ids = return_token_ids
         self.tokenizer = tokenizer
+        self.max_model_len: int | None = None  # the remote server's context is not known here
         self._streams: dict[str, _Stream] = {}
         self._closed = False
 
@@ -145,12 +146,25 @@ class RemoteEngine:
             self.model_id = models[0]
         return self.model_id
 
+    async def model_entry(self) -> dict[str, Any]:
+        """The served model's `/v1/models` entry, with whatever limits the server publishes there
+        (vLLM: `max_model_len`; Yap: `max_model_len` and `max_completion_tokens`)."""
+        model = await self.served_model()
+        entries = await self._model_entries()
+        return next((entry for entry in entries if entry["id"] == model), {"id": model})
+
     async def _models(self) -> list[str]:
+        return [str(entry["id"]) for entry in await self._model_entries()]
+
+    async def _model_entries(self) -> list[dict[str, Any]]:
         response = await self._send(lambda: self._client.get("/v1/models"))
         if response.status_code >= 400:
             raise status_error(response.status_code, response.text, "GET /v1/models")
         try:
-            return [str(m["id"]) for m in response.json()["data"]]
+            entries = [dict(m) for m in response.json()["data"]]
+            for entry in entries:
+                entry["id"] = str(entry["id"])
+            return entries
         except (ValueError, KeyError, TypeError) as exc:
             raise RemoteProtocolError(f"GET /v1/models did not return a model list: {response.text[:200]!r}") from exc
 

@@ -177,6 +177,9 @@ def llm_kwargs(settings: EngineSettings, limits: TrtLimits, *, engine_backend: b
             max_input_len=limits.max_input_len,
             max_seq_len=limits.max_seq_len,
         )
+    else:  # a PyTorch-backend field: STREAM_FLUSH_MS as tokens (`EngineSettings.stream_interval_tokens`),
+        # so streamed outputs come every this many tokens (the first at once)
+        kwargs["stream_interval"] = settings.stream_interval_tokens
     return kwargs
 
 

@@ -127,6 +127,9 @@ class VllmEngine:
             # answer with endless whitespace until max_tokens cuts it.
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
             disable_log_stats=False,
+            # STREAM_FLUSH_MS as tokens: the output processor hands a request's tokens to Python every
+            # this many (the first at once), so fewer deltas cross into the server at all
+            stream_interval=settings.stream_interval_tokens,
             **memory,
         )
 
@@ -185,6 +188,13 @@ class VllmEngine:
     async def abort(self, request_id: str) -> None:
         if not self._closed:
             await self._engine.abort(request_id)
+
+    async def reset_prefix_cache(self) -> bool:
+        """Drop vLLM's prefix cache (running requests keep theirs); False when vLLM could not reset it now."""
+        if self._closed:
+            return False
+        with _map_errors():
+            return bool(await self._engine.reset_prefix_cache())
 
     async def health(self) -> EngineHealth:
         if self._closed:

@@ -1,0 +1,214 @@
+"""`evaluate(artifact, against)`: how much worse did quantization make the model? A quality report.
+
+Measured on the held-out text shipped in `quant.heldout` (never used for calibration): perplexity of the
+artifact and of its base, top-1 next-token agreement with the base, and the mean KL divergence
+KL(base || artifact) per token; plus size on disk and the build time from `build_metadata.json`. The
+numbers are computed by the `quant.runners.evaluate` runner in `.venv-quant` (see its docstring for the
+path each format takes and why vLLM is not used); the report names that path and the kernels it could
+not use. `record` stores the report in the build's metadata, from where a push puts it in the model card.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .detect import inspect_model
+from .env import QuantEnv, ensure_env
+from .errors import QuantError
+from .heldout import HELDOUT_NAME, HELDOUT_TEXT, heldout_sha256
+from .metadata import LOG_FILE, METADATA_FILE, BuildMetadata, utc_now
+from .progress import Progress
+from .runner import run_runner
+from .settings import QuantSettings
+
+# Not part of the served checkpoint: the build's own records and the legacy TensorRT-LLM checkpoint copy.
+NOT_SERVED = frozenset({LOG_FILE, METADATA_FILE, "README.md"})
+# The keys `yap quant eval --json` always prints.
+JSON_KEYS = ("perplexity", "base_perplexity", "top1_agreement", "kl", "size_bytes", "path")
+
+
+class QualityReport(BaseModel):
+    """One row of the quality table: what was measured, on what text, by which path."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    artifact: str
+    base: str | None
+    method: str | None
+    format: str
+    perplexity: float
+    base_perplexity: float | None
+    top1_agreement: float | None
+    kl: float | None
+    size_bytes: int
+    base_size_bytes: int | None
+    build_seconds: float | None
+    path: str
+    kernels_unavailable: list[str]
+    tokens: int
+    window: int
+    text: str = HELDOUT_NAME
+    text_sha256: str = Field(default_factory=heldout_sha256)
+    device: str
+    seconds: float
+    generations: list[str] = Field(default_factory=list)
+    evaluated_at: str = Field(default_factory=utc_now)
+
+    @property
+    def delta(self) -> float | None:
+        """Relative perplexity change against the base (0.03 = 3% worse)."""
+        if self.base_perplexity is None:
+            return None
+        return self.perplexity / self.base_perplexity - 1.0
+
+    def summary(self) -> dict[str, Any]:
+        """The `--json` object: the fixed keys first, then everything else."""
+        data = self.model_dump(mode="json")
+        return {**{k: data[k] for k in JSON_KEYS}, **data, "delta": self.delta}
+
+    def row(self) -> str:
+        """One human-readable line."""
+        parts = [
+            f"{self.method or 'base'}: size {self.size_bytes / 1e6:.1f} MB",
+            f"build {self.build_seconds:.1f} s" if self.build_seconds is not None else "build -",
+            f"perplexity {self.perplexity:.3f}",
+        ]
+        if self.base_perplexity is not None and self.delta is not None:
+            parts.append(f"(base {self.base_perplexity:.3f}, {self.delta * 100:+.2f}%)")
+        if self.top1_agreement is not None and self.kl is not None:
+            parts += [f"top-1 {self.top1_agreement * 100:.2f}%", f"KL {self.kl:.4f}"]
+        return ", ".join(parts) + f" [{self.path}; {self.tokens} tokens]"
+
+
+def checkpoint_size(path: Path) -> int:
+    """Bytes of the checkpoint a server loads: the top-level files, without the build's records."""
+    return sum(p.stat().st_size for p in Path(path).iterdir() if p.is_file() and p.name not in NOT_SERVED)
+
+
+def _kind(path: Path) -> str:
+    pre = inspect_model(str(path)).prequantized
+    if pre is None:
+        return "plain"
+    if pre.format in ("compressed-tensors", "modelopt"):
+        return pre.format
+    raise QuantError(
+        f"{path} is {pre.format}: the quality report covers compressed-tensors (llm-compressor) and ModelOpt "
+        "checkpoints and unquantized models"
+    )
+
+
+def evaluate(
+    artifact: Path,
+    against: str | None = None,
+    *,
+    settings: QuantSettings | None = None,
+    progress: Progress | None = None,
+    env: QuantEnv | None = None,
+) -> QualityReport:
+    """Measure `artifact` (a build dir or any local checkpoint) against `against` (default: the model the build
+    was made from, per its metadata; none for a checkpoint without metadata)."""
+    return evaluate_many([(Path(artifact), against)], settings=settings, progress=progress, env=env)[0]
+
+
+def evaluate_many(
+    items: list[tuple[Path, str | None]],
+    *,
+    settings: QuantSettings | None = None,
+    progress: Progress | None = None,
+    env: QuantEnv | None = None,
+    prompts: tuple[str, ...] = (),
+) -> list[QualityReport]:
+    """`evaluate` for several artifacts in one runner process (the tools and a shared base load once).
+    `prompts` are answered greedily by each artifact (`QualityReport.generations`)."""
+    settings = settings or QuantSettings.from_env()
+    progress = progress or Progress()
+    prepared = [_prepare(Path(artifact), against) for artifact, against in items]
+    env = env or ensure_env(settings.quant_venv, log=progress.line)
+    with tempfile.TemporaryDirectory(prefix="yap-quant-eval-") as tmp:
+        jobs: list[dict[str, Any]] = [
+            {
+                "artifact": str(artifact.resolve()),
+                "base": base,
+                "kind": _kind(artifact),
+                "text": HELDOUT_TEXT,
+                "max_tokens": settings.eval_tokens,
+                "window": settings.eval_window,
+                "log": str(Path(tmp) / f"eval-{index}.log"),
+                "prompts": list(prompts),
+            }
+            for index, (artifact, base, _) in enumerate(prepared)
+        ]
+        outputs = run_runner(env, "evaluate", jobs, progress=progress)
+        for index, (artifact, _, _) in enumerate(prepared):
+            _keep_log(Path(tmp) / f"eval-{index}.log", artifact)
+    return [
+        _report(artifact, base, meta, out.result) for (artifact, base, meta), out in zip(prepared, outputs, strict=True)
+    ]
+
+
+def _prepare(artifact: Path, against: str | None) -> tuple[Path, str | None, BuildMetadata | None]:
+    if not (artifact / "config.json").is_file():
+        raise QuantError(f"{artifact} is not a checkpoint dir (no config.json)")
+    meta = _metadata(artifact)
+    base = against or (meta.model if meta else None)
+    if base is not None and Path(base).is_dir():
+        base = str(Path(base).resolve())
+    return artifact, base, meta
+
+
+def _report(artifact: Path, base: str | None, meta: BuildMetadata | None, out: dict[str, Any]) -> QualityReport:
+    return QualityReport(
+        artifact=str(artifact),
+        base=base,
+        method=meta.plan.method if meta else None,
+        format=out["format"],
+        perplexity=out["perplexity"],
+        base_perplexity=out["base_perplexity"],
+        top1_agreement=out["top1_agreement"],
+        kl=out["kl"],
+        size_bytes=checkpoint_size(artifact),
+        base_size_bytes=checkpoint_size(Path(base)) if base and Path(base).is_dir() else None,
+        build_seconds=meta.durations.get("total") if meta else None,
+        path=out["path"],
+        kernels_unavailable=list(out["kernels_unavailable"]),
+        tokens=out["tokens"],
+        window=out["window"],
+        device=out["device"],
+        seconds=out["seconds"],
+        generations=list(out.get("generations", [])),
+    )
+
+
+def record(artifact: Path, report: QualityReport) -> bool:
+    """Store the report in the build's `build_metadata.json` (False when the dir has none)."""
+    meta = _metadata(Path(artifact))
+    if meta is None:
+        return False
+    meta.model_copy(update={"quality": report.model_dump(mode="json")}).write(Path(artifact))
+    return True
+
+
+def _metadata(artifact: Path) -> BuildMetadata | None:
+    if not (artifact / METADATA_FILE).is_file():
+        return None
+    try:
+        return BuildMetadata.read(artifact)
+    except (OSError, ValueError) as exc:
+        raise QuantError(f"{artifact / METADATA_FILE} is not readable: {exc}") from exc
+
+
+def _keep_log(log: Path, artifact: Path) -> None:
+    """Append the evaluation's tool output to the build log, when the artifact is a build dir we may write."""
+    target = artifact / LOG_FILE
+    if log.is_file() and target.is_file():
+        with open(target, "a") as handle:
+            handle.write("\n--- yap quant eval ---\n" + log.read_text())
+
+
+def report_json(report: QualityReport) -> str:
+    return json.dumps(report.summary())

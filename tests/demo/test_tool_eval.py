@@ -1,0 +1,116 @@
+"""`yap tool eval`'s arithmetic, checked exactly on a small fixed file with a deterministic classifier."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from yap_engines.tool_eval import (
+    AFTER_A_LOOK,
+    evaluate,
+    follows_a_look,
+    format_report,
+    parse_label,
+    parse_rows,
+    read_rows,
+)
+
+SMALL = """\
+# a comment, then rows before any family line
+# family: a
+yes\tlook at this
+no\ttell me a joke
+yes\twhat is this thing
+
+no\tlook, I'm tired
+# family: b
+1\tcheck my screen
+0\thello there\tcheck my screen
+take_screenshot\tand this one\tcheck my screen || hello there
+no_tool\tbye\tcheck my screen || hello there || and this one
+"""
+
+
+async def keyword_decide(items: Sequence[tuple[tuple[str, ...], str]]) -> list[bool]:
+    """Yes when the utterance says "look" or "screen": deterministic, so every figure is known."""
+    return ["look" in text or "screen" in text for _, text in items]
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Path:
+    path = tmp_path / "small.tsv"
+    path.write_text(SMALL)
+    return path
+
+
+async def test_the_figures_match_a_hand_count(small: Path) -> None:
+    rows = read_rows(small)
+    result = await evaluate(rows, keyword_decide)
+    # a: look at this TP, joke TN, what is this thing FN, look I'm tired FP.
+    # b: check my screen TP, hello TN, and this one FN, bye TN.
+    assert result["confusion"] == {"tp": 2, "fp": 1, "tn": 3, "fn": 2}
+    assert (result["n"], result["accuracy"], result["precision"], result["recall"], result["fpr"]) == (
+        8,
+        0.625,
+        0.6667,
+        0.5,
+        0.25,
+    )
+    a, b = result["families"]["a"], result["families"]["b"]
+    assert (a["accuracy"], a["precision"], a["recall"], a["fpr"], a["n"]) == (0.5, 0.5, 0.5, 0.5, 4)
+    assert (b["accuracy"], b["precision"], b["recall"], b["fpr"], b["n"]) == (0.75, 1.0, 0.5, 0.0, 4)
+    # after a look: the three turns that follow "check my screen" (hello TN, and this one FN, bye TN)
+    after = result["slices"][AFTER_A_LOOK]
+    assert after["confusion"] == {"tp": 0, "fp": 0, "tn": 2, "fn": 1}
+    assert (after["n"], after["accuracy"], after["precision"], after["fpr"]) == (3, 0.6667, 0.0, 0.0)
+
+
+def test_rows_carry_family_label_and_history_oldest_first(small: Path) -> None:
+    rows = read_rows(small)
+    assert [r.family for r in rows] == ["a"] * 4 + ["b"] * 4
+    assert rows[-1].history == ("check my screen", "hello there", "and this one")
+    assert [r.label for r in rows] == [1, 0, 1, 0, 1, 0, 1, 0]
+    assert follows_a_look(rows) == [False] * 5 + [True] * 3
+    assert parse_rows(["yes\tno family line\r\n"])[0].family == "all"
+
+
+@pytest.mark.parametrize(("text", "label"), [("YES", 1), ("1", 1), ("take_screenshot", 1), ("No", 0), ("no_tool", 0)])
+def test_labels(text: str, label: int) -> None:
+    assert parse_label(text) == label
+
+
+@pytest.mark.parametrize("line", ["maybe\tsomething", "yes", "yes\t", "yes\ta\tb\tc"])
+def test_bad_lines_name_their_line_number(line: str) -> None:
+    with pytest.raises(ValueError, match=r"data:2:"):
+        parse_rows(["no\tfine", line], source="data")
+
+
+async def test_the_table_shows_every_family_and_the_confusion(small: Path) -> None:
+    text = format_report(await evaluate(read_rows(small), keyword_decide))
+    assert "labelled yes" in text and "labelled no" in text
+    for name in ("a", "b", AFTER_A_LOOK, "overall"):
+        assert any(line.startswith(name + " ") for line in text.splitlines()), name
+
+
+def test_the_shipped_held_out_file_parses_into_families() -> None:
+    rows = read_rows()
+    families = {r.family for r in rows}
+    assert len(rows) >= 200 and len(families) >= 10
+    assert {0, 1} <= {r.label for r in rows}
+    assert sum(follows_a_look(rows)) >= 30  # the multi-turn conversations
+
+
+def test_the_cli_refuses_a_malformed_file_before_loading_a_model(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("perhaps\tlook at this\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "yap_cli", "tool", "eval", "--data", str(bad), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "bad.tsv:1" in out.stderr

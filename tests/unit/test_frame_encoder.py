@@ -1,0 +1,20 @@
+"""`encode_json`, the one encoder of frames and SSE events: compact, non-ASCII kept, and whatever the fast
+encoder refuses still encodes as the standard library would."""
+
+from __future__ import annotations
+
+import json
+
+from yap_server.wire import encode_json
+
+
+def test_frames_are_compact_json_with_text_kept_as_is() -> None:
+    frame = {"type": "token", "session_id": "s", "request_id": "r", "payload": {"text": 'héllo ✓ "q"\n', "n": 1.5}}
+    text = encode_json(frame)
+    assert text == json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    assert json.loads(text) == frame
+
+
+def test_what_the_fast_encoder_refuses_encodes_as_the_standard_library_does() -> None:
+    for odd in ({"text": "\ud800"}, {1: "non-string key"}, {"big": 2**70}):
+        assert encode_json(odd) == json.dumps(odd, ensure_ascii=False, separators=(",", ":"))

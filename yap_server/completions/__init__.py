@@ -1,0 +1,1 @@
+"""`WS /ws/completions`: thinking-effort + structured-output jobs (job board, Fernet, route)."""

@@ -1,0 +1,317 @@
+"""One `/v1/responses` response: the tool decision, the chat stream, and its events in OpenAI's order.
+
+`response.created`, then for the reply `response.output_item.added`, `response.content_part.added`,
+`response.output_text.delta`…, `response.output_text.done`, `response.content_part.done`,
+`response.output_item.done` (or the same item events around `response.function_call_arguments.*`
+for a tool call), then exactly one of `response.completed`, `response.incomplete`, `response.failed`.
+
+A response is the connection's `Work`: it runs as a task of the runtime and sends its events
+through the runtime's one bounded send path. Cancelling the task closes the engine stream (the
+engine aborts the request); the runtime then calls `stopped`, which closes the open items and
+sends `response.incomplete` with reason `cancelled` — unless a terminal event already went out.
+
+The text streamed is the model's answer only (never `<think>` reasoning), without leading or
+trailing whitespace, so `output` equals what was streamed and what a client stores for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from yap_engines import ChatRequest, InferenceEngine, Sampling, Usage
+from yap_engines.chat import FittedPrompt
+from yap_engines.thinking import ThinkSplit, prompt_ids_open_thinking
+
+from ..streaming import Classifier, Generation, ToolVerdict
+from .conversation import EndedResponse, Item
+from .events import (
+    FunctionCallOutput,
+    IncompleteDetails,
+    MessageOutput,
+    OutputText,
+    ResponseError,
+    ResponseObject,
+    ResponseUsage,
+)
+
+if TYPE_CHECKING:
+    from ..telemetry import TurnTelemetry
+
+log = logging.getLogger("yap.responses")
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class EdgeTrim:
+    """Streams text without its leading whitespace and holds trailing whitespace until more text follows."""
+
+    def __init__(self) -> None:
+        self._started = False
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        if not self._started:
+            text = text.lstrip()
+            if not text:
+                return ""
+            self._started = True
+        body = text.rstrip()
+        if not body:
+            self._held += text
+            return ""
+        out = self._held + body
+        self._held = text[len(body) :]
+        return out
+
+    def finish(self) -> str:
+        """Trailing whitespace at the very end is never streamed."""
+        return ""
+
+
+@dataclass(frozen=True)
+class ToolCheck:
+    """Ask the classifier about `utterance` (with the earlier user turns) and call `name` on a yes."""
+
+    classifier: Classifier
+    name: str
+    history: Sequence[str]
+    utterance: str
+
+
+@dataclass
+class ResponseRun:
+    """A single response on a connection."""
+
+    response: ResponseObject
+    conversation: list[Item]
+    prompt: FittedPrompt | None  # None when the chat model is not deployed
+    sampling: Sampling
+    tool: ToolCheck | None
+    send_event: Emit
+    telemetry: TurnTelemetry
+    terminal_sent: bool = False
+    engine_request_id: str = ""
+    chat: InferenceEngine | None = None
+    tokenizer: Any = None
+    flush_s: float = 0.0  # the coalescing interval (`Generation.flush_s`)
+    _message: MessageOutput | None = field(default=None, repr=False)  # the open message, if any
+    _verdict: ToolVerdict | None = field(default=None, repr=False)
+    _generation: Generation | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.engine_request_id = f"yap-{self.response.id}"
+
+    @property
+    def response_id(self) -> str:
+        return self.response.id
+
+    # -- events ----------------------------------------------------------------------------------
+    async def _event(self, kind: str, **fields: Any) -> None:
+        await self.send_event({"type": kind, **fields})
+
+    def _snapshot(self) -> dict[str, Any]:
+        return self.response.model_dump(mode="json")
+
+    async def _open_message(self) -> MessageOutput:
+        message = self._message = MessageOutput()
+        self.response.output.append(message)
+        index = len(self.response.output) - 1
+        await self._event("response.output_item.added", output_index=index, item=message.model_dump(mode="json"))
+        message.content.append(OutputText())
+        await self._event(
+            "response.content_part.added",
+            item_id=message.id,
+            output_index=index,
+            content_index=0,
+            part=message.content[0].model_dump(mode="json"),
+        )
+        return message
+
+    async def _text(self, text: str) -> None:
+        if not text:
+            return
+        message = self._message or await self._open_message()
+        message.content[0].text += text
+        index = len(self.response.output) - 1
+        await self._event(
+            "response.output_text.delta",
+            item_id=message.id,
+            output_index=index,
+            content_index=0,
+            delta=text,
+            logprobs=[],
+        )
+
+    async def _close_message(self, status: str) -> None:
+        message = self._message
+        if message is None:
+            return
+        index = self.response.output.index(message)
+        part = message.content[0]
+        await self._event(
+            "response.output_text.done",
+            item_id=message.id,
+            output_index=index,
+            content_index=0,
+            text=part.text,
+            logprobs=[],
+        )
+        await self._event(
+            "response.content_part.done",
+            item_id=message.id,
+            output_index=index,
+            content_index=0,
+            part=part.model_dump(mode="json"),
+        )
+        message.status = "completed" if status == "completed" else "incomplete"
+        self._message = None
+        await self._event("response.output_item.done", output_index=index, item=message.model_dump(mode="json"))
+
+    async def _function_call(self, name: str) -> None:
+        call = FunctionCallOutput(name=name)
+        self.response.output.append(call)
+        index = len(self.response.output) - 1
+        await self._event("response.output_item.added", output_index=index, item=call.model_dump(mode="json"))
+        call.arguments = "{}"
+        await self._event("response.function_call_arguments.delta", item_id=call.id, output_index=index, delta="{}")
+        await self._event(
+            "response.function_call_arguments.done", item_id=call.id, output_index=index, name=name, arguments="{}"
+        )
+        call.status = "completed"
+        await self._event("response.output_item.done", output_index=index, item=call.model_dump(mode="json"))
+
+    async def _terminal(self, kind: str, status: str) -> None:
+        self.terminal_sent = True
+        self.telemetry.ended(status, self.response.error.code if self.response.error else None)
+        await self._event(kind, response=self._snapshot())
+
+    def _usage(self) -> ResponseUsage:
+        """Usage counted here (the engine's own, from its finishing delta, is preferred when there is one)."""
+        prompt_tokens = len(self.prompt.token_ids) if self.prompt is not None else 0
+        return ResponseUsage.of(prompt_tokens, len(self._generation.token_ids) if self._generation else 0)
+
+    # -- Work ----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Emit `response.created`, decide on the tool, stream the reply; exactly one terminal event."""
+        await self._event("response.created", response=self._snapshot())
+        if self.tool is not None:
+            check = self.tool
+            self._verdict = ToolVerdict(check.classifier, check.history, check.utterance, self.telemetry)
+        try:
+            if self.chat is None or self.prompt is None:
+                if await self._decided_to_call():
+                    await self._complete_with_call()
+                else:
+                    await self._complete("stop", None)
+                return
+            await self._chat(self.chat, self.prompt)
+        finally:
+            if self._verdict is not None:
+                self._verdict.drop()
+
+    async def stopped(self, reason: str, notify: bool) -> bool:
+        """After the task was cancelled: close open items and send `response.incomplete` (reason
+        `cancelled`); False when the response had already ended."""
+        return await self.finish_cancelled()
+
+    async def crashed(self, exc: Exception) -> None:
+        log.error("response %s failed: %r", self.response_id, exc)
+        self.telemetry.report_exception(exc)
+        await self.finish_failed("server_error", "the server failed on this response; it has been logged")
+
+    async def _decided_to_call(self) -> bool:
+        """Wait for the pending classification (once); True when the declared tool should be called."""
+        verdict = self._verdict
+        if verdict is None or not verdict.pending:
+            return False
+        return (await verdict.result()).status == "yes"
+
+    async def _chat(self, chat: InferenceEngine, fitted: FittedPrompt) -> None:
+        """Stream the reply. The tool decision is awaited before the first visible text: on a yes the
+        stream is left (the engine aborts the request) and the response is the call alone."""
+        prompt = fitted.token_ids
+        request = ChatRequest(
+            self.engine_request_id, prompt, self.sampling, session_id=self.response.id, messages=fitted.messages
+        )
+        generation = Generation(
+            chat,
+            request,
+            self.telemetry,
+            opens_thinking=prompt_ids_open_thinking(self.tokenizer, prompt),
+            filters=[EdgeTrim()],
+            flush_s=self.flush_s,
+        )
+        self._generation = generation
+        await generation.run(self)
+        if generation.failure is not None:
+            failure = generation.failure
+            code = "server_error" if failure.status >= 500 else failure.openai_code
+            await self._fail(code, f"the engine failed mid-response: {failure.message}")
+            return
+        if generation.stopped or await self._decided_to_call():  # still pending only when nothing was said
+            await self._complete_with_call()
+        else:
+            await self._complete(generation.finish_reason or "stop", generation.usage)
+
+    async def emit(self, piece: ThinkSplit) -> bool:
+        """The answer text as `response.output_text.delta` events; False (a tool call) stops the stream."""
+        if await self._decided_to_call():
+            return False
+        await self._text(piece.content)
+        return True
+
+    async def _complete_with_call(self) -> None:
+        assert self.tool is not None
+        await self._function_call(self.tool.name)
+        self.response.status = "completed"
+        self.response.usage = self._usage()
+        await self._terminal("response.completed", "done")
+
+    async def _complete(self, finish: str, usage: Usage | None) -> None:
+        """End with the reply: `response.completed`, or `response.incomplete` at the token cap."""
+        if self._message is None:
+            await self._open_message()  # an empty reply is still one (empty) message
+        status: Literal["completed", "incomplete"] = "incomplete" if finish == "length" else "completed"
+        await self._close_message(status)
+        self.response.status = status
+        if usage is not None:
+            self.response.usage = ResponseUsage.of(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+        else:
+            self.response.usage = self._usage()
+        if status == "incomplete":
+            self.response.incomplete_details = IncompleteDetails(reason="max_output_tokens")
+            await self._terminal("response.incomplete", "done")
+        else:
+            await self._terminal("response.completed", "done")
+
+    async def _fail(self, code: str, message: str) -> None:
+        await self._close_message("incomplete")
+        self.response.status = "failed"
+        self.response.error = ResponseError(code=code, message=message)
+        self.response.usage = self._usage()
+        await self._terminal("response.failed", "error")
+
+    # -- endings driven by the connection --------------------------------------------------------
+    async def finish_cancelled(self) -> bool:
+        """After the task was cancelled: close open items and send `response.incomplete` (reason
+        `cancelled`); False when the response had already ended."""
+        if self.terminal_sent:
+            return False
+        await self._close_message("incomplete")
+        self.response.status = "incomplete"
+        self.response.incomplete_details = IncompleteDetails(reason="cancelled")
+        self.response.usage = self._usage()
+        await self._terminal("response.incomplete", "cancelled")
+        return True
+
+    async def finish_failed(self, code: str, message: str) -> None:
+        """After the task failed unexpectedly: `response.failed` (unless a terminal event already went out)."""
+        if not self.terminal_sent:
+            await self._fail(code, message)
+
+    def ended(self) -> EndedResponse:
+        cut = self.response.status != "completed"
+        return EndedResponse.of(self.response.id, self.conversation, self.response.output, cut)

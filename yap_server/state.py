@@ -1,0 +1,234 @@
+"""The application state: every app-wide object, built once by the lifespan and closed by it.
+
+Handlers read `request.state.app` (an `AppState`); nothing app-wide is created on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from yap_engines import EngineHealth, EngineSettings, InferenceEngine, Sampling, load_engine
+from yap_engines.settings import SettingsError
+from yap_engines.tool import ToolClassifier, ToolSettings
+
+from .completions.crypto import ContentCipher
+from .completions.jobs import JobBoard
+from .connection import LiveConnections
+from .limits import ConnectionSlots
+from .settings import ServerSettings
+from .streaming import Classifier
+from .telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from .embeddings import SentenceEncoder
+
+log = logging.getLogger("yap.app")
+
+
+def base_sampling(settings: ServerSettings, chat_max_out: int) -> Sampling:
+    """The server's default sampling (from settings), capped at `CHAT_MAX_OUT`."""
+    return Sampling(
+        temperature=settings.chat_temperature,
+        top_p=settings.chat_top_p,
+        top_k=settings.chat_top_k,
+        repetition_penalty=settings.chat_repetition_penalty,
+        max_tokens=chat_max_out,
+        max_tokens_limit=chat_max_out,
+    )
+
+
+def banned_phrase_bias(settings: ServerSettings, tokenizer: Any) -> dict[int, float]:
+    """Token-level logit bias for the phrases of `CHAT_LOGIT_BIAS_FILE`: each token of each phrase, with
+    and without a leading space (BPE spells a word differently after a space). A token shared by
+    several phrases keeps the strongest bias."""
+    bias: dict[int, float] = {}
+    for phrase, value in settings.banned_phrases().items():
+        for variant in (phrase, " " + phrase):
+            for token_id in tokenizer.encode(variant, add_special_tokens=False):
+                current = bias.get(int(token_id))
+                if current is None or abs(value) > abs(current):
+                    bias[int(token_id)] = value
+    return bias
+
+
+def load_parts(
+    settings: ServerSettings, engine_settings: EngineSettings, tool_settings: ToolSettings | None
+) -> dict[str, Any]:
+    """Load what `DEPLOY_MODE` asks for: the chat engine and/or the tool classifier (default: the demo one)."""
+    from yap_engines.demo import DEMO_TOOL_NAME
+
+    parts: dict[str, Any] = {}
+    tool_settings = (tool_settings or ToolSettings.from_env()) if settings.tool_deployed else None
+    if settings.chat_deployed and tool_settings is not None:  # one GPU, two models: the seed's 0.70/0.20 split
+        engine_settings, tool_settings = engine_settings.sharing_gpu(), tool_settings.sharing_gpu()
+    if settings.chat_deployed:
+        parts["chat"] = load_engine(settings=engine_settings)
+    if tool_settings is not None:
+        model = tool_settings.tool_model or str(engine_settings.engines_dir / DEMO_TOOL_NAME)
+        parts["tool"] = ToolClassifier.load(model, tool_settings)
+    return parts
+
+
+async def reset_prefix_cache_every(interval_s: float, engine: Any, telemetry: Telemetry) -> None:
+    """`CACHE_RESET_INTERVAL_SECONDS`: reset `engine`'s prefix cache every `interval_s` seconds, each
+    reset counted by the cache-reset metric, until cancelled. A failed reset is logged and retried next time."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            reset = await engine.reset_prefix_cache()
+        except Exception:
+            log.exception("prefix-cache reset failed")
+            continue
+        if reset:
+            telemetry.cache_reset()
+
+
+def cache_reset_task(engine_settings: EngineSettings, chat: Any, telemetry: Telemetry) -> asyncio.Task[None] | None:
+    """The periodic prefix-cache reset `CACHE_RESET_INTERVAL_SECONDS` asks for, or None when it is 0 (off)
+    or no chat engine is deployed. An engine without a prefix-cache reset stops start-up naming the variable."""
+    interval = engine_settings.cache_reset_interval_s
+    if not interval or chat is None:
+        return None
+    if not callable(getattr(chat, "reset_prefix_cache", None)):
+        raise SettingsError(
+            f"CACHE_RESET_INTERVAL_SECONDS={interval:g}: the {getattr(chat, 'name', 'chat')} engine has no "
+            "prefix cache to reset (only ENGINE=vllm does); unset it or set it to 0"
+        )
+    return asyncio.create_task(reset_prefix_cache_every(interval, chat, telemetry), name="yap-cache-reset")
+
+
+class Encoder:
+    """The embeddings encoder of one app, owned by its lifespan (which starts and closes it).
+
+    With `EMBED_PRELOAD` (the default) the lifespan starts loading the weights in a worker thread as the
+    server starts, so no request creates it; `/embeddings` awaits a load still under way. Loading torch
+    and the encoder costs seconds of CPU, so `EMBED_PRELOAD=0` leaves it to the first `/embeddings` call
+    for a server that never embeds (most voice deployments)."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self._lock = asyncio.Lock()
+        self._encoder: SentenceEncoder | None = None
+        self._preload: asyncio.Task[Any] | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    def preload(self) -> None:
+        """Start loading in the background (the lifespan calls this at start-up when `EMBED_PRELOAD` is on)."""
+        if self._preload is None:
+            self._preload = asyncio.create_task(self.get())
+
+    async def get(self) -> SentenceEncoder:
+        """The loaded encoder (loading it if no load has finished; a failed load is retried by the next call)."""
+        from .embeddings import SentenceEncoder
+
+        async with self._lock:
+            if self._encoder is None:
+                self._encoder = await asyncio.to_thread(SentenceEncoder.from_settings, self.settings)
+            return self._encoder
+
+    async def aclose(self) -> None:
+        if self._preload is not None:
+            self._preload.cancel()
+            await asyncio.gather(self._preload, return_exceptions=True)
+        self._encoder = None
+
+
+@dataclass
+class AppState:
+    """What every route reads. `chat` and `tool` are the parts `DEPLOY_MODE` deploys (None otherwise);
+    `tokenizer` and `model_id` are the chat engine's; `sampling` is the base of every generating route,
+    with the banned-phrase bias of `CHAT_LOGIT_BIAS_FILE` in it; `chat_max_len` is the prompt budget
+    (`CHAT_MAX_LEN`, from `EngineSettings`); `stream_flush_s` is every generation's coalescing interval
+    (`STREAM_FLUSH_MS`, from `EngineSettings`, which also gives it to the engines as `stream_interval`)."""
+
+    settings: ServerSettings
+    chat_max_len: int
+    chat: InferenceEngine | None
+    tool: Classifier | None
+    sampling: Sampling
+    telemetry: Telemetry
+    jobs: JobBoard
+    cipher: ContentCipher | None
+    encoder: Encoder
+    slots: ConnectionSlots
+    live: LiveConnections
+    owned: list[Any] = field(default_factory=list)
+    stream_flush_s: float = 0.0
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.chat.tokenizer if self.chat is not None else None
+
+    @property
+    def model_id(self) -> str | None:
+        return self.chat.model_id if self.chat is not None else None
+
+    @property
+    def parts(self) -> dict[str, Any]:
+        """The deployed parts by name (what health checks and `/status` report)."""
+        return {name: part for name, part in (("chat", self.chat), ("tool", self.tool)) if part is not None}
+
+    @classmethod
+    def build(
+        cls,
+        settings: ServerSettings,
+        engine_settings: EngineSettings,
+        parts: Mapping[str, Any],
+        telemetry: Telemetry,
+        live: LiveConnections,
+        owned: list[Any],
+    ) -> AppState:
+        """Check `parts` against `DEPLOY_MODE` and assemble the state (raise `RuntimeError` naming the fix)."""
+        chat: InferenceEngine | None = parts.get("chat") if settings.chat_deployed else None
+        tool: Classifier | None = parts.get("tool") if settings.tool_deployed else None
+        if settings.tool_deployed and tool is None:
+            raise RuntimeError(
+                f"DEPLOY_MODE={settings.deploy_mode} needs a tool classifier, which this server has not "
+                "loaded; set DEPLOY_MODE=chat"
+            )
+        if settings.chat_deployed and (chat is None or chat.tokenizer is None):
+            name = chat.name if chat is not None else "chat"
+            raise RuntimeError(
+                f"the {name} engine has no tokenizer to budget prompts with; "
+                "with ENGINE=openai set YAP_OPENAI_TOKENIZER to the served model's tokenizer (HF id or path)"
+            )
+        sampling = base_sampling(settings, engine_settings.chat_max_out)
+        if chat is not None and settings.chat_logit_bias_file is not None:
+            sampling = sampling.merged({"logit_bias": banned_phrase_bias(settings, chat.tokenizer)})
+        key = settings.orch_encryption_key
+        return cls(
+            settings=settings,
+            chat_max_len=engine_settings.chat_max_len,
+            chat=chat,
+            tool=tool,
+            sampling=sampling,
+            telemetry=telemetry,
+            jobs=JobBoard(settings.orch_max_concurrent_jobs, settings.orch_max_queued_jobs),
+            cipher=ContentCipher(key.get_secret_value()) if key is not None else None,
+            encoder=Encoder(settings),
+            slots=ConnectionSlots(settings.max_concurrent_connections),
+            live=live,
+            owned=owned,
+            stream_flush_s=engine_settings.stream_flush_ms / 1000,
+        )
+
+    async def health(self) -> dict[str, EngineHealth]:
+        """Each deployed part's health (an exception counts as not healthy)."""
+        parts = self.parts
+        checks = await asyncio.gather(*(part.health() for part in parts.values()), return_exceptions=True)
+        return {
+            name: check if isinstance(check, EngineHealth) else EngineHealth(False, f"health check failed: {check!r}")
+            for name, check in zip(parts, checks, strict=True)
+        }
+
+    async def aclose(self) -> None:
+        """Release the encoder and close the parts this app built (injected ones belong to the caller)."""
+        await self.encoder.aclose()
+        await asyncio.gather(*(part.aclose() for part in self.owned), return_exceptions=True)
