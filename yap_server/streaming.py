@@ -220,7 +220,7 @@ class Generation:
 
         async def flush(final: bool) -> bool:
             nonlocal last_frame
-            text = "".join(pending) if len(pending) != 1 else pending[0]
+            text = "".join(pending)
             pending.clear()
             split = splitter.feed(text) if text else ThinkSplit()
             if final:
