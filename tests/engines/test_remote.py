@@ -247,7 +247,12 @@ async def test_cancel_leaves_no_request_running_upstream(
 
     task = asyncio.create_task(consume())
     await asyncio.wait_for(got.wait(), 60)
-    assert await asyncio.to_thread(remote_vllm_server.running_requests) == 1
+    for _ in range(100):  # the server's running-requests gauge is refreshed by its stats loop, not at once
+        running = await asyncio.to_thread(remote_vllm_server.running_requests)
+        if running == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert running == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
