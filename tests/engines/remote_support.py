@@ -42,15 +42,20 @@ class VllmServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def running_requests(self) -> float:
-        """`vllm:num_requests_running` from the server's Prometheus text."""
+    def metric(self, name: str) -> float:
+        """The sum of one metric's samples (every label set) in the server's Prometheus text."""
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
         values = [
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:num_requests_running")
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith((f"{name}{{", f"{name} "))
         ]
-        assert values, "vllm:num_requests_running is missing from /metrics"
+        assert values, f"{name} is missing from /metrics"
         return sum(values)
 
+    def running_requests(self) -> float:
+        """`vllm:num_requests_running`: requests the engine is generating for now."""
+        return self.metric("vllm:num_requests_running")
 
 def start_vllm_server(model_dir: Path, log: Path, deadline_s: float = 300) -> VllmServer:
     """Start vLLM's OpenAI server on the demo model (CPU build), wait for /health, return it."""

@@ -235,9 +235,11 @@ async def test_cancel_leaves_no_request_running_upstream(
     remote_vllm_server: VllmServer, remote_vllm_engine: ChatMLMessages, demo_tokenizer: Any
 ) -> None:
     engine: RemoteEngine = remote_vllm_engine.engine
-    # EOS banned: the reply runs until cancelled (2000 tokens take seconds on these CPUs).
-    sampling = Sampling(seed=1, max_tokens=2000, logit_bias={demo_tokenizer.eos_token_id: -100.0})
+    # EOS banned: left alone, the reply would run to max_tokens and count as a finished request.
+    sampling = Sampling(seed=1, max_tokens=1500, logit_bias={demo_tokenizer.eos_token_id: -100.0})
     req = request(sampling=sampling)
+    finished_before = await asyncio.to_thread(remote_vllm_server.metric, "vllm:request_success_total")
+    generated_before = await asyncio.to_thread(remote_vllm_server.metric, "vllm:generation_tokens_total")
     got = asyncio.Event()
 
     async def consume() -> None:
@@ -247,22 +249,23 @@ async def test_cancel_leaves_no_request_running_upstream(
 
     task = asyncio.create_task(consume())
     await asyncio.wait_for(got.wait(), 60)
-    for _ in range(100):  # the server's running-requests gauge is refreshed by its stats loop, not at once
-        running = await asyncio.to_thread(remote_vllm_server.running_requests)
-        if running == 1:
-            break
-        await asyncio.sleep(0.1)
-    assert running == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert engine.num_unfinished_requests() == 0
-    for _ in range(100):  # the server notices the disconnect and aborts the request
+    generated = -1.0
+    for _ in range(100):  # the server notices the disconnect, aborts the request and stops generating
         running = await asyncio.to_thread(remote_vllm_server.running_requests)
-        if running == 0:
+        previous, generated = generated, await asyncio.to_thread(
+            remote_vllm_server.metric, "vllm:generation_tokens_total"
+        )
+        if running == 0 and generated == previous:
             break
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
     assert running == 0
+    # Aborted, not finished: vLLM counts no finished request and stopped well short of max_tokens.
+    assert await asyncio.to_thread(remote_vllm_server.metric, "vllm:request_success_total") == finished_before
+    assert 0 < generated - generated_before < sampling.max_tokens
 
 
 @pytest.mark.vllm
