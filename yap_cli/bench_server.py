@@ -191,6 +191,9 @@ def start_server(port: int, flush_ms: float, max_connections: int, **env: str) -
         "WS_MAX_MESSAGES_PER_WINDOW": "0",
         "WS_MAX_CANCELS_PER_WINDOW": "0",
         "STREAM_FLUSH_MS": str(flush_ms),
+        # the embeddings encoder's one-time load (seconds of CPU in a worker thread) would share the CPU
+        # and the GIL with the first rounds; nothing here embeds
+        "EMBED_PRELOAD": "0",
         **env,
     }
     return _spawn([sys.executable, "-m", "yap_cli", "serve"], settings)

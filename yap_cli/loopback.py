@@ -19,12 +19,10 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def serve_on_loopback(app: Any) -> AsyncIterator[int]:
     """Serve `app` with uvicorn (lifespan on) in this event loop; yields the port, stops on exit."""
-    import uvicorn
-
-    from yap_server.serving import DrainingServer
+    from yap_server.serving import uvicorn_server
 
     port = free_port()
-    server = DrainingServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn_server(app, host="127.0.0.1", port=port)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -103,15 +103,19 @@ def create_app(
         Route("/dashboard/stats", dashboard.dashboard_stats, methods=["GET"]),
     ]
     redact_keys_in_server_logs(settings.api_keys)
-    return YapApp(live_connections, routes=routes, middleware=security_middleware(settings), lifespan=lifespan)
+    return YapApp(
+        live_connections, settings, routes=routes, middleware=security_middleware(settings), lifespan=lifespan
+    )
 
 
 class YapApp(Starlette):
-    """The Starlette app `create_app` builds, with the live connections the server drains on shutdown."""
+    """The Starlette app `create_app` builds, with the live connections the server drains on shutdown and
+    the settings it was built with (the server reads its WebSocket options there)."""
 
-    def __init__(self, live_connections: LiveConnections, **options: Any) -> None:
+    def __init__(self, live_connections: LiveConnections, settings: ServerSettings, **options: Any) -> None:
         super().__init__(**options)
         self.live_connections = live_connections
+        self.settings = settings
 
 
 async def healthz(request: Request) -> JSONResponse:

@@ -99,8 +99,9 @@ _STRIP_RULES = (
     _Rule("emoji", re.compile(f"[{_EMOJI}]"), ""),
     _Rule("emoji-joiner", re.compile(f"(?<=[{_EMOJI}])\u200d"), ""),
 )
-# Characters no strip rule can start at: copied through in one go.
-_STRIP_PLAIN = re.compile(f"[^*(\\[:;<xX^\u200d{_EMOJI}]+")
+# Characters no strip rule can start at, copied through in one go: an `x`/`X` too, unless a `D` (an `xD` emoticon)
+# or the end of the buffer (undecided) follows it.
+_STRIP_PLAIN = re.compile(f"(?:[^*(\\[:;<xX^\u200d{_EMOJI}]|[xX](?=[^D]))+")
 
 _VERBAL_RULES = (
     _Rule("dot-run-tail", re.compile(r"(?<=[.…])[.…]"), ""),  # only reachable right after an ellipsis
@@ -111,7 +112,9 @@ _VERBAL_RULES = (
     _Rule("number-range", re.compile(r"(?<=\d)(?:-| ?[\u2013\u2014] ?)(?=\d)"), " to ", _DASH_PENDING),
     _Rule("word-dash", re.compile(r"(?<=\w) ?[\u2013\u2014] ?(?=\w)"), ", ", _DASH_PENDING),
 )
-_VERBAL_PLAIN = re.compile(r"[^ .…°%\-\u2013\u2014]+")
+# Likewise for the verbalise rules: a space starts a match only before `°`, `%` or a dash (or, at the end of the
+# buffer, may still do so), so one followed by anything else is plain too.
+_VERBAL_PLAIN = re.compile(r"(?:[^ .…°%\-\u2013\u2014]| (?=[^ °%\u2013\u2014]))+")
 
 
 class _RuleStage:

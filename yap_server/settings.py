@@ -99,6 +99,12 @@ class ServerSettings(BaseSettings):
     ws_cancel_sentinel: str = Field(
         "__CANCEL__", validation_alias=env_names("WS_CANCEL_SENTINEL", "ws_cancel_sentinel")
     )
+    ws_per_message_deflate: bool = Field(
+        False,
+        validation_alias=env_names("WS_PER_MESSAGE_DEFLATE", "ws_per_message_deflate"),
+        description="offer permessage-deflate on WebSockets; off: token frames are tens of bytes, and compressing "
+        "each one costs the server more CPU than it saves on the wire (see benchmarks/README.md)",
+    )
     ws_idle_timeout_s: float = Field(150.0, gt=0, validation_alias=env_names("WS_IDLE_TIMEOUT_S", "ws_idle_timeout_s"))
     ws_handshake_acquire_timeout_s: float = Field(
         0.5, ge=0, validation_alias=env_names("WS_HANDSHAKE_ACQUIRE_TIMEOUT_S", "ws_handshake_acquire_timeout_s")

@@ -128,3 +128,46 @@ async def test_function_engine_streams_what_the_function_yields() -> None:
     assert "".join(d.text for d in deltas) == "<think>hm</think>Hi"
     assert deltas[-1].finish_reason == "length"
     assert deltas[-1].usage is not None and deltas[-1].usage.completion_tokens == 4
+
+
+async def test_stream_interval_sends_the_first_token_alone_then_groups_of_n() -> None:
+    text = " ".join(f"w{i}" for i in range(11))
+    engine = FakeEngine(text=text, stream_interval=4)
+    deltas = [d async for d in engine.generate(req(max_tokens=100))]
+    assert [len(d.token_ids) for d in deltas] == [1, 4, 4, 2]  # the last two ride on the final delta
+    assert deltas[-1].finish_reason == "stop" and deltas[-1].usage is not None
+    assert deltas[-1].usage.completion_tokens == 11
+    assert "".join(d.text for d in deltas) == text
+    with pytest.raises(ValueError, match="stream_interval"):
+        FakeEngine(stream_interval=0)
+
+
+async def test_tokens_that_fall_due_while_the_reader_is_busy_come_as_one_delta() -> None:
+    text = " ".join(f"w{i}" for i in range(400))
+    engine = FakeEngine(text=text, tokens_per_s=1000)
+    sizes: list[int] = []
+    received = ""
+    async for delta in engine.generate(req(max_tokens=1000)):
+        sizes.append(len(delta.token_ids))
+        received += delta.text
+        if len(sizes) == 2:
+            await asyncio.sleep(0.1)  # a busy reader: ~100 tokens fall due meanwhile
+    assert received == text
+    assert sizes[0] == 1
+    assert max(sizes[2:]) >= 50  # what fell due during the pause came together
+    assert sum(sizes) == 400
+
+
+async def test_abort_ends_a_long_pause_at_once() -> None:
+    engine = FakeEngine(text="a b c", tokens_per_s=0.01)  # 100 s between tokens
+    stream = engine.generate(req())
+    first = await stream.__anext__()
+    assert first.text == "a"
+    pending = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0.01)
+    await engine.abort("r1")
+    last = await asyncio.wait_for(pending, 1)
+    assert last.finish_reason == "cancelled"
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+    assert engine.num_unfinished_requests() == 0

@@ -5,6 +5,12 @@ seed) at a configurable rate. `FunctionEngine` streams whatever an async functio
 behave like a real backend where it matters: deltas only, `max_tokens` -> "length", stop strings
 -> "stop", cancellation and `abort()` free the request at once, usage with simulated prefix-cache
 hits (whole blocks of a previously seen prompt), and an optional failure after N tokens.
+
+Coalescing, as vLLM does it: the first token is a delta of its own; after it, a delta goes out every
+`stream_interval` tokens (vLLM's `stream_interval`), and tokens that fell due while the consumer was
+busy (a paced engine whose reader is slower than its rate) go out together in one delta, as vLLM's
+output collector merges the outputs its reader has not taken yet. Unpaced (`tokens_per_s=0`), every
+`stream_interval` tokens make a delta.
 """
 
 from __future__ import annotations
@@ -150,7 +156,11 @@ class _StreamingFake:
         model_id: str = "fake",
         tokenizer: Any = None,
         max_model_len: int | None = None,
+        stream_interval: int = 1,
     ) -> None:
+        if stream_interval < 1:
+            raise ValueError(f"stream_interval must be at least 1, got {stream_interval}")
+        self.stream_interval = stream_interval
         self.tokenizer = tokenizer if tokenizer is not None else FakeTokenizer()
         self.max_model_len = max_model_len
         self.tokens_per_s = tokens_per_s
@@ -158,7 +168,7 @@ class _StreamingFake:
         self.fail_after = fail_after
         self.cache_block_size = cache_block_size
         self.model_id = model_id
-        self._running: dict[str, asyncio.Event] = {}
+        self._running: dict[str, _Run] = {}
         self._seen_prompts: deque[tuple[int, ...]] = deque(maxlen=64)
         self._dead_reason: str | None = None
         self.requests_started = 0
@@ -188,21 +198,21 @@ class _StreamingFake:
         if rid in self._running:
             raise InvalidRequestError(f"request_id {rid!r} is already running; use a fresh id per request")
         pieces = self._pieces(request)  # may refuse the request (unsupported feature): before it is running
-        aborted = asyncio.Event()
-        self._running[rid] = aborted
+        run = self._running[rid] = _Run()
         self.requests_started += 1
         usage_cached = self._cached_tokens(request.prompt_token_ids)
         sampling = request.sampling
-        text, emitted, count = "", 0, 0
+        text, emitted, count, sent = "", 0, 0, 0
+        held: list[int] = []  # token ids not yet sent in a delta
         finish: FinishReason = "stop"
         loop = asyncio.get_running_loop()
         try:
-            await self._pause(aborted, self.first_token_delay_s)
+            await run.pause(self.first_token_delay_s)
             # Pace by deadline (token n is due n/rate after the first), so the rate holds even when
             # the event loop's timers are coarser than one token interval.
             paced_from = loop.time()
             async for piece in pieces:
-                if aborted.is_set():
+                if run.aborted:
                     finish = "cancelled"
                     break
                 if self._dead_reason is not None:
@@ -211,30 +221,34 @@ class _StreamingFake:
                     raise GenerationError(f"{self.name} engine failed after {count} tokens (fail_after)")
                 count += 1
                 text += piece
+                held.append(piece_token_id(piece))
                 cut = _find_stop(text, sampling.stop)
                 if cut is not None:
                     text = text[:cut]
                     break
-                visible = len(text) - _held_back(text, sampling.stop)
-                yield Delta(text[emitted:visible], (piece_token_id(piece),))
-                emitted = visible
                 if count >= sampling.max_tokens:
                     finish = "length"
                     break
                 due = paced_from + count / self.tokens_per_s if self.tokens_per_s else 0.0
-                await self._pause(aborted, due - loop.time() if self.tokens_per_s else 0.0)
+                # the first token at once; then every `stream_interval` tokens, and only once the next
+                # token is not due yet (a late reader gets what fell due meanwhile in one delta)
+                if sent == 0 or (len(held) >= self.stream_interval and (not due or due > loop.time())):
+                    visible = len(text) - _held_back(text, sampling.stop)
+                    yield Delta(text[emitted:visible], tuple(held))
+                    emitted, sent, held = visible, sent + 1, []
+                await run.pause(due - loop.time() if due else 0.0)
             else:
-                finish = "cancelled" if aborted.is_set() else "stop"
+                finish = "cancelled" if run.aborted else "stop"
             usage = Usage(len(request.prompt_token_ids), count, usage_cached)
-            yield Delta(text[emitted:], (), finish, usage)
+            yield Delta(text[emitted:], tuple(held), finish, usage)
         finally:
             self._running.pop(rid, None)
             await pieces.aclose()  # type: ignore[attr-defined]
 
     async def abort(self, request_id: str) -> None:
-        event = self._running.get(request_id)
-        if event is not None:
-            event.set()
+        run = self._running.get(request_id)
+        if run is not None:
+            run.abort()
 
     async def health(self) -> EngineHealth:
         if self._dead_reason is not None:
@@ -242,8 +256,8 @@ class _StreamingFake:
         return EngineHealth(True)
 
     async def aclose(self) -> None:
-        for event in self._running.values():
-            event.set()
+        for run in self._running.values():
+            run.abort()
         if self._dead_reason is None:
             self._dead_reason = "closed"
 
@@ -254,16 +268,6 @@ class _StreamingFake:
         await self.aclose()
 
     # -- helpers ---------------------------------------------------------------------------------
-    @staticmethod
-    async def _pause(aborted: asyncio.Event, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)  # a cancellation point, and fairness between streams
-            return
-        try:
-            await asyncio.wait_for(aborted.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
-
     def _cached_tokens(self, prompt: Sequence[int]) -> int:
         best = 0
         for seen in self._seen_prompts:
@@ -277,6 +281,40 @@ class _StreamingFake:
         # Like a real prefix cache: whole blocks only, and the last prompt token is always computed.
         best = min(best, len(prompt) - 1)
         return best - best % self.cache_block_size
+
+
+class _Run:
+    """One running request: its abort flag, and the wake-up of the pause it may be in (no task per pause)."""
+
+    __slots__ = ("_wake", "aborted")
+
+    def __init__(self) -> None:
+        self.aborted = False
+        self._wake: asyncio.Future[None] | None = None
+
+    def abort(self) -> None:
+        self.aborted = True
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep `seconds` (0 or less: just yield to the loop); `abort()` ends the sleep at once."""
+        if seconds <= 0 or self.aborted:
+            await asyncio.sleep(0)  # a cancellation point, and fairness between streams
+            return
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        timer = loop.call_later(seconds, _wake_up, wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
+
+
+def _wake_up(wake: asyncio.Future[None]) -> None:
+    if not wake.done():
+        wake.set_result(None)
 
 
 def _find_stop(text: str, stop: Sequence[str]) -> int | None:
@@ -309,7 +347,8 @@ class FakeEngine(_StreamingFake):
         self, *, text: str | None = None, script: Sequence[str] | None = None, seed: int = 0, **options: Any
     ) -> None:
         """`options` are the streaming knobs shared with `FunctionEngine`: `tokens_per_s`,
-        `first_token_delay_s`, `fail_after`, `cache_block_size`, `model_id`, `tokenizer`, `max_model_len`."""
+        `first_token_delay_s`, `fail_after`, `cache_block_size`, `model_id`, `tokenizer`, `max_model_len`,
+        `stream_interval`."""
         super().__init__(**options)
         if script is not None and not script:
             raise ValueError("script must hold at least one reply")
@@ -325,6 +364,7 @@ class FakeEngine(_StreamingFake):
             tokens_per_s=settings.fake_tokens_per_s,
             first_token_delay_s=settings.fake_first_token_delay_s,
             model_id=settings.model or "fake",
+            stream_interval=settings.stream_interval_tokens,
         )
 
     def reply_text(self, request: ChatRequest) -> str:
