@@ -28,6 +28,14 @@ def demo_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_tool_dir(demo_model_dir: Path) -> Path:
+    """The demo tool classifier (built once, beside the demo model, where `yap serve` looks for it)."""
+    from yap_engines.demo import DEMO_TOOL_NAME, build_demo_tool
+
+    return build_demo_tool(demo_model_dir.parent / DEMO_TOOL_NAME)
+
+
+@pytest.fixture(scope="session")
 def demo_tokenizer(demo_model_dir: Path) -> Any:
     from yap_engines.chat import load_tokenizer
 

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,19 @@ async def ws_streams(url: str, concurrency: int, tokens: int) -> tuple[list[Stre
         await asyncio.gather(*(ws.close() for ws in connections), return_exceptions=True)
 
 
+async def sse_lines(response: Any) -> AsyncIterator[str]:
+    """The lines of an event stream as SSE defines them (ended by LF, CRLF or CR only: a U+2028 that a
+    server leaves raw inside a JSON string does not end one, as it would for httpx's `aiter_lines`)."""
+    pending = ""
+    async for text in response.aiter_text():
+        lines = (pending + text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line
+    if pending:
+        yield pending
+
+
 async def sse_streams(base: str, model: str, concurrency: int, tokens: int, key: str) -> tuple[list[Stream], float]:
     """`concurrency` streamed `/v1/chat/completions` requests (usage included), read line by line."""
     import httpx
@@ -154,7 +168,7 @@ async def sse_streams(base: str, model: str, concurrency: int, tokens: int, key:
             sent = time.perf_counter()
             headers = {"Authorization": f"Bearer {key}", "X-API-Key": key}
             async with client.stream("POST", f"{base}/chat/completions", json=body, headers=headers) as response:
-                async for line in response.aiter_lines():
+                async for line in sse_lines(response):
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     chunk = orjson.loads(line[6:])

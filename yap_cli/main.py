@@ -146,8 +146,6 @@ def _given(**values: object) -> dict[str, object]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from yap_engines.demo import DEMO_TOOL_NAME, build_demo_tool, build_offline_model
     from yap_engines.tool import ToolSettings
     from yap_server.app import create_app
@@ -186,10 +184,10 @@ def _serve(args: argparse.Namespace) -> int:
         )
         build_demo_tool(engine.engines_dir / DEMO_TOOL_NAME)
     app = create_app(server, engine_settings=engine, tool_settings=tool)
-    from yap_server.serving import DrainingServer
+    from yap_server.serving import uvicorn_server
 
-    config = uvicorn.Config(app, host=server.host, port=server.port, log_level=server.log_level)
-    DrainingServer(config).run()  # running turns end `cancelled` (reason `shutdown`) on SIGTERM/Ctrl-C
+    # running turns end `cancelled` (reason `shutdown`) on SIGTERM/Ctrl-C
+    uvicorn_server(app, host=server.host, port=server.port, log_level=server.log_level).run()
     return 0
 
 

@@ -7,6 +7,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from .errors import InvalidRequestError, InvalidSamplingError
@@ -76,6 +77,9 @@ def _check_range(key: str, value: float, low: float, high: float, *, low_open: b
     if below or value > high:
         interval = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
         raise InvalidSamplingError(key, f"{value} is out of range {interval}")
+
+
+SAMPLING_KEY_ALIASES: Mapping[str, str] = MappingProxyType({"repeat_penalty": "repetition_penalty"})  # seed 003
 
 
 @dataclass(frozen=True)
@@ -161,12 +165,17 @@ class Sampling:
         return cls(max_tokens=default_max, max_tokens_limit=max_tokens_limit).merged(values)
 
     def merged(self, overrides: Mapping[str, Any]) -> Sampling:
-        """A copy with `overrides` applied key by key (validated)."""
+        """A copy with `overrides` applied key by key (validated). `repeat_penalty` (the seed system's early
+        name) is read as `repetition_penalty`."""
         known = {f.name for f in dataclasses.fields(self) if f.name != "max_tokens_limit"}
-        for key in overrides:
-            if key not in known:
+        values: dict[str, Any] = {}
+        for key, value in overrides.items():
+            name = SAMPLING_KEY_ALIASES.get(key, key)
+            if name not in known:
                 raise InvalidSamplingError(str(key), f"unknown sampling key; valid keys: {', '.join(sorted(known))}")
-        values = dict(overrides)
+            if name in values:
+                raise InvalidSamplingError(str(key), f"given twice (as {name} too); send one")
+            values[name] = value
         if "stop" in values and isinstance(values["stop"], list):
             values["stop"] = tuple(values["stop"])
         return dataclasses.replace(self, **values)

@@ -8,23 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from yap_cli.loopback import free_port
 
+from .support import wait_for_health, yap_serve
+
 pytestmark = pytest.mark.integration
-
-
-def yap_serve(args: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[str]:
-    """`yap serve ARGS` as a real process, logging to `log`."""
-    command = [sys.executable, "-m", "yap_cli", "serve", *args]
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.fixture
@@ -52,17 +45,6 @@ def serve(tmp_path: Path, demo_model_dir: Path) -> Iterator[tuple[subprocess.Pop
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
-
-
-def wait_for_health(process: subprocess.Popen[str], port: int, timeout: float = 240) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "yap serve exited during start-up"
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-        except httpx.TransportError:
-            time.sleep(0.5)
-    raise AssertionError("yap serve did not answer /healthz in time")
 
 
 def test_yap_serve_answers_healthz_on_the_embedded_default(

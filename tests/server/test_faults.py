@@ -20,7 +20,6 @@ import pytest
 import websockets
 
 from yap_engines import ChatRequest, FakeEngine, FunctionEngine
-from yap_engines.demo import DEMO_TOOL_NAME, build_demo_tool
 from yap_engines.tool import ToolClassifier, ToolSettings
 
 from .conftest import KEY, TERMINAL, ack_for, check_turn_invariants, live_server
@@ -185,11 +184,6 @@ async def test_a_vllm_engine_core_killed_by_pid_gives_engine_error_and_503(own_v
 
 
 # -- the tool classifier -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def demo_tool_dir(demo_model_dir: Path) -> Path:
-    return build_demo_tool(demo_model_dir.parent / DEMO_TOOL_NAME)
 
 
 def _slow_infer(batch: list[list[int]]) -> list[tuple[float, str]]:

@@ -134,6 +134,17 @@ async def test_the_raw_event_stream_ends_with_done_and_has_no_usage_unless_asked
     assert parsed[-1]["choices"][0]["finish_reason"] == "stop" and parsed[-1]["choices"][0]["delta"] == {}
 
 
+async def test_a_line_reader_built_on_splitlines_reads_text_with_unicode_line_breaks() -> None:
+    text = "One\u2028two\u2029three\x85four."  # line breaks to str.splitlines, not to SSE
+    async with openai_server(FakeEngine(text=text)) as base:
+        async with httpx.AsyncClient() as http:
+            body = {"model": "fake", "messages": MESSAGES, "stream": True}
+            async with http.stream("POST", f"{base}/chat/completions", json=body, headers={"X-API-Key": KEY}) as r:
+                lines = [line async for line in r.aiter_lines() if line.startswith("data: {")]
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == text
+
+
 async def test_reasoning_goes_to_reasoning_content_streaming_and_not() -> None:
     engine = thinking_engine("<th", "ink>Let me ", "think.</th", "ink>The answer", " is 42.")
     async with openai_server(engine) as base:

@@ -13,18 +13,13 @@ import pytest
 import websockets
 
 from yap_engines import FakeEngine
-from yap_engines.demo import DEMO_TOOL_NAME, build_demo_tool, held_out_accuracy
+from yap_engines.demo import held_out_accuracy
 from yap_engines.tool import ToolClassifier, ToolSettings
 
 from .conftest import KEY, check_turn_invariants, live_server
 
 YES = ["can you look at my screen?", "what does this error say?", "read this page for me"]
 NO = ["tell me a joke", "I saw a movie last night", "what's the capital of France?"]
-
-
-@pytest.fixture(scope="session")
-def demo_tool_dir(demo_model_dir: Path) -> Path:
-    return build_demo_tool(demo_model_dir.parent / DEMO_TOOL_NAME)
 
 
 @pytest.fixture
@@ -204,18 +199,35 @@ def test_the_replay_client_reads_raw_as_the_seed_clients_do() -> None:
 
 
 async def test_the_tool_regression_replay_client(classifier: ToolClassifier) -> None:
-    import argparse
-
     from yap_cli import client as yap_client
 
     chat = FakeEngine(text="Okay.", tokens_per_s=500)
     async with live_server(chat, deploy_mode="both", engines={"chat": chat, "tool": classifier}) as origin:
-        args = argparse.Namespace(server=origin, key=KEY, timeout=30.0, json=True, concurrency=4, limit=6)
+        args = yap_client.client_parser().parse_args(
+            ["client", "tool", "--server", origin, "--key", KEY, "--json", "--limit", "6", "--timeout", "30"]
+        )
         report = await yap_client.tool(args)
-    assert report["cases"] == 6 and report["steps"] == 12
+    assert report["cases"] == 6 and report["steps"] == 12 and report["failures"] == []
     assert report["step_accuracy"] >= 0.75
     wrong = len(report["false_positives"]) + len(report["false_negatives"])
     assert wrong == round((1 - report["step_accuracy"]) * report["steps"])
+
+
+async def test_the_tool_clients_fail_on_a_chat_only_server_where_no_decision_comes() -> None:
+    """`yap client vision`, `screen-analysis` and `tool` need a `toolcall` frame: none is a failure (exit 1)."""
+    from yap_cli import client as yap_client
+
+    chat = FakeEngine(text="Okay.", tokens_per_s=500)
+    async with live_server(chat, deploy_mode="chat") as origin:
+        common = ["--server", origin, "--key", KEY, "--json"]
+        parse = yap_client.client_parser().parse_args
+        vision = await yap_client.vision(parse(["client", "vision", *common]))
+        screen = await yap_client.screen_analysis(parse(["client", "screen_analysis", *common]))
+        replay = await yap_client.tool(parse(["client", "tool", *common, "--limit", "2", "--max-steps", "1"]))
+    assert vision["decision"] == "none" and any("no toolcall frame" in f for f in vision["failures"])
+    assert screen["decision"] == "none" and screen["followup"]["outcome"] == "done" and screen["failures"]
+    assert replay["steps"] == 2 and len(replay["failures"]) == 2
+    assert all("no toolcall decision" in f for f in replay["failures"])
 
 
 def test_yap_tool_classify_reads_stdin_lines(demo_tool_dir: Path) -> None:

@@ -109,22 +109,28 @@ async def test_a_wrong_key_closes_1008_over_a_real_socket() -> None:
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
 
-def client_args(origin: str, **extra: Any) -> argparse.Namespace:
-    return argparse.Namespace(server=origin.replace("ws://", "http://"), key=KEY, timeout=30.0, json=True, **extra)
+def client_args(origin: str, command: str, *flags: str) -> argparse.Namespace:
+    """`yap client COMMAND FLAGS` as the CLI parses it, pointed at `origin`."""
+    server = ["--server", origin.replace("ws://", "http://"), "--key", KEY, "--json"]
+    return yap_client.client_parser().parse_args(["client", command, *server, *flags])
 
 
 async def test_the_yap_clients_against_a_live_server(capsys: pytest.CaptureFixture[str]) -> None:
     engine = FakeEngine(text="Sure. Here is a short answer for you.", tokens_per_s=500)
     async with live_server(engine, ws_idle_timeout_s=0.5) as origin:
-        warm = await yap_client.warmup(client_args(origin, double_ttfb=True))
+        warm = await yap_client.warmup(client_args(origin, "warmup", "--double-ttfb"))
         assert warm["outcome"] == "done" and warm["ttfb_ms"] > 0 and warm["second_ttfb_ms"] > 0
-        talk = await yap_client.conversation(client_args(origin, turns=4))
+        talk = await yap_client.conversation(client_args(origin, "conversation", "--turns", "4"))
         assert talk["outcomes"] == ["done"] * 4 and talk["ttfb_ms"]["p50"] > 0 and talk["sentence_ms"]["p95"] > 0
-        cut = await yap_client.cancel(client_args(origin))
-        assert cut["outcome"] == "cancelled"
-        quiet = await yap_client.idle(client_args(origin, wait=10.0))
-        assert quiet["close_code"] == 4000
-        report = await yap_client.bench(client_args(origin, sessions=6, concurrency=3))
+        cut = await yap_client.cancel(client_args(origin, "cancel", "--drain-timeout", "0.2"))
+        assert cut["outcome"] == "cancelled" and cut["failures"] == []
+        quiet = await yap_client.idle(
+            client_args(
+                origin, "idle", "--normal-wait", "0", "--idle-expect-seconds", "0.5", "--idle-grace-seconds", "2"
+            )
+        )
+        assert quiet["close_code"] == 4000 and quiet["failures"] == []
+        report = await yap_client.bench(client_args(origin, "bench", "-n", "6", "-c", "3"))
         assert report["completed"] == 6 and report["ttfb_ms"]["n"] == 6
     assert engine.num_unfinished_requests() == 0
 

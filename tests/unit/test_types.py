@@ -132,3 +132,11 @@ def test_normalize_json_accepts_raw_control_characters_and_emits_strict_json() -
     with pytest.raises(json.JSONDecodeError):
         json.loads(raw)
     assert json.loads(normalize_json(raw)) == {"a": "x\by", "b": [1, 2]}
+
+
+def test_the_seeds_repeat_penalty_is_read_as_repetition_penalty() -> None:
+    assert Sampling().merged({"repeat_penalty": 1.2}).repetition_penalty == 1.2
+    with pytest.raises(InvalidSamplingError, match="repetition_penalty"):
+        Sampling().merged({"repeat_penalty": 5.0})  # the range is repetition_penalty's
+    with pytest.raises(InvalidSamplingError, match="given twice"):
+        Sampling().merged({"repeat_penalty": 1.1, "repetition_penalty": 1.2})

@@ -1,0 +1,191 @@
+"""Every `yap client` command as a user runs it (a real process) against one real `yap serve --engine fake`
+(the demo tool classifier deployed beside it, `DEPLOY_MODE=both`), checking its exit status and output,
+passing and failing runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from yap_cli.loopback import free_port
+
+from .support import wait_for_health, yap_serve
+
+pytestmark = pytest.mark.integration
+
+IDLE_S = 3  # the server's WS_IDLE_TIMEOUT_S: short for the idle test, longer than any other client's silence
+# Long enough (80 words, 0.4 s at 200 tokens/s) that a reply still streams once the tool decision, which
+# holds back the first token, is sent: the cancel test cancels after the first token.
+REPLY = " ".join(["Sure, here is a thought for you today, one that takes a little while to say out loud."] * 5)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, demo_tool_dir: Path) -> Iterator[str]:
+    """`yap serve --engine fake` on a free port; yields its origin as `SERVER_WS_URL` would give it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "YAP_PORT": str(port),
+        "YAP_ENGINES_DIR": str(demo_tool_dir.parent),
+        "TEXT_API_KEY": "k",
+        "MAX_CONCURRENT_CONNECTIONS": "16",
+        "YAP_FAKE_TEXT": REPLY,
+        "YAP_FAKE_TOKENS_PER_S": "200",
+        "WS_IDLE_TIMEOUT_S": str(IDLE_S),
+        "TOOL_DEVICE": "cpu",
+    }
+    for name in ("MODEL", "ENGINE", "INFERENCE_ENGINE", "DEPLOY_MODE", "TOOL_MODEL"):
+        env.pop(name, None)
+    with (tmp_path_factory.mktemp("serve") / "serve.log").open("w") as log:
+        process = yap_serve(["--engine", "fake"], env, log)
+        try:
+            assert wait_for_health(process, port, timeout=180).status_code == 200
+            yield f"ws://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def client_env(server: str, **extra: str) -> dict[str, str]:
+    """The environment of a client: the seed's variables, `extra` on top."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GENDER", "PERSONALITY", "PERSONA_STYLE")}
+    return {**env, "SERVER_WS_URL": server, "TEXT_API_KEY": "k", "RECV_TIMEOUT_SEC": "30", **extra}
+
+
+def yap_client(server: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`yap client ARGS` (server and key from the environment, as the seed's clients take them)."""
+    command = [sys.executable, "-m", "yap_cli", "client", *args]
+    return subprocess.run(command, env=client_env(server, **env), capture_output=True, text=True, timeout=120)
+
+
+def start_client(server: str, *args: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "yap_cli", "client", *args]
+    return subprocess.Popen(command, env=client_env(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def report_of(out: str) -> dict[str, Any]:
+    """The JSON report: the last line a client prints."""
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_warmup_prints_the_ack_then_metrics_and_final_text_lines(server: str) -> None:
+    out = yap_client(server, "warmup", "--double-ttfb", "--gender", "woman", "--style", "flirty", "hello there")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("ACK ") and "gender=female" in lines[0] and "personality=flirty" in lines[0]
+    assert "session_time=" in lines[0]
+    metrics = [json.loads(line) for line in lines if '"type": "metrics"' in line]
+    finals = [json.loads(line) for line in lines if '"type": "final_text"' in line]
+    assert [m["run"] for m in metrics] == ["cold", "warm"] and len(finals) == 2
+    for m, f in zip(metrics, finals, strict=True):
+        assert set(m) >= {"ttfb_ms", "total_ms", "stream_ms", "chunks", "chars"}
+        assert m["ttfb_ms"] > 0 and m["chunks"] > 0 and m["chars"] == len(f["text"]) > 0
+    report = report_of(out.stdout)
+    assert report["failures"] == [] and report["second_ttfb_ms"] > 0
+
+
+def test_conversation_and_history_print_the_latency_summary(server: str) -> None:
+    talk = yap_client(server, "conversation")
+    assert talk.returncode == 0, talk.stderr
+    assert "[ LATENCY SUMMARY ]" in talk.stdout and "FIRST  (includes prefill)  ttfb=" in talk.stdout
+    for row in ("TTFB", "3-WORDS", "SENTENCE"):
+        assert any(line.split()[:1] == [row] and "(n=9)" in line for line in talk.stdout.splitlines()), row
+    assert report_of(talk.stdout)["outcomes"] == ["done"] * 10
+
+    recall = yap_client(server, "history", "--temperature", "0.8", "--top_p", "0.9", GENDER="man")
+    assert recall.returncode == 0, recall.stderr
+    assert "Do you remember my name?" in recall.stdout and "p95=" in recall.stdout and REPLY in recall.stdout
+
+    load = yap_client(server, "history", "--bench", "-n", "2", "-c", "2", "--timeout", "60")
+    assert load.returncode == 0, load.stderr
+    report = report_of(load.stdout)
+    assert report["completed"] == 2 and report["turns"] == 12 and report["ttfb_ms"]["n"] == 12
+    assert "ttfb_ms      p50" in load.stdout
+
+
+def test_bench_double_ttfb_reports_cold_and_warm(server: str) -> None:
+    out = yap_client(server, "bench", "-n", "4", "-c", "2", "--double-ttfb", "--personality", "savage", "who?")
+    assert out.returncode == 0, out.stderr
+    report = report_of(out.stdout)
+    assert report["completed"] == 4 and report["failed"] == 0
+    assert report["cold"]["ttfb_ms"]["n"] == 4 and report["warm"]["ttfb_ms"]["n"] == 4
+    assert "[cold (1st transaction)]" in out.stdout and "[warm (2nd transaction)]" in out.stdout
+
+
+def test_cancel_passes_and_fails_when_the_reply_ends_first(server: str) -> None:
+    out = yap_client(server, "cancel", "--clients", "3", "--drain-timeout", "0.3")
+    assert out.returncode == 0, out.stderr
+    report = report_of(out.stdout)
+    assert [c["outcome"] for c in report["clients"]] == ["cancelled"] * 3
+    assert all(c["stray_frames"] == 0 and c["recovery"] == "done" for c in report["clients"])
+    assert out.stdout.count("PASS") == 3
+
+    late = yap_client(server, "cancel", "--cancel-delay", "5", "--drain-timeout", "0")
+    assert late.returncode == 1 and "3 replies all ended done before the cancel was sent" in late.stderr
+
+
+def test_idle_checks_the_normal_close_and_the_idle_close(server: str) -> None:
+    # both at once: the failing run (wrong expectation) is told apart by when the close came
+    good = start_client(server, "idle", "--normal-wait", "0.3", "--idle-expect-seconds", str(IDLE_S))
+    wrong = start_client(server, "idle", "--normal-wait", "0", "--idle-expect-seconds", "10", "--idle-grace-seconds=2")
+    out, errors = good.communicate(timeout=60)
+    assert good.returncode == 0, errors
+    report = report_of(out)
+    assert report["normal"]["frames"] == ["session_end"] and report["normal"]["close_code"] == 1000
+    assert (report["close_code"], report["close_reason"]) == (4000, "idle_timeout")
+    assert IDLE_S - 1 < report["closed_after_s"] < IDLE_S + 2
+    out, errors = wrong.communicate(timeout=60)
+    assert wrong.returncode == 1 and "before the expected 10 s" in errors
+
+
+def test_personality_switches_and_reports_the_prompt_update_limit(server: str) -> None:
+    out = yap_client(server, "personality", "--switches", "3", "--delay", "0.1")
+    assert out.returncode == 0, out.stderr
+    assert [s["personality"] for s in report_of(out.stdout)["switches"]] == ["wholesome", "flirty", "savage", "calm"]
+    # the server allows 4 chat_prompt changes a minute (CHAT_PROMPT_UPDATE_MAX_PER_WINDOW): the 5th is refused
+    over = yap_client(server, "personality", "--switches", "5", "--delay", "0")
+    assert over.returncode == 1
+    assert "rate_limited" in over.stderr and "CHAT_PROMPT_UPDATE_MAX_PER_WINDOW" in over.stderr
+
+
+def test_vision_wants_a_yes_before_the_first_token(server: str) -> None:
+    out = yap_client(server, "vision")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("toolcall=yes") and "PASS" in out.stdout
+    chat = yap_client(server, "vision", "tell me a joke")
+    assert chat.returncode == 1 and "the tool decision was no" in chat.stderr
+
+
+@pytest.mark.parametrize("name", ["screen-analysis", "screen_analysis"])
+def test_screen_analysis_runs_the_followup(server: str, name: str) -> None:
+    out = yap_client(server, name)
+    assert out.returncode == 0, out.stderr
+    report = report_of(out.stdout)
+    assert report["decision"] == "yes" and report["followup"]["outcome"] == "done" and report["followup"]["text"]
+
+
+def test_tool_replays_cases_and_fails_on_a_missing_decision(server: str) -> None:
+    out = yap_client(server, "tool", "--limit", "4", "--max-steps", "1", "--concurrency", "2")
+    assert out.returncode == 0, out.stderr
+    report = report_of(out.stdout)
+    assert report["cases"] == 4 and report["steps"] == 4 and "step accuracy" in out.stdout
+    late = yap_client(server, "tool", "--limit", "1", "--timeout", "0.001")
+    assert late.returncode == 1 and "no tool decision within 0.001 s" in late.stderr
+    strict = yap_client(server, "tool", "--limit", "1", "--max-steps", "1", "--min-accuracy", "1.01")
+    assert strict.returncode == 1 and "below --min-accuracy" in strict.stderr
+
+
+def test_live_warm_with_an_opener_and_a_refused_connection(server: str) -> None:
+    command = [sys.executable, "-m", "yap_cli", "client", "live", "--warm", "-p", "Be brief.", "Do you remember me?"]
+    out = subprocess.run(command, env=client_env(server), input="", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [t["outcome"] for t in report_of(out.stdout)["turns"]] == ["done"]
+    refused = yap_client(server, "warmup", "--api-key", "wrong")
+    assert refused.returncode == 1 and "FAIL:" in refused.stderr

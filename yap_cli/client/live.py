@@ -1,0 +1,175 @@
+"""`yap client live`: an interactive conversation from the terminal (or a pipe), with barge-in.
+
+`--persona/-p` is the system prompt (chat_prompt), `--warm` starts from the pre-built history (recall),
+`--recv-timeout`/`--timeout` bounds the wait for the end of a reply, `--max-tokens` caps each reply,
+and an optional positional opener is sent first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .options import session
+from .report import ms as _ms
+from .scripts import WARM_HISTORY
+
+PING_EVERY_S = 20.0  # `yap client live` pings a quiet session well inside the server's idle timeout
+
+
+@dataclass
+class LiveTurn:
+    """One turn of `yap client live`: what was said, what streamed, how it ended."""
+
+    utterance: str
+    request_id: str
+    sent: float
+    text: str = ""
+    outcome: str = ""
+    ttfb_ms: float | None = None
+    completion_tokens: int | None = None
+    spoken_text: str | None = None
+
+    def report(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "utterance": self.utterance,
+            "outcome": self.outcome,
+            "ttfb_ms": self.ttfb_ms,
+            "text": self.text,
+            "completion_tokens": self.completion_tokens,
+        }
+        if self.spoken_text is not None:
+            row["spoken_text"] = self.spoken_text
+        return row
+
+
+def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
+    """Feed stdin lines into `queue` (None at end of input) from a daemon thread, so exit never waits on it."""
+    import sys
+    import threading
+
+    def pump() -> None:
+        try:
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\n"))
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+        except RuntimeError:  # the client finished (its event loop closed) while input was still open
+            return
+
+    threading.Thread(target=pump, name="yap-live-stdin", daemon=True).start()
+
+
+async def live(args: argparse.Namespace) -> dict[str, Any]:
+    """interactive: type a line, watch the reply stream; typing during a reply barges in
+
+    Each line is a user turn. A line typed while a reply streams is a barge-in: the client cancels the
+    reply with `spoken_text` set to what was shown so far (what the user "heard"), then sends the line.
+    Every turn prints its first-token latency. From a pipe or file (not a terminal) each line waits for
+    the previous reply unless `--interrupt` is given; input ends the session at end of file.
+    """
+    import sys
+
+    import websockets
+
+    interrupt = args.interrupt or sys.stdin.isatty()
+
+    def say(*parts: Any, **options: Any) -> None:  # the conversation as it streams; --json prints only the report
+        if not args.json:
+            print(*parts, **options)
+
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    _stdin_lines(asyncio.get_running_loop(), queue)
+    sampling = {"max_tokens": args.max_tokens} if args.max_tokens is not None else {}  # per turn; the rest in start
+    turns: list[LiveTurn] = []
+    warm: dict[str, Any] = {"history": list(WARM_HISTORY)} if args.warm else {}
+    async with session(args, args.persona, **warm) as (client, ack):
+        client.recv_timeout = None  # a quiet user is no error: the reply timeout below bounds only replies
+        model = ack["payload"].get("model")
+        say(f"[connected to {model}; type a line and press enter, end of input quits]", file=sys.stderr, flush=True)
+        running: LiveTurn | None = None
+        by_id: dict[str, LiveTurn] = {}
+
+        async def begin(utterance: str) -> LiveTurn:
+            turn = LiveTurn(utterance, f"live-{uuid.uuid4().hex[:8]}", time.perf_counter())
+            turns.append(turn)
+            by_id[turn.request_id] = turn
+            extra = {"sampling": sampling} if sampling else {}
+            await client.send("message", turn.request_id, user_utterance=utterance, **extra)
+            say("assistant> ", end="", flush=True)
+            return turn
+
+        def finish(turn: LiveTurn, frame: dict[str, Any]) -> None:
+            turn.outcome = frame["type"]
+            payload = frame["payload"]
+            turn.completion_tokens = (payload.get("usage") or {}).get("completion_tokens")
+            if turn is running:
+                detail = payload.get("message") or payload.get("finish_reason") or payload.get("reason")
+                say(f"\n  [{turn.outcome}: {detail}; first token {_ms(turn.ttfb_ms)}]", flush=True)
+
+        line_task: asyncio.Task[str | None] | None = None
+        frame_task = asyncio.create_task(client.recv())
+        ended = False
+        try:
+            if args.opener:
+                running = await begin(args.opener)
+            while not (ended and running is None):
+                if line_task is None and not ended and (running is None or interrupt):
+                    line_task = asyncio.create_task(queue.get())
+                waiting: set[asyncio.Task[Any]] = {frame_task} | ({line_task} if line_task else set())
+                done, _ = await asyncio.wait(waiting, timeout=PING_EVERY_S, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    if running is not None and time.perf_counter() - running.sent > args.recv_timeout:
+                        raise TimeoutError(f"no end to the reply after {args.recv_timeout:g} s")
+                    await client.send("ping", "ping")  # keeps a quiet session open past the idle timeout
+                    continue
+                if line_task in done:
+                    line, line_task = line_task.result(), None
+                    if line is None:
+                        ended = True
+                    elif line.strip():
+                        if running is not None:
+                            running.spoken_text = running.text  # the user heard what was shown
+                            await client.send("cancel", running.request_id, spoken_text=running.text)
+                            say(f" —\n  [barge-in; first token {_ms(running.ttfb_ms)}]", flush=True)
+                        running = await begin(line.strip())
+                if frame_task in done:
+                    try:
+                        frame = frame_task.result()
+                    except websockets.ConnectionClosed as closed:
+                        say(f"\n[the server closed the connection: {closed}]", file=sys.stderr, flush=True)
+                        return {
+                            "model": model,
+                            "turns": [t.report() for t in turns],
+                            "closed": str(closed),
+                            "failures": [f"the server closed the connection: {closed}", *_failures(turns)],
+                        }
+                    frame_task = asyncio.create_task(client.recv())
+                    turn = by_id.get(str(frame.get("request_id")))
+                    kind = frame["type"]
+                    if turn is None:
+                        if kind == "error":
+                            say(f"\n  [error: {frame['payload'].get('message')}]", flush=True)
+                        continue
+                    if kind == "token" and turn is running:
+                        if turn.ttfb_ms is None:
+                            turn.ttfb_ms = round((time.perf_counter() - turn.sent) * 1000, 1)
+                        turn.text += frame["payload"]["text"]
+                        say(frame["payload"]["text"], end="", flush=True)
+                    elif kind in ("done", "cancelled", "error"):
+                        finish(turn, frame)
+                        if turn is running:
+                            running = None
+        finally:
+            for task in (frame_task, line_task):
+                if task is not None:
+                    task.cancel()
+    return {"model": model, "turns": [t.report() for t in turns], "failures": _failures(turns)}
+
+
+def _failures(turns: list[LiveTurn]) -> list[str]:
+    """Turns that ended in an `error` (a barge-in's `cancelled` is how live works, not a failure)."""
+    return [f"turn {t.utterance!r} ended error" for t in turns if t.outcome == "error"]
