@@ -9,6 +9,18 @@ Labels are `yes`/`no`, `1`/`0` or `take_screenshot`/`no_tool`. Blank lines and l
 any such line are in family `all`). Figures are reported overall, per family, and for the slice
 `after-a-look`: rows whose earlier turns include one the same file labels `yes` (the last utterance of
 a conversation that already asked for a look), where false alarms are most tempting.
+
+`report` adds a `multi_turn` object with three figures over a file's conversations:
+
+- `after_request_no_rate`: over the after-a-look rows labelled `no` (the last utterance follows a
+  screen request earlier in its conversation but does not ask for one itself), the share the
+  classifier answers `no`, i.e. TN / (TN + FP) = 1 - FPR on that subset (`after_request_no_n` rows).
+  It is the issue's "precision on last utterances that follow a screen request but do not ask for
+  one": on a subset whose labels are all `no`, the only thing to measure is how many stay `no`.
+- `after_a_look_precision`: precision (TP / (TP + FP)) on the whole after-a-look slice, `yes` and `no`
+  rows together: of the looks taken after an earlier look, the share that were asked for.
+- `step_accuracy`: accuracy over every step of the file's conversations, i.e. the rows of every family
+  that has at least one row with earlier turns (`steps` rows).
 """
 
 from __future__ import annotations
@@ -141,7 +153,7 @@ def figures(labels: Sequence[int], predicted: Sequence[bool]) -> Figures:
 
 
 def report(rows: Sequence[Row], predicted: Sequence[bool]) -> dict[str, Any]:
-    """Overall figures at the top level, plus `families` (per family) and `slices` (after-a-look)."""
+    """Overall figures at the top level, plus `families` (per family), `slices` (after-a-look) and `multi_turn`."""
     overall = figures([r.label for r in rows], predicted).as_dict()
     families: dict[str, Any] = {}
     for name in dict.fromkeys(r.family for r in rows):
@@ -149,7 +161,25 @@ def report(rows: Sequence[Row], predicted: Sequence[bool]) -> dict[str, Any]:
         families[name] = figures([rows[i].label for i in index], [predicted[i] for i in index]).as_dict()
     after = [i for i, flag in enumerate(follows_a_look(rows)) if flag]
     slices = {AFTER_A_LOOK: figures([rows[i].label for i in after], [predicted[i] for i in after]).as_dict()}
-    return {**overall, "families": families, "slices": slices}
+    return {**overall, "families": families, "slices": slices, "multi_turn": multi_turn(rows, predicted)}
+
+
+def multi_turn(rows: Sequence[Row], predicted: Sequence[bool]) -> dict[str, Any]:
+    """`after_request_no_rate`, `after_a_look_precision` and `step_accuracy` (see the module docstring)."""
+    after = [i for i, flag in enumerate(follows_a_look(rows)) if flag]
+    after_figures = figures([rows[i].label for i in after], [predicted[i] for i in after])
+    after_no = [i for i in after if rows[i].label == 0]
+    kept_no = sum(1 for i in after_no if not predicted[i])
+    conversational = {r.family for r in rows if r.history}
+    steps = [i for i, r in enumerate(rows) if r.family in conversational]
+    correct = sum(1 for i in steps if bool(rows[i].label) == bool(predicted[i]))
+    return {
+        "after_request_no_rate": round(_ratio(kept_no, len(after_no)), 4),
+        "after_request_no_n": len(after_no),
+        "after_a_look_precision": round(after_figures.precision, 4),
+        "step_accuracy": round(_ratio(correct, len(steps)), 4),
+        "steps": len(steps),
+    }
 
 
 async def evaluate(rows: Sequence[Row], decide: Decide) -> dict[str, Any]:
@@ -174,6 +204,14 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [header, *(line(name, f) for name, f in result["families"].items())]
     lines += ["-" * len(header), *(line(name, f) for name, f in result["slices"].items()), line("overall", result)]
     c = result["confusion"]
+    m = result.get("multi_turn")
+    if m:
+        lines += [
+            "",
+            f"multi-turn: after-request no-rate {m['after_request_no_rate']:.3f} (n={m['after_request_no_n']})  "
+            f"after-a-look precision {m['after_a_look_precision']:.3f}  "
+            f"step accuracy {m['step_accuracy']:.3f} (n={m['steps']})",
+        ]
     lines += [
         "",
         "confusion      predicted yes  predicted no",

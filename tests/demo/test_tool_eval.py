@@ -14,10 +14,13 @@ from yap_engines.tool_eval import (
     evaluate,
     follows_a_look,
     format_report,
+    multi_turn,
     parse_label,
     parse_rows,
     read_rows,
 )
+
+FOLLOWUPS = Path(__file__).parents[2] / "yap_engines" / "demo" / "data" / "tool_heldout_followups.tsv"
 
 SMALL = """\
 # a comment, then rows before any family line
@@ -69,6 +72,43 @@ async def test_the_figures_match_a_hand_count(small: Path) -> None:
     assert (after["n"], after["accuracy"], after["precision"], after["fpr"]) == (3, 0.6667, 0.0, 0.0)
 
 
+CONVERSATION = """\
+# family: c
+yes\tlook here
+no\tlook, a joke\tlook here
+no\tthanks\tlook here || look, a joke
+yes\tthe screen bit\tlook here || look, a joke || thanks
+no\tunrelated
+# family: d
+no\tlook, no history anywhere in this family
+"""
+
+
+async def test_the_multi_turn_figures_match_a_hand_count(small: Path) -> None:
+    rows = parse_rows(CONVERSATION.splitlines())
+    result = await evaluate(rows, keyword_decide)
+    # c: look here TP, joke FP (after a look, labelled no), thanks TN (after a look, labelled no),
+    # screen bit TP (after a look), unrelated TN. d has no row with history: not a conversation.
+    assert result["multi_turn"] == {
+        "after_request_no_rate": 0.5,  # thanks kept no, the joke did not
+        "after_request_no_n": 2,
+        "after_a_look_precision": 0.5,  # joke FP, screen bit TP
+        "step_accuracy": 0.8,  # 4 of family c's 5 steps
+        "steps": 5,
+    }
+    # the small file: after the look, hello and bye both stay no; family b is the only conversation
+    small_rows = read_rows(small)
+    figures = multi_turn(small_rows, await keyword_decide([(r.history, r.utterance) for r in small_rows]))
+    assert figures == {
+        "after_request_no_rate": 1.0,
+        "after_request_no_n": 2,
+        "after_a_look_precision": 0.0,
+        "step_accuracy": 0.75,
+        "steps": 4,
+    }
+    assert "after-request no-rate 0.500 (n=2)" in format_report(result)
+
+
 def test_rows_carry_family_label_and_history_oldest_first(small: Path) -> None:
     rows = read_rows(small)
     assert [r.family for r in rows] == ["a"] * 4 + ["b"] * 4
@@ -102,6 +142,14 @@ def test_the_shipped_held_out_file_parses_into_families() -> None:
     assert len(rows) >= 200 and len(families) >= 10
     assert {0, 1} <= {r.label for r in rows}
     assert sum(follows_a_look(rows)) >= 30  # the multi-turn conversations
+
+
+def test_the_shipped_follow_up_file_is_conversations_after_a_look() -> None:
+    rows = read_rows(FOLLOWUPS)
+    after = follows_a_look(rows)
+    assert len(rows) >= 60 and len({r.family for r in rows}) >= 5
+    assert sum(1 for r, a in zip(rows, after, strict=True) if a and r.label == 0) >= 40  # drift after a look
+    assert sum(1 for r, a in zip(rows, after, strict=True) if a and r.label == 1) >= 10  # still looking
 
 
 def test_the_cli_refuses_a_malformed_file_before_loading_a_model(tmp_path: Path) -> None:
