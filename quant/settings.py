@@ -101,7 +101,9 @@ class QuantSettings(BaseSettings):
         description="the largest batch a legacy engine is built for: EngineSettings' TRT_MAX_BATCH_SIZE, the value "
         "`yap serve` reads (a prebuilt engine's baked-in value is what serving then uses)",
     )
-    trt_max_input_len: int = Field(5025, gt=0, description="EngineSettings' TRT_MAX_INPUT_LEN (else CHAT_MAX_LEN)")
+    trt_max_input_len: int = Field(
+        ENGINE_FIELDS["chat_max_len"].default, gt=0, description="EngineSettings' TRT_MAX_INPUT_LEN (else CHAT_MAX_LEN)"
+    )
     trt_max_seq_len: int = Field(5175, gt=0, validation_alias=env_names("TRT_MAX_SEQ_LEN", "trt_max_seq_len"))
     eval_tokens: int = Field(
         4096,

@@ -14,18 +14,15 @@ import os
 import sys
 import uuid
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from yap_server.completions.crypto import ContentCipher
+
+from .urls import endpoint_url
 
 
 def completions_url(server: str, key: str | None) -> str:
     """The `/ws/completions` URL for a server origin or URL, with `api_key` in the query."""
-    parts = urlsplit(server if "://" in server else f"ws://{server}")
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    path = parts.path.rstrip("/")
-    path = path if path.endswith("/ws/completions") else path + "/ws/completions"
-    return urlunsplit((scheme, parts.netloc, path, urlencode({"api_key": key}) if key else "", ""))
+    return endpoint_url(server, key, "/ws/completions")
 
 
 def job_frame(

@@ -152,22 +152,34 @@ def figures(labels: Sequence[int], predicted: Sequence[bool]) -> Figures:
     )
 
 
+def _figures_of(rows: Sequence[Row], predicted: Sequence[bool], index: Iterable[int]) -> Figures:
+    """`figures` of the rows at `index`."""
+    chosen = list(index)
+    return figures([rows[i].label for i in chosen], [predicted[i] for i in chosen])
+
+
+def _after_a_look(rows: Sequence[Row]) -> list[int]:
+    """The indexes of the after-a-look rows (`follows_a_look`)."""
+    return [i for i, flag in enumerate(follows_a_look(rows)) if flag]
+
+
 def report(rows: Sequence[Row], predicted: Sequence[bool]) -> dict[str, Any]:
     """Overall figures at the top level, plus `families` (per family), `slices` (after-a-look) and `multi_turn`."""
     overall = figures([r.label for r in rows], predicted).as_dict()
-    families: dict[str, Any] = {}
-    for name in dict.fromkeys(r.family for r in rows):
-        index = [i for i, r in enumerate(rows) if r.family == name]
-        families[name] = figures([rows[i].label for i in index], [predicted[i] for i in index]).as_dict()
-    after = [i for i, flag in enumerate(follows_a_look(rows)) if flag]
-    slices = {AFTER_A_LOOK: figures([rows[i].label for i in after], [predicted[i] for i in after]).as_dict()}
-    return {**overall, "families": families, "slices": slices, "multi_turn": multi_turn(rows, predicted)}
+    families = {
+        name: _figures_of(rows, predicted, (i for i, r in enumerate(rows) if r.family == name)).as_dict()
+        for name in dict.fromkeys(r.family for r in rows)
+    }
+    after = _after_a_look(rows)
+    slices = {AFTER_A_LOOK: _figures_of(rows, predicted, after).as_dict()}
+    return {**overall, "families": families, "slices": slices, "multi_turn": multi_turn(rows, predicted, after)}
 
 
-def multi_turn(rows: Sequence[Row], predicted: Sequence[bool]) -> dict[str, Any]:
-    """`after_request_no_rate`, `after_a_look_precision` and `step_accuracy` (see the module docstring)."""
-    after = [i for i, flag in enumerate(follows_a_look(rows)) if flag]
-    after_figures = figures([rows[i].label for i in after], [predicted[i] for i in after])
+def multi_turn(rows: Sequence[Row], predicted: Sequence[bool], after: Sequence[int] | None = None) -> dict[str, Any]:
+    """`after_request_no_rate`, `after_a_look_precision` and `step_accuracy` (see the module docstring).
+    `after`: the after-a-look rows' indexes, when the caller already has them."""
+    after = _after_a_look(rows) if after is None else after
+    after_figures = _figures_of(rows, predicted, after)
     after_no = [i for i in after if rows[i].label == 0]
     kept_no = sum(1 for i in after_no if not predicted[i])
     conversational = {r.family for r in rows if r.history}

@@ -112,7 +112,6 @@ class Connection:
         self.settings = app.settings
         self.telemetry = app.telemetry
         self.observed = observed
-        self.route: Route | None = None
         self.work: dict[str, tuple[Work, asyncio.Task[None]]] = {}
         self.stalled = False  # the client stopped reading (slow consumer): the connection is being dropped
         self._send_lock = asyncio.Lock()
@@ -141,12 +140,6 @@ class Connection:
                 self._drop_slow_consumer()
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self.ws.application_state = WebSocketState.DISCONNECTED
-
-    async def send_error(self, code: str, message: str, extra: dict[str, Any] | None = None) -> None:
-        """Send the route's error frame (not tied to a parsed frame) and count it."""
-        assert self.route is not None
-        self.telemetry.error(code)
-        await self.send(self.route.error_frame(code, message, extra or {}, None))
 
     def _drop_slow_consumer(self) -> None:
         """Stop sending and end the connection: the reader is cancelled, which aborts the running work
@@ -209,7 +202,6 @@ class Connection:
     # -- the reader loop -----------------------------------------------------------------------
     async def serve(self, route: Route) -> None:
         """Read frames until the client leaves, the route ends the connection, it idles out, or stops reading."""
-        self.route = route
         self._reader = asyncio.current_task()
         self.app.live.add(self)
         try:

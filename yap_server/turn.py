@@ -49,7 +49,6 @@ class Turn:
     send: Send
     terminal_sent: bool = False
     spoken_text: str | None = None
-    reply: str = ""  # what the model said (no reasoning)
     streamed: list[str] = field(default_factory=list)  # what the client got (sanitized)
     engine_request_id: str = field(default_factory=lambda: f"yap-{uuid.uuid4().hex}")
     verdict: ToolVerdict | None = None
@@ -138,8 +137,7 @@ class Turn:
         try:
             await generation.run(self)
         finally:  # cancelled too: what was said stays in history
-            self.reply = generation.content
-            self._remember_reply()
+            self._remember_reply(generation.content)
         if generation.failure is not None:
             await self._error(generation.failure.code, generation.failure.message)
             return
@@ -184,8 +182,9 @@ class Turn:
             ),
         )
 
-    def _remember_reply(self) -> None:
-        """History gets the spoken part when the client said what was spoken, else what was generated."""
-        said = self.spoken_text if self.spoken_text is not None else self.reply
+    def _remember_reply(self, reply: str) -> None:
+        """History gets the spoken part when the client said what was spoken, else `reply` (what the model
+        said, no reasoning)."""
+        said = self.spoken_text if self.spoken_text is not None else reply
         if said.strip():
             self.session.history.add("assistant", said)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from typing import Any
 
 import httpx
+
+
+def serve_env(port: int, **settings: str) -> dict[str, str]:
+    """The environment of a `yap serve` on `port` with API key `k`: this one, without a model or engine
+    chosen by the caller's shell, `settings` on top."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL", "ENGINE", "INFERENCE_ENGINE")}
+    return {**env, "YAP_PORT": str(port), "TEXT_API_KEY": "k", **settings}
 
 
 def yap_serve(args: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[str]:

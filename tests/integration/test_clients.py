@@ -16,7 +16,7 @@ import pytest
 
 from yap_cli.loopback import free_port
 
-from .support import wait_for_health, yap_serve
+from .support import serve_env, wait_for_health, yap_serve
 
 pytestmark = pytest.mark.integration
 
@@ -30,18 +30,16 @@ REPLY = " ".join(["Sure, here is a thought for you today, one that takes a littl
 def server(tmp_path_factory: pytest.TempPathFactory, demo_tool_dir: Path) -> Iterator[str]:
     """`yap serve --engine fake` on a free port; yields its origin as `SERVER_WS_URL` would give it."""
     port = free_port()
-    env = {
-        **os.environ,
-        "YAP_PORT": str(port),
-        "YAP_ENGINES_DIR": str(demo_tool_dir.parent),
-        "TEXT_API_KEY": "k",
-        "MAX_CONCURRENT_CONNECTIONS": "16",
-        "YAP_FAKE_TEXT": REPLY,
-        "YAP_FAKE_TOKENS_PER_S": "200",
-        "WS_IDLE_TIMEOUT_S": str(IDLE_S),
-        "TOOL_DEVICE": "cpu",
-    }
-    for name in ("MODEL", "ENGINE", "INFERENCE_ENGINE", "DEPLOY_MODE", "TOOL_MODEL"):
+    env = serve_env(
+        port,
+        YAP_ENGINES_DIR=str(demo_tool_dir.parent),
+        MAX_CONCURRENT_CONNECTIONS="16",
+        YAP_FAKE_TEXT=REPLY,
+        YAP_FAKE_TOKENS_PER_S="200",
+        WS_IDLE_TIMEOUT_S=str(IDLE_S),
+        TOOL_DEVICE="cpu",
+    )
+    for name in ("DEPLOY_MODE", "TOOL_MODEL"):
         env.pop(name, None)
     with (tmp_path_factory.mktemp("serve") / "serve.log").open("w") as log:
         process = yap_serve(["--engine", "fake"], env, log)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from yap_cli.loopback import free_port
 
-from .support import wait_for_health, yap_serve
+from .support import serve_env, wait_for_health, yap_serve
 
 pytestmark = pytest.mark.integration
 
@@ -24,16 +24,9 @@ pytestmark = pytest.mark.integration
 def serve(tmp_path: Path, demo_model_dir: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
     """Start `yap serve` with only its required settings, a port and the prebuilt demo model."""
     port = free_port()
-    env = {
-        **os.environ,
-        "YAP_PORT": str(port),
-        "YAP_ENGINES_DIR": str(demo_model_dir.parent),
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "TEXT_API_KEY": "k",
-        "MAX_CONCURRENT_CONNECTIONS": "4",
-    }
-    for name in ("MODEL", "ENGINE", "INFERENCE_ENGINE"):
-        env.pop(name, None)
+    env = serve_env(
+        port, YAP_ENGINES_DIR=str(demo_model_dir.parent), VLLM_CPU_KVCACHE_SPACE="1", MAX_CONCURRENT_CONNECTIONS="4"
+    )
     log = (tmp_path / "serve.log").open("w")
     process = yap_serve([], env, log)
     try:
@@ -64,14 +57,9 @@ def test_yap_serve_answers_healthz_on_the_embedded_default(
 def test_yap_serve_fake_and_yap_client_warmup(tmp_path: Path) -> None:
     """`yap serve --engine fake` configured from the environment, then `yap client warmup` as a user runs it."""
     port = free_port()
-    env = {
-        **os.environ,
-        "YAP_PORT": str(port),
-        "TEXT_API_KEY": "k",
-        "MAX_CONCURRENT_CONNECTIONS": "2",
-        "YAP_FAKE_TEXT": "Hello from the fake engine.",
-        "YAP_FAKE_TOKENS_PER_S": "200",
-    }
+    env = serve_env(
+        port, MAX_CONCURRENT_CONNECTIONS="2", YAP_FAKE_TEXT="Hello from the fake engine.", YAP_FAKE_TOKENS_PER_S="200"
+    )
     with (tmp_path / "serve.log").open("w") as log:
         server = yap_serve(["--engine", "fake"], env, log)
         try:
@@ -108,18 +96,16 @@ def test_sigterm_ends_a_running_turn_cancelled_with_reason_shutdown(tmp_path: Pa
     import websockets
 
     port = free_port()
-    env = {
-        **os.environ,
-        "YAP_PORT": str(port),
-        "TEXT_API_KEY": "k",
-        "MAX_CONCURRENT_CONNECTIONS": "2",
-        "DEPLOY_MODE": "chat",
-        "CHAT_MAX_OUT": "500",
-        "YAP_FAKE_TEXT": "word " * 400,
-        "YAP_FAKE_TOKENS_PER_S": "20",
-    }
+    env = serve_env(
+        port,
+        MAX_CONCURRENT_CONNECTIONS="2",
+        DEPLOY_MODE="chat",
+        CHAT_MAX_OUT="500",
+        YAP_FAKE_TEXT="word " * 400,
+        YAP_FAKE_TOKENS_PER_S="20",
+    )
 
-    async def talk_through_a_shutdown(server: subprocess.Popen[str]) -> tuple[list[dict[str, object]], int | None]:
+    async def talk_through_a_shutdown(server: subprocess.Popen[str]) -> tuple[list[dict[str, Any]], int | None]:
         async with websockets.connect(f"ws://127.0.0.1:{port}/ws?api_key=k") as ws:
             start = {"chat_prompt": "Be brief.", "user_utterance": "talk to me"}
             await ws.send(json.dumps({"type": "start", "session_id": "s", "request_id": "t1", "payload": start}))

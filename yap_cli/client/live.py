@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from .core import TERMINAL
 from .options import session
 from .report import ms as _ms
 from .scripts import WARM_HISTORY
@@ -83,7 +84,8 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
 
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     _stdin_lines(asyncio.get_running_loop(), queue)
-    sampling = {"max_tokens": args.max_tokens} if args.max_tokens is not None else {}  # per turn; the rest in start
+    # --max-tokens goes with each turn; the rest of the sampling went with start
+    extra = {"sampling": {"max_tokens": args.max_tokens}} if args.max_tokens is not None else {}
     turns: list[LiveTurn] = []
     warm: dict[str, Any] = {"history": list(WARM_HISTORY)} if args.warm else {}
     async with session(args, args.persona, **warm) as (client, ack):
@@ -97,7 +99,6 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
             turn = LiveTurn(utterance, f"live-{uuid.uuid4().hex[:8]}", time.perf_counter())
             turns.append(turn)
             by_id[turn.request_id] = turn
-            extra = {"sampling": sampling} if sampling else {}
             await client.send("message", turn.request_id, user_utterance=utterance, **extra)
             say("assistant> ", end="", flush=True)
             return turn
@@ -159,7 +160,7 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
                             turn.ttfb_ms = round((time.perf_counter() - turn.sent) * 1000, 1)
                         turn.text += frame["payload"]["text"]
                         say(frame["payload"]["text"], end="", flush=True)
-                    elif kind in ("done", "cancelled", "error"):
+                    elif kind in TERMINAL:
                         finish(turn, frame)
                         if turn is running:
                             running = None

@@ -222,7 +222,7 @@ class _StreamingFake:
                 count += 1
                 text += piece
                 held.append(piece_token_id(piece))
-                cut = _find_stop(text, sampling.stop)
+                cut = _find_stop(text, sampling.stop, len(text) - len(piece))
                 if cut is not None:
                     text = text[:cut]
                     break
@@ -317,8 +317,10 @@ def _wake_up(wake: asyncio.Future[None]) -> None:
         wake.set_result(None)
 
 
-def _find_stop(text: str, stop: Sequence[str]) -> int | None:
-    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+def _find_stop(text: str, stop: Sequence[str], new_from: int) -> int | None:
+    """Where the first stop string in `text` starts, looking only at matches that reach past `new_from` (the
+    text before it was searched when it arrived)."""
+    hits = [i for i in (text.find(s, max(0, new_from - len(s) + 1)) for s in stop) if i >= 0]
     return min(hits) if hits else None
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailableError
+from .tiny_chat import publish_dir, staging_dir
 
 if TYPE_CHECKING:
     from ..settings import EngineSettings
@@ -183,10 +184,7 @@ def build_smollm2(
     del gguf_model
     done()
 
-    tmp = dest.with_name(dest.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = staging_dir(dest)
     done = step(4, f"saving safetensors and the tokenizer into {dest}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -222,9 +220,7 @@ def build_smollm2(
         "weights": {"file": "model.safetensors", "sha256": sha256_file(tmp / "model.safetensors")},
     }
     (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
+    publish_dir(tmp, dest)
     done()
     return dest
 

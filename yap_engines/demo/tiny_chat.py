@@ -14,6 +14,7 @@ The build is deterministic: the same seed gives byte-identical weights and token
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from ..errors import BackendUnavailableError
@@ -43,6 +44,23 @@ Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 1000. Punctuation: , . ; : ! ? ' " ( ) [ ] {
 What time is it? It is a quarter past nine. Would you like me to set a reminder?
 I can see a code editor with a Python file open; the function on line twelve raises an error.
 """
+
+
+def staging_dir(dest: Path) -> Path:
+    """A fresh `<dest>.partial` to build into (a crashed build's leftovers removed)."""
+    tmp = dest.with_name(dest.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def publish_dir(tmp: Path, dest: Path) -> Path:
+    """Move a finished build from `tmp` into place at `dest`, replacing an older one."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return dest
 
 
 def _require_build_deps() -> None:
@@ -114,17 +132,11 @@ def build_demo_chat(dest: str | Path, *, seed: int = 0, overwrite: bool = False)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(torch.bfloat16)  # type: ignore[arg-type]
 
-    tmp = dest.with_name(dest.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = staging_dir(dest)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "yap_demo.json").write_text(json.dumps({"name": DEMO_CHAT_NAME, "seed": seed}) + "\n")
-    if dest.exists():
-        import shutil
-
-        shutil.rmtree(dest)
-    tmp.rename(dest)
-    return dest
+    return publish_dir(tmp, dest)
 
 
 def is_built(path: str | Path) -> bool:

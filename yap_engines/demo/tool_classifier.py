@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailableError
-from .tiny_chat import _require_build_deps, is_built
+from .tiny_chat import _require_build_deps, is_built, publish_dir, staging_dir
 
 DEMO_TOOL_NAME = "demo-tool"
 TOOL_LABELS = {0: "no_tool", 1: "take_screenshot"}
@@ -134,8 +134,7 @@ def build_demo_tool(
     probe = slice(None, None, max(1, len(inputs) // 16))  # 16 inputs through the full saved model
     gap = tt.check_cached_path(model, inputs[probe], cached.take(probe))
 
-    tmp = dest.with_name(dest.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = staging_dir(dest)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     meta = {
@@ -156,12 +155,7 @@ def build_demo_tool(
         "build_cpu_s": round(time.process_time() - started, 1),
     }
     (tmp / "yap_demo.json").write_text(json.dumps(meta) + "\n")
-    if dest.exists():
-        import shutil
-
-        shutil.rmtree(dest)
-    tmp.rename(dest)
-    return dest
+    return publish_dir(tmp, dest)
 
 
 def _logit(p: float) -> float:

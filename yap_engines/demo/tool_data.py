@@ -11,19 +11,9 @@ import itertools
 import random
 import string
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
+from ..tool_eval import Row
 from .tool_families import FAMILIES, Family
-
-
-@dataclass(frozen=True)
-class Example:
-    """One labelled utterance (label 1: look at the screen) with the user's earlier turns, oldest first."""
-
-    family: str
-    utterance: str
-    label: int
-    history: tuple[str, ...] = ()
 
 
 def expand(templates: Iterable[str], slots: dict[str, tuple[str, ...]]) -> list[str]:
@@ -36,25 +26,25 @@ def expand(templates: Iterable[str], slots: dict[str, tuple[str, ...]]) -> list[
     return out
 
 
-def family_examples(family: Family, *, per_label: int = 80, seed: int = 0) -> list[Example]:
+def family_examples(family: Family, *, per_label: int = 80, seed: int = 0) -> list[Row]:
     """Up to `per_label` positives and as many negatives of one family, single-turn."""
     rng = random.Random(f"{family.name}/{seed}")
-    rows: list[Example] = []
+    rows: list[Row] = []
     for label, templates in ((1, family.yes), (0, family.no)):
         texts = sorted(set(expand(templates, family.slots)))
         rng.shuffle(texts)
-        rows += [Example(family.name, text, label) for text in texts[:per_label]]
+        rows += [Row(family.name, label, text) for text in texts[:per_label]]
     return rows
 
 
-def training_examples(*, per_label: int = 80, seed: int = 0) -> list[Example]:
+def training_examples(*, per_label: int = 80, seed: int = 0) -> list[Row]:
     """The single-turn examples of every family."""
     return [row for family in FAMILIES for row in family_examples(family, per_label=per_label, seed=seed)]
 
 
 def group_split(
-    examples: Sequence[Example], held_out: Sequence[str] | float, *, seed: int = 0
-) -> tuple[list[Example], list[Example]]:
+    examples: Sequence[Row], held_out: Sequence[str] | float, *, seed: int = 0
+) -> tuple[list[Row], list[Row]]:
     """(train, held-out) with whole families on one side: `held_out` names them or gives their share."""
     families = sorted({row.family for row in examples})
     if isinstance(held_out, float):
@@ -65,7 +55,7 @@ def group_split(
     return [r for r in examples if r.family not in chosen], [r for r in examples if r.family in chosen]
 
 
-def with_history(examples: Sequence[Example], *, count: int, seed: int = 0) -> list[Example]:
+def with_history(examples: Sequence[Row], *, count: int, seed: int = 0) -> list[Row]:
     """`count` multi-turn examples built only from `examples` (one side of a split).
 
     The label is always the last utterance's own: a look request earlier in the conversation does
@@ -80,7 +70,7 @@ def with_history(examples: Sequence[Example], *, count: int, seed: int = 0) -> l
     after = {f.name: f.after for f in FAMILIES if f.name in names and f.after}
     all_yes = [r for rows in yes.values() for r in rows]
     all_no = [r for rows in no.values() for r in rows]
-    out: list[Example] = []
+    out: list[Row] = []
     while len(out) < count and all_yes and all_no:
         kind = rng.randrange(6)
         if kind == 0:  # look request, then something unrelated from anywhere on this side
@@ -99,11 +89,11 @@ def with_history(examples: Sequence[Example], *, count: int, seed: int = 0) -> l
             family = rng.choice(sorted(after))
             looked = rng.random() < 0.5 and bool(yes[family])
             opener = rng.choice(yes[family] if looked else no[family] or all_no)
-            out.append(Example(family, rng.choice(after[family]), int(looked), (opener.utterance,)))
+            out.append(Row(family, int(looked), rng.choice(after[family]), (opener.utterance,)))
             continue
         else:
             continue
         if rng.random() < 0.3:
             history.insert(0, rng.choice(all_no).utterance)
-        out.append(Example(last.family, last.utterance, last.label, tuple(history)))
+        out.append(Row(last.family, last.label, last.utterance, tuple(history)))
     return out

@@ -145,11 +145,7 @@ class TurnOutcome:
         return {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens}
 
     def timings(self) -> dict[str, Any]:
-        return {
-            "start_ts": iso_z(self.start_ts),
-            "end_ts": iso_z(self.end_ts),
-            "total_latency_ms": self.total_latency_ms,
-        }
+        return {**self.window(), "total_latency_ms": self.total_latency_ms}
 
     def window(self) -> dict[str, str]:
         return {"start_ts": iso_z(self.start_ts), "end_ts": iso_z(self.end_ts)}

@@ -229,13 +229,15 @@ class Completion:
 
 
 class _Collect:
-    """The non-streaming sink: pieces add up to the whole reply."""
+    """The non-streaming sink: pieces add up to the whole reply (joined once, at the end)."""
 
     def __init__(self) -> None:
-        self.total = ThinkSplit()
+        self.reasoning: list[str] = []
+        self.content: list[str] = []
 
     async def emit(self, piece: ThinkSplit) -> bool:
-        self.total = self.total + piece
+        self.reasoning.append(piece.reasoning)
+        self.content.append(piece.content)
         return True
 
 
@@ -304,7 +306,7 @@ class CompletionResponse(Response):
             response = error.response()
         else:
             completion.ended("done")
-            response = JSONResponse(completion.whole(sink.total.reasoning, sink.total.content))
+            response = JSONResponse(completion.whole("".join(sink.reasoning), "".join(sink.content)))
         assert self._receive is not None
         await response({"type": "http"}, self._receive, send)
 

@@ -20,7 +20,7 @@ from yap_engines.errors import InvalidSamplingError
 
 from ..connection import Connection, serve_websocket
 from ..limits import SlidingWindowLimiter
-from ..wire import WireError, encode_json
+from ..wire import WireError, encode_json, oversize_bytes
 from .conversation import ResponseCache, chained, chat_prompt, user_texts
 from .events import (
     MessageInput,
@@ -57,11 +57,9 @@ class ResponsesRoute:
     # -- sending -------------------------------------------------------------------------------
     def numbered(self, event: dict[str, Any]) -> str:
         """The event's text with the next `sequence_number`, under the frame-size limit."""
-        event = {"type": event["type"], "sequence_number": self._sequence, **event}
-        self._sequence += 1
+        event = {"type": event["type"], "sequence_number": self._next(), **event}
         text = encode_json(event)
-        limit = self.max_message_bytes
-        if len(text) * 4 > limit and len(text.encode()) > limit and "response" in event:
+        if "response" in event and oversize_bytes(text, self.max_message_bytes) is not None:
             # A response object echoes the request's instructions and tools: those go, the output stays.
             event["response"] = {**event["response"], "instructions": None, "tools": [], "metadata": None}
             text = encode_json(event)

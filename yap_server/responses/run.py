@@ -93,7 +93,6 @@ class ResponseRun:
     send_event: Emit
     telemetry: TurnTelemetry
     terminal_sent: bool = False
-    engine_request_id: str = ""
     chat: InferenceEngine | None = None
     tokenizer: Any = None
     flush_s: float = 0.0  # the coalescing interval (`Generation.flush_s`)
@@ -101,12 +100,13 @@ class ResponseRun:
     _verdict: ToolVerdict | None = field(default=None, repr=False)
     _generation: Generation | None = field(default=None, repr=False)
 
-    def __post_init__(self) -> None:
-        self.engine_request_id = f"yap-{self.response.id}"
-
     @property
     def response_id(self) -> str:
         return self.response.id
+
+    @property
+    def engine_request_id(self) -> str:
+        return f"yap-{self.response.id}"
 
     # -- events ----------------------------------------------------------------------------------
     async def _event(self, kind: str, **fields: Any) -> None:
@@ -215,12 +215,21 @@ class ResponseRun:
     async def stopped(self, reason: str, notify: bool) -> bool:
         """After the task was cancelled: close open items and send `response.incomplete` (reason
         `cancelled`); False when the response had already ended."""
-        return await self.finish_cancelled()
+        if self.terminal_sent:
+            return False
+        await self._close_message("incomplete")
+        self.response.status = "incomplete"
+        self.response.incomplete_details = IncompleteDetails(reason="cancelled")
+        self.response.usage = self._usage()
+        await self._terminal("response.incomplete", "cancelled")
+        return True
 
     async def crashed(self, exc: Exception) -> None:
+        """Its task failed unexpectedly: `response.failed` (unless a terminal event already went out)."""
         log.error("response %s failed: %r", self.response_id, exc)
         self.telemetry.report_exception(exc)
-        await self.finish_failed("server_error", "the server failed on this response; it has been logged")
+        if not self.terminal_sent:
+            await self._fail("server_error", "the server failed on this response; it has been logged")
 
     async def _decided_to_call(self) -> bool:
         """Wait for the pending classification (once); True when the declared tool should be called."""
@@ -293,24 +302,6 @@ class ResponseRun:
         self.response.error = ResponseError(code=code, message=message)
         self.response.usage = self._usage()
         await self._terminal("response.failed", "error")
-
-    # -- endings driven by the connection --------------------------------------------------------
-    async def finish_cancelled(self) -> bool:
-        """After the task was cancelled: close open items and send `response.incomplete` (reason
-        `cancelled`); False when the response had already ended."""
-        if self.terminal_sent:
-            return False
-        await self._close_message("incomplete")
-        self.response.status = "incomplete"
-        self.response.incomplete_details = IncompleteDetails(reason="cancelled")
-        self.response.usage = self._usage()
-        await self._terminal("response.incomplete", "cancelled")
-        return True
-
-    async def finish_failed(self, code: str, message: str) -> None:
-        """After the task failed unexpectedly: `response.failed` (unless a terminal event already went out)."""
-        if not self.terminal_sent:
-            await self._fail(code, message)
 
     def ended(self) -> EndedResponse:
         cut = self.response.status != "completed"
