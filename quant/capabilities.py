@@ -80,14 +80,15 @@ def _method(**fields: Any) -> Method:
 _VLLM = {"backend": "vllm", "tool": "llmcompressor"}
 _TRT = {"backend": "trt", "tool": "modelopt"}
 _W4A16_CT = "compressed-tensors pack-quantized W4A16 (int4 weights, group 128)"
+_W4A16_ASYM_CT = "compressed-tensors pack-quantized W4A16 (int4 weights with zero points, group 128)"
 _DYNAMIC_ACTS = "(per-channel weights, dynamic per-token activations)"
 
 METHODS: Mapping[tuple[Backend, str], Method] = MappingProxyType(
     {
         (m.backend, m.key): m
         for m in (
-            _method(key="awq", **_VLLM, bits=4, scheme="W4A16", recipe=("AWQModifier", "QuantizationModifier"),
-                    calibration=True, sms=ALL_SMS, produces=_W4A16_CT,
+            _method(key="awq", **_VLLM, bits=4, scheme="W4A16_ASYM", recipe=("AWQModifier", "QuantizationModifier"),
+                    calibration=True, sms=ALL_SMS, produces=_W4A16_ASYM_CT,
                     summary="AWQ-calibrated 4-bit weights, 16-bit activations"),
             _method(key="w4a16", **_VLLM, bits=4, scheme="W4A16", recipe=("QuantizationModifier",),
                     calibration=False, sms=ALL_SMS, produces=_W4A16_CT,

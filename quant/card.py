@@ -59,7 +59,7 @@ def _quality(meta: BuildMetadata) -> list[str]:
         f"| KL(base ‖ this), mean per token | {num('kl', '.4f')} |",
         f"| Size on disk | {q.get('size_bytes', 0) / 1e6:.1f} MB |",
         f"| Build time | {num('build_seconds', '.1f')} s |",
-        f"| Computed by | {q.get('path')} |",
+        f"| Computed by | {q.get('path')}, {q.get('compute_dtype', 'float32')} compute |",
         "",
     ]
     lines += [f"Not used: {kernel}." for kernel in q.get("kernels_unavailable", [])]

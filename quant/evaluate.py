@@ -52,6 +52,7 @@ class QualityReport(BaseModel):
     kernels_unavailable: list[str]
     tokens: int
     window: int
+    compute_dtype: str = "float32"
     text: str = HELDOUT_NAME
     text_sha256: str = Field(default_factory=heldout_sha256)
     device: str
@@ -82,7 +83,7 @@ class QualityReport(BaseModel):
             parts.append(f"(base {self.base_perplexity:.3f}, {self.delta * 100:+.2f}%)")
         if self.top1_agreement is not None and self.kl is not None:
             parts += [f"top-1 {self.top1_agreement * 100:.2f}%", f"KL {self.kl:.4f}"]
-        return ", ".join(parts) + f" [{self.path}; {self.tokens} tokens]"
+        return ", ".join(parts) + f" [{self.path}; {self.tokens} tokens, {self.compute_dtype} compute]"
 
 
 def checkpoint_size(path: Path) -> int:
@@ -138,6 +139,7 @@ def evaluate_many(
                 "text": HELDOUT_TEXT,
                 "max_tokens": settings.eval_tokens,
                 "window": settings.eval_window,
+                "dtype": settings.eval_dtype,
                 "log": str(Path(tmp) / f"eval-{index}.log"),
                 "prompts": list(prompts),
             }
@@ -178,6 +180,7 @@ def _report(artifact: Path, base: str | None, meta: BuildMetadata | None, out: d
         kernels_unavailable=list(out["kernels_unavailable"]),
         tokens=out["tokens"],
         window=out["window"],
+        compute_dtype=out["dtype"],
         device=out["device"],
         seconds=out["seconds"],
         generations=list(out.get("generations", [])),

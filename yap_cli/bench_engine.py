@@ -17,6 +17,7 @@ from yap_engines.chat import render_ids
 from yap_engines.registry import load_engine
 from yap_engines.settings import EngineSettings
 from yap_engines.types import ChatRequest, Sampling
+from yap_server.stats import percentiles
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,9 @@ async def bench_tool(model: str, *, concurrencies: tuple[int, ...] = (1, 16), ro
                     batch = [texts[(r * level + i) % len(texts)] for i in range(level)]
                     decisions = await asyncio.gather(*(tool.classify([], t) for t in batch))
                     latencies += [d.latency_ms for d in decisions]
-                latencies.sort()
+                cuts = percentiles(latencies, digits=2)
                 report[f"{label}_c{level}"] = {
-                    "p50_ms": round(statistics.median(latencies), 2),
-                    "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
-                    "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 2),
+                    **{f"{point}_ms": value for point, value in cuts.items()},
                     "batches": tool.batches_run,
                 }
                 tool.batches_run = 0

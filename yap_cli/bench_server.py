@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from yap_engines import ChatRequest, FakeEngine, Sampling
+from yap_server.stats import percentiles
 
 from .loopback import free_port
 
@@ -46,11 +47,8 @@ FLUSH_SETTINGS_MS = (0.0, 10.0, 25.0, 50.0)
 SESSIONS = (1, 16, 64, 256)
 
 
-def _percentile(values: list[float], p: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))], 3)
+def _percentile(values: list[float], point: int) -> float:
+    return percentiles(values, (point,), digits=3)[f"p{point}"] or 0.0
 
 
 def _median(values: list[float]) -> float:
@@ -254,15 +252,15 @@ def _summary(
     gaps = [g for rs in streams for s in rs for g in s.gaps_ms]
     out: dict[str, Any] = {
         "tokens_per_s": round(_median(rates), 1),
-        "ttft_ms_p50": _percentile(ttft, 0.5),
-        "ttft_ms_p99": _percentile(ttft, 0.99),
+        "ttft_ms_p50": _percentile(ttft, 50),
+        "ttft_ms_p99": _percentile(ttft, 99),
         "cpu_us_per_token": round(_median(per_token), 2),
         "frames_per_s": round(_median(frames), 1),
-        "frame_gap_ms_p99": _percentile(gaps, 0.99),
+        "frame_gap_ms_p99": _percentile(gaps, 99),
     }
     if raw_ttft is not None:
-        out["added_ttft_ms_p50"] = round(out["ttft_ms_p50"] - _percentile(raw_ttft, 0.5), 3)
-        out["added_ttft_ms_p99"] = round(out["ttft_ms_p99"] - _percentile(raw_ttft, 0.99), 3)
+        out["added_ttft_ms_p50"] = round(out["ttft_ms_p50"] - _percentile(raw_ttft, 50), 3)
+        out["added_ttft_ms_p99"] = round(out["ttft_ms_p99"] - _percentile(raw_ttft, 99), 3)
     return out
 
 
@@ -280,7 +278,7 @@ async def bench_fake(
             "ttft": [s.ttft_ms for rs, _ in raw_runs for s in rs],
         }
     report: dict[str, Any] = {
-        "raw": {str(k): {"tokens_per_s": v["tokens_per_s"], "ttft_ms_p50": _percentile(v["ttft"], 0.5)}
+        "raw": {str(k): {"tokens_per_s": v["tokens_per_s"], "ttft_ms_p50": _percentile(v["ttft"], 50)}
                 for k, v in raw.items()},
         "flush": {},
     }  # fmt: skip

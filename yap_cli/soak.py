@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yap_server.stats import percentiles
+
 KEY = "soak-key"
 TERMINAL = ("done", "cancelled", "error")
 ACTIONS = ("turn", "barge_in", "cancel", "cancel_spoken", "ping", "idle", "disconnect")
@@ -199,17 +201,8 @@ def _load_main(argv: list[str]) -> int:
 # -- the server side (this process) ------------------------------------------------------------
 
 
-def percentiles(values: list[float]) -> dict[str, float | int | None]:
-    if not values:
-        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None}
-    cuts = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else [values[0]] * 99
-    return {
-        "n": len(values),
-        "p50": round(cuts[49], 2),
-        "p95": round(cuts[94], 2),
-        "p99": round(cuts[98], 2),
-        "max": round(max(values), 2),
-    }
+def latency_summary(values: list[float]) -> dict[str, float | int | None]:
+    return {"n": len(values), **percentiles(values, digits=2), "max": round(max(values), 2) if values else None}
 
 
 def slope_per_minute(samples: list[tuple[float, float]]) -> float | None:
@@ -334,9 +327,9 @@ async def soak(engine_name: str, sessions: int, duration_s: float, seed: int, ma
             "reconnects": stats["reconnects"],
         },
         "latency_ms": {
-            "first_token": percentiles(stats["first_token_ms"]),
-            "cancel_to_cancelled": percentiles(stats["cancel_ms"]),
-            "ping_to_pong": percentiles(stats["ping_ms"]),
+            "first_token": latency_summary(stats["first_token_ms"]),
+            "cancel_to_cancelled": latency_summary(stats["cancel_ms"]),
+            "ping_to_pong": latency_summary(stats["ping_ms"]),
         },
         "rss_mib": {
             "start": rss[0][1] if rss else None,

@@ -9,7 +9,6 @@ answers its health check within `HEALTH_TIMEOUT_S` (ready, not merely up), 503 n
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ from yap_engines import EngineHealth
 from .auth import key_is_valid, presented_key, unauthorized
 from .completions.jobs import JobBoard
 from .state import AppState
+from .stats import percentiles
 
 HEALTH_TIMEOUT_S = 5.0
 WINDOW_S = 60.0
@@ -53,13 +53,7 @@ async def health(request: Request) -> JSONResponse:
 def job_stats(board: JobBoard, now: float) -> dict[str, Any]:
     """Queue depth, throughput over the last minute, and latency percentiles of recent completed jobs."""
     recent = [job for job in board.finished if now - job[0] <= WINDOW_S]
-    latencies = sorted(seconds for _, status, seconds, _ in board.finished if status == "completed")
-    percentiles: dict[str, float | None] = {"p50": None, "p90": None, "p99": None}
-    if len(latencies) == 1:
-        percentiles = dict.fromkeys(percentiles, latencies[0])
-    elif latencies:
-        cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-        percentiles = {"p50": cuts[49], "p90": cuts[89], "p99": cuts[98]}
+    latencies = [seconds for _, status, seconds, _ in board.finished if status == "completed"]
     statuses: dict[str, int] = {}
     for _, status, _, _ in board.finished:
         statuses[status] = statuses.get(status, 0) + 1
@@ -70,7 +64,7 @@ def job_stats(board: JobBoard, now: float) -> dict[str, Any]:
         "max_queued": board.max_queued,
         "jobs_per_s": sum(1 for job in recent if job[1] == "completed") / WINDOW_S,
         "tokens_per_s": sum(job[3] for job in recent) / WINDOW_S,
-        "latency_s": percentiles,
+        "latency_s": percentiles(latencies, (50, 90, 99)),
         "statuses": statuses,
     }
 

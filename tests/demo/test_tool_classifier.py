@@ -29,6 +29,9 @@ FOLLOWUPS_FLOOR_ACCURACY = 0.88
 FOLLOWUPS_CEILING_FPR = 0.08
 FOLLOWUPS_FLOOR_AFTER_REQUEST_NO_RATE = 0.91
 FOLLOWUPS_FLOOR_STEP_ACCURACY = 0.88
+# The conversations written before recipe 4 changed the training (tool_heldout_conversations.tsv): only
+# checked here to stay apart from the training set; its figures are reported, not floored.
+CONVERSATIONS = FOLLOWUPS.with_name("tool_heldout_conversations.tsv")
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +53,9 @@ def test_the_group_wise_split_never_puts_a_family_on_both_sides(held_out: list[s
         assert {row.utterance, *row.history} <= allowed
 
 
-@pytest.mark.parametrize("path", [None, FOLLOWUPS], ids=["held-out-families", "follow-ups"])
+@pytest.mark.parametrize(
+    "path", [None, FOLLOWUPS, CONVERSATIONS], ids=["held-out-families", "follow-ups", "conversations"]
+)
 def test_the_shipped_held_out_files_are_not_training_families(path: Path | None) -> None:
     held_out = read_rows(path)
     training = training_examples(per_label=TRAIN_PER_LABEL)

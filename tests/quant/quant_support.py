@@ -58,8 +58,8 @@ def demo_request(
 # to act on this model, small enough for CI on two cores.
 SMOL_CALIBRATION = {"awq_nsamples": 4, "awq_seqlen": 64, "trt_calib_size": 4, "trt_calib_seqlen": 64,
                     "trt_calib_batch_size": 4}  # fmt: skip
-# Held-out tokens scored per format in the tests (the whole text, about 2,700 tokens, at the defaults).
-SMOL_EVAL = {"eval_tokens": 512, "eval_window": 512}
+# Held-out tokens scored per format in the tests: the whole text (about 2,700 tokens), in float32 as by default.
+SMOL_EVAL = {"eval_tokens": 4096, "eval_window": 1024, "eval_dtype": "float32"}
 CAPITAL = "What is the capital of France? Answer in one short sentence."
 # The bounds against bf16.
 SMOL_BOUNDS = {"8bit_delta": 0.03, "8bit_top1": 0.95, "4bit_delta": 0.25, "4bit_measured_delta": 0.5}

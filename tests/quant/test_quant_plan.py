@@ -76,7 +76,7 @@ def test_presets_and_algorithms_are_recorded() -> None:
     assert plan(DENSE, "trt", "8bit", 86).produces == "W8A8_SQ_PER_CHANNEL"
     assert plan(DENSE, "trt", "8bit", 90).recipe == ("FP8_DEFAULT_CFG",)
     vllm_awq = plan(DENSE, "vllm", "awq", 80)
-    assert (vllm_awq.scheme, vllm_awq.recipe) == ("W4A16", ("AWQModifier", "QuantizationModifier"))
+    assert (vllm_awq.scheme, vllm_awq.recipe) == ("W4A16_ASYM", ("AWQModifier", "QuantizationModifier"))
     fp8 = plan(DENSE, "vllm", "fp8", 90)
     assert (fp8.scheme, fp8.calibration) == ("FP8_DYNAMIC", False)
     assert plan(DENSE, "vllm", "int8", 86).recipe == ("SmoothQuantModifier", "QuantizationModifier")
@@ -401,6 +401,19 @@ def test_calibration_defaults_follow_the_seed(monkeypatch: pytest.MonkeyPatch) -
     s = QuantSettings.from_env()
     assert (s.awq_nsamples, s.awq_seqlen, s.trt_calib_size, s.trt_calib_batch_size) == (64, 2048, 64, 16)
     assert s.trt_awq_block_size == 128 and s.calib_dataset("llmcompressor") is None  # the shipped texts
+
+
+def test_the_evaluation_computes_in_float32_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quant.errors import QuantError
+    from quant.settings import QuantSettings
+
+    monkeypatch.delenv("QUANT_EVAL_DTYPE", raising=False)
+    assert QuantSettings.from_env().eval_dtype == "float32"
+    monkeypatch.setenv("QUANT_EVAL_DTYPE", "bfloat16")
+    assert QuantSettings.from_env().eval_dtype == "bfloat16"
+    monkeypatch.setenv("QUANT_EVAL_DTYPE", "int8")
+    with pytest.raises((QuantError, ValueError), match="QUANT_EVAL_DTYPE"):
+        QuantSettings.from_env()
 
 
 @pytest.mark.parametrize("env", [{}, {"TRT_MAX_BATCH_SIZE": "24"}, {"YAP_TRT_MAX_BATCH_SIZE": "12"}])

@@ -7,6 +7,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from yap_server.stats import percentiles
+
 from .core import TurnResult
 
 LATENCIES = ("ttfb_ms", "first3_ms", "sentence_ms")
@@ -16,14 +18,8 @@ BENCH_METRICS = ("toolcall_ms", "ttfb_ms", "first3_ms", "sentence_ms")
 
 def summarize(values: list[float]) -> dict[str, float | None]:
     """avg/p50/p90/p95 of a list of milliseconds (None when empty)."""
-    if not values:
-        return {"avg": None, "p50": None, "p90": None, "p95": None}
-    ordered = sorted(values)
-
-    def pct(p: float) -> float:
-        return round(ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))], 2)
-
-    return {"avg": round(statistics.fmean(ordered), 2), "p50": pct(0.5), "p90": pct(0.9), "p95": pct(0.95)}
+    average = round(statistics.fmean(values), 2) if values else None
+    return {"avg": average, **percentiles(values, (50, 90, 95), digits=2)}
 
 
 def ms(value: float | None) -> str:

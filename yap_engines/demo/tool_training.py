@@ -37,9 +37,19 @@ class Cached:
 
 
 def cache_features(model: Any, inputs: Sequence[Sequence[int]], *, batch: int = 64) -> Cached:
-    """Run the frozen part once: length-sorted batches, padded to the longest input overall."""
+    """Run the frozen part once per distinct input: length-sorted batches, padded to the longest input overall.
+
+    Repeated inputs (a multi-turn example whose history the budget drops is its last utterance again)
+    are encoded once and share their features.
+    """
     import torch
 
+    distinct = {tuple(ids): None for ids in inputs}
+    if len(distinct) < len(inputs):
+        position = {ids: i for i, ids in enumerate(distinct)}
+        return cache_features(model, list(distinct), batch=batch).take(
+            torch.tensor([position[tuple(ids)] for ids in inputs])
+        )
     layers = model.bert.encoder.layer
     last = layers[-1].attention.self
     heads, size = last.num_attention_heads, last.attention_head_size
