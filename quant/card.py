@@ -45,6 +45,7 @@ def _quality(meta: BuildMetadata) -> list[str]:
     ppl, base = q.get("perplexity"), q.get("base_perplexity")
     delta = f" ({(ppl / base - 1) * 100:+.2f}% vs the base)" if ppl and base else ""
     top1 = q.get("top1_agreement")
+    compute = f", {q['compute_dtype']} compute" if q.get("compute_dtype") else ""  # reports before it was recorded
     lines = [
         "## Quality",
         "",
@@ -59,7 +60,7 @@ def _quality(meta: BuildMetadata) -> list[str]:
         f"| KL(base ‖ this), mean per token | {num('kl', '.4f')} |",
         f"| Size on disk | {q.get('size_bytes', 0) / 1e6:.1f} MB |",
         f"| Build time | {num('build_seconds', '.1f')} s |",
-        f"| Computed by | {q.get('path')}, {q.get('compute_dtype', 'float32')} compute |",
+        f"| Computed by | {q.get('path')}{compute} |",
         "",
     ]
     lines += [f"Not used: {kernel}." for kernel in q.get("kernels_unavailable", [])]

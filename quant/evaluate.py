@@ -52,7 +52,7 @@ class QualityReport(BaseModel):
     kernels_unavailable: list[str]
     tokens: int
     window: int
-    compute_dtype: str = "float32"
+    compute_dtype: str
     text: str = HELDOUT_NAME
     text_sha256: str = Field(default_factory=heldout_sha256)
     device: str

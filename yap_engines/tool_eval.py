@@ -172,13 +172,12 @@ def report(rows: Sequence[Row], predicted: Sequence[bool]) -> dict[str, Any]:
     }
     after = _after_a_look(rows)
     slices = {AFTER_A_LOOK: _figures_of(rows, predicted, after).as_dict()}
-    return {**overall, "families": families, "slices": slices, "multi_turn": multi_turn(rows, predicted, after)}
+    return {**overall, "families": families, "slices": slices, "multi_turn": multi_turn(rows, predicted)}
 
 
-def multi_turn(rows: Sequence[Row], predicted: Sequence[bool], after: Sequence[int] | None = None) -> dict[str, Any]:
-    """`after_request_no_rate`, `after_a_look_precision` and `step_accuracy` (see the module docstring).
-    `after`: the after-a-look rows' indexes, when the caller already has them."""
-    after = _after_a_look(rows) if after is None else after
+def multi_turn(rows: Sequence[Row], predicted: Sequence[bool]) -> dict[str, Any]:
+    """`after_request_no_rate`, `after_a_look_precision` and `step_accuracy` (see the module docstring)."""
+    after = _after_a_look(rows)
     after_figures = _figures_of(rows, predicted, after)
     after_no = [i for i in after if rows[i].label == 0]
     kept_no = sum(1 for i in after_no if not predicted[i])

@@ -205,9 +205,9 @@ def _load(tools: Any, path: Path | str, kind: str, on: str, dtype: Any) -> tuple
                 # weight-only: the weights are already exactly de-quantized, and quantizing them again with
                 # the same scales changes nothing, so skip that per-forward work
                 module.quantization_enabled = False
-    if kind == "plain":
-        stored = json.loads((Path(path) / "config.json").read_text())
-        detail = str(stored.get("dtype") or stored.get("torch_dtype") or "unquantized")
+    if kind == "plain":  # the dtype it is stored in (a dir or a hub id), not the one it computes in here
+        stored = getattr(tools.AutoConfig.from_pretrained(str(path)), "dtype", None)
+        detail = str(stored or "unquantized").removeprefix("torch.")
     return model.to(on).eval(), detail
 
 

@@ -53,7 +53,8 @@ def _report(**fields: Any) -> QualityReport:
         "artifact": "engines/x", "base": "engines/base", "method": "w4a16", "format": "pack-quantized: W4A16",
         "perplexity": 11.0, "base_perplexity": 10.0, "top1_agreement": 0.9, "kl": 0.05, "size_bytes": 10**8,
         "base_size_bytes": 3 * 10**8, "build_seconds": 12.5, "path": "transformers on cpu: compressed-tensors",
-        "kernels_unavailable": ["vLLM W4A16 kernels"], "tokens": 256, "window": 256, "device": "cpu", "seconds": 1.0,
+        "kernels_unavailable": ["vLLM W4A16 kernels"], "tokens": 256, "window": 256, "compute_dtype": "float32",
+        "device": "cpu", "seconds": 1.0,
     }  # fmt: skip
     return QualityReport(**{**values, **fields})
 
@@ -65,6 +66,7 @@ def test_the_report_json_has_the_documented_keys() -> None:
     assert json.loads(json.dumps(summary))["path"] == "transformers on cpu: compressed-tensors"
     row = _report().row()
     assert "perplexity 11.000" in row and "+10.00%" in row and "top-1 90.00%" in row and "KL 0.0500" in row
+    assert row.endswith("; 256 tokens, float32 compute]") and summary["compute_dtype"] == "float32"
 
 
 # --- real builds and reports on SmolLM2 --------------------------------------------------------------------------
@@ -169,6 +171,7 @@ def test_the_report_lands_in_the_metadata_and_the_model_card(
     card = model_card(meta, "org/smollm2-fp8")
     assert "## Quality" in card and f"{smol_reports['fp8_dynamic'].perplexity:.3f}" in card
     assert "Top-1 agreement with the base" in card and "Not used: FP8 GEMM" in card
+    assert "float32 compute |" in card  # the dtype that computed the figures
 
 
 @pytest.mark.quant

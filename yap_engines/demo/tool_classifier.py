@@ -76,6 +76,8 @@ TRAIN_PER_LABEL = 110
 TRAIN_HISTORY_TOKENS = 0
 SERVED_THRESHOLD = 0.66
 FP_COST = 2.0
+#: The cut on a calibrated probability with the lowest expected `FP_COST * FP + FN`: yes when p >= FP_COST * (1 - p).
+BAYES_CUT = round(FP_COST / (1 + FP_COST), 4)
 
 
 def minilm_dir() -> Path:
@@ -146,7 +148,7 @@ def build_demo_tool(
     val_margin = tt.margins(model, cached.take(val_index))
     scale, shift = tt.fit_platt(val_margin, labels[val_index])
     probability = torch.sigmoid(scale * val_margin + shift)
-    threshold = _bayes_threshold()
+    threshold = BAYES_CUT
     validation = figures(labels[val_index].tolist(), [p >= threshold for p in probability.tolist()]).as_dict()
 
     # Final run: every family, the same recipe, then the calibration with the cut moved to SERVED_THRESHOLD.
@@ -184,12 +186,6 @@ def build_demo_tool(
 
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
-
-
-def _bayes_threshold() -> float:
-    """The cut on a calibrated probability with the lowest expected `FP_COST * FP + FN`: say yes when
-    p >= FP_COST * (1 - p)."""
-    return round(FP_COST / (1 + FP_COST), 4)
 
 
 def held_out_accuracy(path: str | Path) -> float | None:
