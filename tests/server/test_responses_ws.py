@@ -144,7 +144,7 @@ async def probe_factory() -> AsyncIterator[Any]:
 
 async def test_a_response_streams_in_openai_order_and_output_matches_the_stream(probe_factory: Any) -> None:
     engine = FakeEngine(text="  Hello there, how are you today?  \n")
-    probe = await probe_factory(engine)
+    probe = await probe_factory(engine, stream_flush_ms=0)  # a delta per engine delta, however busy the machine
     events = await probe.respond(input=[user("hi")], instructions="Be brief.")
     kinds = [e["type"] for e in events]
     deltas = kinds.count("response.output_text.delta")
