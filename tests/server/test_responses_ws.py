@@ -205,7 +205,8 @@ async def test_cancel_mid_stream_ends_promptly_and_aborts_the_engine_request(pro
     events += await probe.until_final()
     elapsed = time.perf_counter() - sent
     final = events[-1]
-    assert final["type"] == "response.incomplete" and elapsed < 1.0
+    # uncancelled, the reply (capped at 150 tokens, 40 a second) would run for more than 3 s after the cancel
+    assert final["type"] == "response.incomplete" and elapsed < 2.5
     assert final["response"]["incomplete_details"] == {"reason": "cancelled"}
     assert engine.num_unfinished_requests() == 0
     assert [e["type"] for e in events[-4:-1]] == TEXT_ORDER[4:]
