@@ -187,7 +187,6 @@ def _load(tools: Any, path: Path | str, kind: str, on: str, dtype: Any) -> tuple
     if kind == "modelopt":
         return _load_modelopt(tools, Path(path), on, dtype)
     kwargs: dict[str, Any] = {"dtype": dtype}
-    detail = "bf16" if kind == "plain" else "compressed-tensors"
     if kind == "compressed-tensors":
         kwargs["quantization_config"] = tools.CompressedTensorsConfig(dequantize=True)
         qc = json.loads((Path(path) / "config.json").read_text())["quantization_config"]
@@ -197,6 +196,9 @@ def _load(tools: Any, path: Path | str, kind: str, on: str, dtype: Any) -> tuple
         if weights.get("symmetric") is False:
             w += " with zero points"
         detail = f"{qc.get('format')}: W{weights.get('num_bits')}A{acts.get('num_bits') if acts else 16} ({w})"
+    else:  # plain: the dtype it is stored in (a dir or a hub id), not the one it computes in here
+        stored = getattr(tools.AutoConfig.from_pretrained(str(path)), "dtype", None)
+        detail = str(stored or "unquantized").removeprefix("torch.")
     model = tools.AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     if kind == "compressed-tensors":
         for module in model.modules():
@@ -205,9 +207,6 @@ def _load(tools: Any, path: Path | str, kind: str, on: str, dtype: Any) -> tuple
                 # weight-only: the weights are already exactly de-quantized, and quantizing them again with
                 # the same scales changes nothing, so skip that per-forward work
                 module.quantization_enabled = False
-    if kind == "plain":  # the dtype it is stored in (a dir or a hub id), not the one it computes in here
-        stored = getattr(tools.AutoConfig.from_pretrained(str(path)), "dtype", None)
-        detail = str(stored or "unquantized").removeprefix("torch.")
     return model.to(on).eval(), detail
 
 
@@ -231,7 +230,8 @@ def _describe_path(kind: str, detail: str, on: str) -> str:
 def main(events: Events, job: dict[str, Any], tools: Any) -> dict[str, Any]:
     torch = tools.torch
     on = device()
-    dtype = getattr(torch, job.get("dtype", "float32"))
+    compute = job["dtype"]
+    dtype = getattr(torch, compute)
     artifact, base = Path(job["artifact"]), job.get("base")
     with events.stage("load"):
         has_tokenizer = (artifact / "tokenizer.json").exists()
@@ -272,10 +272,10 @@ def main(events: Events, job: dict[str, Any], tools: Any) -> dict[str, Any]:
         "device": on,
         "path": _describe_path(job["kind"], detail, on),
         "format": detail,
-        "kernels_unavailable": kernels_not_used(job["kind"], detail, on, str(dtype).removeprefix("torch.")),
+        "kernels_unavailable": kernels_not_used(job["kind"], detail, on, compute),
         "tokens": count,
         "window": window,
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": compute,
         "perplexity": math.exp(nll / count),
         "base_perplexity": math.exp(nll_base / count) if has_base else None,
         "top1_agreement": agree / count if has_base else None,

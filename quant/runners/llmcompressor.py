@@ -56,7 +56,7 @@ def _scheme(job: dict[str, Any], tools: Any) -> dict[str, Any]:
     AWQ uses `W4A16_ASYM`: int4 with a zero point per group, as AWQ was published and as AutoAWQ and
     llm-compressor's AWQ examples build it. The search scales the weights before they are rounded; a zero
     point lets each group use all 16 levels of its own range. On SmolLM2-135M at group 64 it is the difference
-    between +38% perplexity (symmetric) and +19% (benchmarks/quant-smollm2.json)."""
+    between +37% perplexity (symmetric) and +17% (benchmarks/quant-smollm2.json)."""
     name, group_size = job["scheme"], job.get("group_size")
     if name == "FP8_W8A16":
         fp8 = tools.preset_name_to_scheme("FP8_DYNAMIC", ["Linear"])

@@ -143,20 +143,19 @@ def build_demo_tool(
     tt.start_from_mean_pooling(model)
     initial = {name: p.detach().clone() for name, p in model.named_parameters()}
 
-    # First run: train without the validation families, calibrate and choose the cut on them.
+    # First run: train without the validation families, calibrate on them and measure at the Bayes cut.
     tt.train(model, cached.take(train_index), labels[train_index], epochs=epochs, lr=lr, seed=seed)
     val_margin = tt.margins(model, cached.take(val_index))
     scale, shift = tt.fit_platt(val_margin, labels[val_index])
     probability = torch.sigmoid(scale * val_margin + shift)
-    threshold = BAYES_CUT
-    validation = figures(labels[val_index].tolist(), [p >= threshold for p in probability.tolist()]).as_dict()
+    validation = figures(labels[val_index].tolist(), [p >= BAYES_CUT for p in probability.tolist()]).as_dict()
 
     # Final run: every family, the same recipe, then the calibration with the cut moved to SERVED_THRESHOLD.
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             parameter.copy_(initial[name])
     tt.train(model, cached, labels, epochs=epochs, lr=lr, seed=seed)
-    tt.fold_into_head(model, scale, shift + _logit(SERVED_THRESHOLD) - _logit(threshold))
+    tt.fold_into_head(model, scale, shift + _logit(SERVED_THRESHOLD) - _logit(BAYES_CUT))
     probe = slice(None, None, max(1, len(inputs) // 16))  # 16 inputs through the full saved model
     gap = tt.check_cached_path(model, inputs[probe], cached.take(probe))
 
@@ -176,7 +175,7 @@ def build_demo_tool(
         "validation": validation,
         "held_out_accuracy": validation["accuracy"],
         "calibration": {"scale": round(scale, 4), "shift": round(shift, 4)},
-        "threshold": {"chosen": threshold, "served_as": SERVED_THRESHOLD, "fp_cost": FP_COST},
+        "threshold": {"chosen": BAYES_CUT, "served_as": SERVED_THRESHOLD, "fp_cost": FP_COST},
         "cached_path_gap": gap,
         "build_cpu_s": round(time.process_time() - started, 1),
     }
