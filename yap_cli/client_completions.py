@@ -15,7 +15,7 @@ import sys
 import uuid
 from typing import Any
 
-from yap_server.completions.crypto import ContentCipher
+from yap_server.crypto import ContentCipher
 
 from .urls import endpoint_url
 

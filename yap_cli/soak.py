@@ -216,8 +216,8 @@ def slope_per_minute(samples: list[tuple[float, float]]) -> float | None:
 def objects_in_memory() -> dict[str, int]:
     """Live `Session`, `Connection` and `Turn` objects after a full garbage collection."""
     from yap_server.connection import Connection
-    from yap_server.session import Session
-    from yap_server.turn import Turn
+    from yap_server.ws.session import Session
+    from yap_server.ws.turn import Turn
 
     gc.collect()
     counts = {"sessions_in_memory": 0, "connections_in_memory": 0, "turns_in_memory": 0}

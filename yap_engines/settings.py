@@ -16,6 +16,12 @@ from typing import Any, Literal, TypeVar
 from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The built artifacts under `YAP_ENGINES_DIR`, named once (the demo builders write them, settings find them).
+DEMO_CHAT_NAME = "demo-chat"  # the tiny random-weight test model
+SMOLLM2_NAME = "smollm2-135m-instruct"  # the embedded default model
+DEMO_TOOL_NAME = "demo-tool"  # the demo tool classifier
+DEMO_MODEL_ALIAS = "demo"  # `MODEL=demo` names the tiny test model
+
 ENGINE_NAMES = ("fake", "vllm", "trt", "openai")
 
 
@@ -328,21 +334,21 @@ class EngineSettings(BaseSettings):
 
     @property
     def demo_model_dir(self) -> Path:
-        from .demo import DEMO_CHAT_NAME
-
+        """Where the tiny random-weight test model is built."""
         return self.engines_dir / DEMO_CHAT_NAME
 
     @property
     def default_model_dir(self) -> Path:
         """Where the embedded default model (SmolLM2-135M-Instruct) is built."""
-        from .demo import SMOLLM2_NAME
-
         return self.engines_dir / SMOLLM2_NAME
+
+    @property
+    def demo_tool_dir(self) -> Path:
+        """Where the demo tool classifier is built (the tool model when `TOOL_MODEL` is not set)."""
+        return self.engines_dir / DEMO_TOOL_NAME
 
     def resolved_model(self) -> str:
         """The model to load: `MODEL` when set (`demo` = the tiny test model), else the embedded default's dir."""
-        from .demo import DEMO_MODEL_ALIAS
-
         if self.model is None:
             return str(self.default_model_dir)
         if self.model == DEMO_MODEL_ALIAS:

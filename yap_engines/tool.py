@@ -17,13 +17,14 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import BackendUnavailableError
-from .settings import env_names, load_settings
+from .settings import DEMO_TOOL_NAME, env_names, load_settings
 from .types import EngineHealth
 
 TOOL_GPU_FRAC_ALONE = 0.1
@@ -89,6 +90,11 @@ class ToolSettings(BaseSettings):
         if "tool_gpu_frac" in self.model_fields_set:
             return self
         return self.model_copy(update={"tool_gpu_frac": TOOL_GPU_FRAC_SHARED})
+
+    def resolved_model(self, engines_dir: Path) -> str:
+        """THE tool model: `TOOL_MODEL` when set, else the demo classifier's directory under `engines_dir`
+        (`YAP_ENGINES_DIR`). Callers that may build the demo classifier check `tool_model is None`."""
+        return self.tool_model or str(engines_dir / DEMO_TOOL_NAME)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ToolSettings:

@@ -19,7 +19,7 @@ from yap_engines.tool import ToolSettings
 from . import dashboard, embeddings
 from .auth import key_is_valid, presented_key, unauthorized
 from .completions.route import completions_endpoint
-from .connection import LiveConnections
+from .limits import LiveConnections
 from .openai import routes as openai_routes
 from .responses.route import responses_endpoint
 from .security import redact_keys_in_server_logs, security_middleware

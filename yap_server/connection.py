@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from . import wire
+from . import frames
 from .auth import WHERE_KEYS_GO, key_is_valid, presented_key
-from .wire import WireError, encode_json
+from .frames import WireError, encode_json
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -210,7 +210,7 @@ class Connection:
                 if message is None:
                     self.telemetry.idle_disconnect()
                     await self.cancel(None, "idle")
-                    await self.close(wire.CLOSE_IDLE, route.idle_reason)
+                    await self.close(frames.CLOSE_IDLE, route.idle_reason)
                     return
                 if message["type"] == "websocket.disconnect":
                     return
@@ -241,7 +241,7 @@ class Connection:
                 if len(data) > limit:
                     raise WireError("message_too_large", f"frame is {len(data)} bytes; the limit is {limit}")
                 raise WireError(route.json_error_code, "binary frames are not supported; send JSON text")
-            if (size := wire.oversize_bytes(text, limit)) is not None:
+            if (size := frames.oversize_bytes(text, limit)) is not None:
                 raise WireError("message_too_large", f"frame is {size} bytes; the limit is {limit}")
             frame = route.sentinel(text)
             if frame is None:
@@ -261,30 +261,7 @@ class Connection:
     async def shut_down(self) -> None:
         """The server is stopping: running work ends cancelled (reason `shutdown`), then close 1012."""
         await self.cancel(None, "shutdown")
-        await self.close(wire.CLOSE_SERVICE_RESTART, "server shutting down")
-
-
-class LiveConnections:
-    """The connections an app serves right now, so a shutdown can end them politely.
-
-    uvicorn closes every socket at once when it stops (the app only sees the disconnect afterwards),
-    so the server that runs the app drains it first (`serving.DrainingServer`)."""
-
-    def __init__(self) -> None:
-        self._connections: set[Connection] = set()
-
-    def __len__(self) -> int:
-        return len(self._connections)
-
-    def add(self, connection: Connection) -> None:
-        self._connections.add(connection)
-
-    def discard(self, connection: Connection) -> None:
-        self._connections.discard(connection)
-
-    async def drain(self) -> None:
-        """Shut every live connection down (each one's failure stays its own)."""
-        await asyncio.gather(*(c.shut_down() for c in list(self._connections)), return_exceptions=True)
+        await self.close(frames.CLOSE_SERVICE_RESTART, "server shutting down")
 
 
 async def serve_websocket(websocket: WebSocket, refusal: Any, make_route: Any) -> None:
@@ -306,12 +283,12 @@ async def serve_websocket(websocket: WebSocket, refusal: Any, make_route: Any) -
 
     if not key_is_valid(presented_key(websocket), settings.api_keys):
         message = f"missing or wrong API key: {WHERE_KEYS_GO}"
-        await refuse("auth", "authentication_failed", message, wire.CLOSE_POLICY_VIOLATION)
+        await refuse("auth", "authentication_failed", message, frames.CLOSE_POLICY_VIOLATION)
         return
     waiting_since = time.perf_counter()
     if not await slots.acquire(settings.ws_handshake_acquire_timeout_s):
         message = f"all {slots.capacity} connection slots are busy; retry with backoff"
-        await refuse("capacity", "server_at_capacity", message, wire.CLOSE_TRY_AGAIN_LATER)
+        await refuse("capacity", "server_at_capacity", message, frames.CLOSE_TRY_AGAIN_LATER)
         return
     telemetry.slot_waited(time.perf_counter() - waiting_since)
     try:

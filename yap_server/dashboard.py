@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from yap_engines import EngineHealth
 
 from .auth import key_is_valid, presented_key, unauthorized
-from .completions.jobs import JobBoard
+from .jobs import JobBoard
 from .state import AppState
 from .stats import percentiles
 

@@ -1,4 +1,4 @@
-"""Sliding-window rate limits and the connection-slot pool."""
+"""Sliding-window rate limits, the connection-slot pool and the live connections it admitted."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 
 class SlidingWindowLimiter:
@@ -53,3 +54,32 @@ class ConnectionSlots:
     def release(self) -> None:
         self.active -= 1
         self._semaphore.release()
+
+
+class Drainable(Protocol):
+    """A live connection, as the drain sees it (`connection.Connection`)."""
+
+    async def shut_down(self) -> None: ...
+
+
+class LiveConnections:
+    """The connections an app serves right now, so a shutdown can end them politely.
+
+    uvicorn closes every socket at once when it stops (the app only sees the disconnect afterwards),
+    so the server that runs the app drains it first (`serving.DrainingServer`)."""
+
+    def __init__(self) -> None:
+        self._connections: set[Drainable] = set()
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def add(self, connection: Drainable) -> None:
+        self._connections.add(connection)
+
+    def discard(self, connection: Drainable) -> None:
+        self._connections.discard(connection)
+
+    async def drain(self) -> None:
+        """Shut every live connection down (each one's failure stays its own)."""
+        await asyncio.gather(*(c.shut_down() for c in list(self._connections)), return_exceptions=True)

@@ -31,8 +31,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from .frames import CLOSE_POLICY_VIOLATION
 from .settings import ServerSettings
-from .wire import CLOSE_POLICY_VIOLATION
 
 log = logging.getLogger("yap.security")
 

@@ -266,7 +266,7 @@ class ServerSettings(BaseSettings):
     @field_validator("orch_encryption_key")
     @classmethod
     def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
-        from .completions.crypto import check_fernet_key
+        from .crypto import check_fernet_key
 
         if value is not None:
             check_fernet_key(value.get_secret_value())

@@ -9,22 +9,19 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from yap_engines import EngineHealth, EngineSettings, InferenceEngine, Sampling, load_engine
 from yap_engines.settings import SettingsError
 from yap_engines.tool import ToolClassifier, ToolSettings
 
-from .completions.crypto import ContentCipher
-from .completions.jobs import JobBoard
-from .connection import LiveConnections
-from .limits import ConnectionSlots
+from .crypto import ContentCipher
+from .encoder import Encoder
+from .jobs import JobBoard
+from .limits import ConnectionSlots, LiveConnections
 from .settings import ServerSettings
 from .streaming import Classifier
 from .telemetry import Telemetry
-
-if TYPE_CHECKING:
-    from .embeddings import SentenceEncoder
 
 log = logging.getLogger("yap.app")
 
@@ -59,8 +56,6 @@ def load_parts(
     settings: ServerSettings, engine_settings: EngineSettings, tool_settings: ToolSettings | None
 ) -> dict[str, Any]:
     """Load what `DEPLOY_MODE` asks for: the chat engine and/or the tool classifier (default: the demo one)."""
-    from yap_engines.demo import DEMO_TOOL_NAME
-
     parts: dict[str, Any] = {}
     tool_settings = (tool_settings or ToolSettings.from_env()) if settings.tool_deployed else None
     if settings.chat_deployed and tool_settings is not None:  # one GPU, two models: the seed's 0.70/0.20 split
@@ -68,8 +63,7 @@ def load_parts(
     if settings.chat_deployed:
         parts["chat"] = load_engine(settings=engine_settings)
     if tool_settings is not None:
-        model = tool_settings.tool_model or str(engine_settings.engines_dir / DEMO_TOOL_NAME)
-        parts["tool"] = ToolClassifier.load(model, tool_settings)
+        parts["tool"] = ToolClassifier.load(tool_settings.resolved_model(engine_settings.engines_dir), tool_settings)
     return parts
 
 
@@ -101,45 +95,6 @@ def cache_reset_task(engine_settings: EngineSettings, chat: Any, telemetry: Tele
     return asyncio.create_task(reset_prefix_cache_every(interval, chat, telemetry), name="yap-cache-reset")
 
 
-class Encoder:
-    """The embeddings encoder of one app, owned by its lifespan (which starts and closes it).
-
-    With `EMBED_PRELOAD` (the default) the lifespan starts loading the weights in a worker thread as the
-    server starts, so no request creates it; `/embeddings` awaits a load still under way. Loading torch
-    and the encoder costs seconds of CPU, so `EMBED_PRELOAD=0` leaves it to the first `/embeddings` call
-    for a server that never embeds (most voice deployments)."""
-
-    def __init__(self, settings: ServerSettings) -> None:
-        self.settings = settings
-        self._lock = asyncio.Lock()
-        self._encoder: SentenceEncoder | None = None
-        self._preload: asyncio.Task[Any] | None = None
-
-    @property
-    def loaded(self) -> bool:
-        return self._encoder is not None
-
-    def preload(self) -> None:
-        """Start loading in the background (the lifespan calls this at start-up when `EMBED_PRELOAD` is on)."""
-        if self._preload is None:
-            self._preload = asyncio.create_task(self.get())
-
-    async def get(self) -> SentenceEncoder:
-        """The loaded encoder (loading it if no load has finished; a failed load is retried by the next call)."""
-        from .embeddings import SentenceEncoder
-
-        async with self._lock:
-            if self._encoder is None:
-                self._encoder = await asyncio.to_thread(SentenceEncoder.from_settings, self.settings)
-            return self._encoder
-
-    async def aclose(self) -> None:
-        if self._preload is not None:
-            self._preload.cancel()
-            await asyncio.gather(self._preload, return_exceptions=True)
-        self._encoder = None
-
-
 @dataclass
 class AppState:
     """What every route reads. `chat` and `tool` are the parts `DEPLOY_MODE` deploys (None otherwise);
@@ -169,6 +124,15 @@ class AppState:
     @property
     def model_id(self) -> str | None:
         return self.chat.model_id if self.chat is not None else None
+
+    @property
+    def served_models(self) -> list[str]:
+        """The model ids this server answers to: `SERVED_MODEL_NAME` when set, else the chat engine's model id."""
+        if self.chat is None:
+            return []
+        if self.settings.served_model_name:
+            return [name.strip() for name in self.settings.served_model_name.split(",") if name.strip()]
+        return [str(self.model_id or self.chat.name)]
 
     @property
     def parts(self) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from yap_engines import ChatRequest, Delta, EngineSettings, FunctionEngine, Sampling, Usage
 from yap_engines.thinking import ThinkSplit
-from yap_server.sanitize import StreamSanitizer
 from yap_server.streaming import Generation
+from yap_server.ws.sanitize import StreamSanitizer
 
 from .conftest import KEY, RecordingFake, live_server
 

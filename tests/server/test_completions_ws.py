@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 from yap_cli.client_completions import completions_url, job_frame, run_job
 from yap_engines import FakeEngine
 from yap_engines.settings import SettingsError
-from yap_server.completions.crypto import ContentCipher
+from yap_server.crypto import ContentCipher
 from yap_server.settings import ServerSettings
 
 from .conftest import KEY, live_server

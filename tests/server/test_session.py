@@ -10,7 +10,7 @@ from typing import Any
 from yap_engines import ChatRequest, FunctionEngine, Sampling
 from yap_engines.adapters.fake import FakeTokenizer
 from yap_server.app import banned_phrase_bias
-from yap_server.session import History, Persona, Session, TurnOptions
+from yap_server.ws.session import History, Persona, Session, TurnOptions
 
 from .conftest import Probe, served, server_settings
 

@@ -19,9 +19,9 @@ from .conftest import server_settings
 
 async def negotiated_extensions(**overrides: object) -> tuple[str | None, str]:
     """The `Sec-WebSocket-Extensions` the server answered a deflate-offering client with, and a pong's type."""
-    app = create_app(server_settings(text_api_key="k", **overrides), engines={"chat": FakeEngine(seed=1)})
+    app = create_app(server_settings(text_api_key="app-test-key", **overrides), engines={"chat": FakeEngine(seed=1)})
     async with serve_on_loopback(app) as port:
-        async with websockets.connect(f"ws://127.0.0.1:{port}/ws?api_key=k", compression="deflate") as ws:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws?api_key=app-test-key", compression="deflate") as ws:
             await ws.send(json.dumps({"type": "ping", "session_id": "s", "request_id": "p", "payload": {}}))
             pong = json.loads(await ws.recv())
             assert ws.response is not None
@@ -39,7 +39,7 @@ async def test_deflate_is_negotiated_when_the_setting_asks_for_it() -> None:
 
 
 def test_the_setting_reads_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TEXT_API_KEY", "k")
+    monkeypatch.setenv("TEXT_API_KEY", "app-test-key")
     monkeypatch.setenv("MAX_CONCURRENT_CONNECTIONS", "4")
     monkeypatch.setenv("WS_PER_MESSAGE_DEFLATE", "1")
     assert ServerSettings.from_env().ws_per_message_deflate is True

@@ -5,11 +5,10 @@ Nothing here needs a model hub: every artifact is built from what installed pack
 
 from __future__ import annotations
 
+from ..settings import DEMO_CHAT_NAME, DEMO_MODEL_ALIAS, DEMO_TOOL_NAME, SMOLLM2_NAME
 from .smollm2 import (
-    DEMO_MODEL_ALIAS,
     SMOLLM2_GGUF,
     SMOLLM2_INSTALL,
-    SMOLLM2_NAME,
     SMOLLM2_PACKAGE,
     SMOLLM2_PACKAGE_VERSION,
     build_offline_model,
@@ -22,13 +21,12 @@ from .smollm2 import (
 from .tiny_chat import (
     CHATML_TEMPLATE,
     DEMO_CHAT_MAX_POSITIONS,
-    DEMO_CHAT_NAME,
     SPECIAL_TOKENS,
     build_demo_chat,
     build_demo_tokenizer,
     is_built,
 )
-from .tool_classifier import DEMO_TOOL_NAME, TOOL_LABELS, build_demo_tool, held_out_accuracy, minilm_dir
+from .tool_classifier import TOOL_LABELS, build_demo_tool, held_out_accuracy, minilm_dir
 
 __all__ = [
     "CHATML_TEMPLATE",

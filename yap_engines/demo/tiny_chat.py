@@ -18,8 +18,8 @@ import shutil
 from pathlib import Path
 
 from ..errors import BackendUnavailableError
+from ..settings import DEMO_CHAT_NAME
 
-DEMO_CHAT_NAME = "demo-chat"
 DEMO_CHAT_MAX_POSITIONS = 8192
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")

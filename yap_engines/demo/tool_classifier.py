@@ -54,9 +54,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailableError
+from ..settings import DEMO_TOOL_NAME
 from .tiny_chat import _require_build_deps, is_built, publish_dir, staging_dir
 
-DEMO_TOOL_NAME = "demo-tool"
 TOOL_LABELS = {0: "no_tool", 1: "take_screenshot"}
 #: Bumped whenever the recipe changes, so an older build in engines/ is rebuilt rather than reused.
 DEMO_TOOL_RECIPE = 4

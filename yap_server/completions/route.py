@@ -42,14 +42,13 @@ from yap_engines.protocol import OnDelta
 from yap_engines.reasoning import ReasoningPipeline, ReasoningResult, structured_output_from_dict
 from yap_engines.thinking import ThinkSplit
 
-from .. import wire
+from .. import frames
 from ..connection import Connection, serve_websocket
-from ..openai.routes import served_models
+from ..crypto import DecryptionError
+from ..frames import WireError
+from ..jobs import QueueTicket
 from ..streaming import Generation, failure_for
 from ..telemetry import TurnTelemetry
-from ..wire import WireError
-from .crypto import DecryptionError
-from .jobs import QueueTicket
 
 log = logging.getLogger("yap.completions")
 
@@ -128,7 +127,7 @@ class CompletionsRoute:
             try:
                 job = JobFrame.model_validate(data)
             except ValidationError as exc:
-                raise WireError("invalid_request", wire.describe_errors(exc, "")) from None
+                raise WireError("invalid_request", frames.describe_errors(exc, "")) from None
             self.start_job(job)
         return True
 
@@ -167,7 +166,7 @@ class CompletionsRoute:
 
     def _check_model(self, model: str | None) -> None:
         """seed 002 passed `request.model` to its vLLM, which refused a model it did not serve: so does this."""
-        served = served_models(self.app)
+        served = self.app.served_models
         if model is not None and model not in served:
             raise WireError(
                 "model_not_found",

@@ -29,8 +29,8 @@ from yap_engines.chat import render_ids
 from yap_engines.thinking import ThinkSplit, prompt_ids_open_thinking
 
 from ..auth import WHERE_KEYS_GO, key_is_valid, presented_key
+from ..frames import encode_json
 from ..streaming import Failure, Generation
-from ..wire import encode_json
 from .request import ChatCall, OpenAIError, parse_chat_body
 from .strict_json import StrictJsonStream
 
@@ -41,15 +41,6 @@ if TYPE_CHECKING:
 SESSION_HEADER = "x-session-id"  # routing adapters send it so that a session stays on one replica
 _FINISH = {"stop": "stop", "length": "length", "cancelled": "abort", "error": "error"}
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def served_models(app: AppState) -> list[str]:
-    """The model ids this server answers to: `SERVED_MODEL_NAME` when set, else the chat engine's model id."""
-    if app.chat is None:
-        return []
-    if app.settings.served_model_name:
-        return [name.strip() for name in app.settings.served_model_name.split(",") if name.strip()]
-    return [str(app.model_id or app.chat.name)]
 
 
 def _check_key(request: Request) -> None:
@@ -70,7 +61,7 @@ async def list_models(request: Request) -> JSONResponse:
     # Beside OpenAI's fields, the limits a client needs to size a request (vLLM publishes max_model_len too).
     limits = {"max_model_len": app.chat.max_model_len if app.chat is not None else None}
     limits["max_completion_tokens"] = app.sampling.max_tokens_limit
-    data = [{"id": model, "object": "model", "created": 0, "owned_by": "yap", **limits} for model in served_models(app)]
+    data = [{"id": model, "object": "model", "created": 0, "owned_by": "yap", **limits} for model in app.served_models]
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -106,7 +97,7 @@ async def _prepare(request: Request) -> Completion:
             code="not_deployed",
             type="server_error",
         )
-    models = served_models(app)
+    models = app.served_models
     if call.model not in models:
         message = f"the model {call.model!r} is not served here; use one of: {', '.join(models)} (see GET /v1/models)"
         raise OpenAIError(404, message, code="model_not_found", param="model")

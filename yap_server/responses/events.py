@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator
 
-from ..wire import WireError
+from ..frames import WireError
 
 # -- client events ---------------------------------------------------------------------------------
 

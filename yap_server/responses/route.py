@@ -19,8 +19,8 @@ from yap_engines.chat import fit_prompt
 from yap_engines.errors import InvalidSamplingError
 
 from ..connection import Connection, serve_websocket
+from ..frames import WireError, encode_json, oversize_bytes
 from ..limits import SlidingWindowLimiter
-from ..wire import WireError, encode_json, oversize_bytes
 from .conversation import ResponseCache, chained, chat_prompt, user_texts
 from .events import (
     MessageInput,

@@ -12,10 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from yap_engines.chat import FittedPrompt, fit_prompt, render_ids
-from yap_engines.errors import InvalidSamplingError
 from yap_engines.types import Sampling
-
-from .wire import WireError
 
 Reasoning = Literal["hide", "stream"]
 OPTION_KEYS = ("sanitize_output", "reasoning")
@@ -27,24 +24,6 @@ class TurnOptions:
 
     sanitize_output: bool = True
     reasoning: Reasoning = "hide"
-
-
-def parse_sampling(raw: Mapping[str, Any] | None, base: Sampling, options: TurnOptions) -> tuple[Sampling, TurnOptions]:
-    """Apply a wire `sampling` object on top of `base`/`options`; raise `WireError("invalid_sampling")`."""
-    if not raw:
-        return base, options
-    values = dict(raw)
-    sanitize = values.pop("sanitize_output", options.sanitize_output)
-    if not isinstance(sanitize, bool):
-        raise WireError("invalid_sampling", "sampling.sanitize_output: must be true or false")
-    reasoning = values.pop("reasoning", options.reasoning)
-    if reasoning not in ("hide", "stream"):
-        raise WireError("invalid_sampling", 'sampling.reasoning: must be "hide" or "stream"')
-    try:
-        sampling = base.merged(values)
-    except InvalidSamplingError as exc:
-        raise WireError("invalid_sampling", str(exc), extra={"key": exc.key}) from None
-    return sampling, TurnOptions(sanitize, reasoning)
 
 
 @dataclass(frozen=True)

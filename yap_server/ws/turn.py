@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 from yap_engines import ChatRequest, ContextTooLongError, Sampling
 from yap_engines.thinking import ThinkSplit, prompt_ids_open_thinking
 
+from ..streaming import Classifier, Generation, ToolVerdict
 from .sanitize import StreamSanitizer
 from .session import Session, TurnOptions
-from .streaming import Classifier, Generation, ToolVerdict
 from .wire import error_frame, frame, toolcall_payload
 
 if TYPE_CHECKING:
-    from .state import AppState
-    from .telemetry import TurnTelemetry
+    from ..state import AppState
+    from ..telemetry import TurnTelemetry
 
 log = logging.getLogger("yap.ws")
 

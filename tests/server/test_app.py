@@ -14,7 +14,7 @@ from yap_server.settings import ServerSettings
 
 
 def settings(**overrides: object) -> ServerSettings:
-    values = {"text_api_key": "k", "max_concurrent_connections": 2, "deploy_mode": "chat", **overrides}
+    values = {"text_api_key": "app-test-key", "max_concurrent_connections": 2, "deploy_mode": "chat", **overrides}
     return ServerSettings(**values)  # type: ignore[arg-type]
 
 
@@ -22,7 +22,7 @@ def test_the_lifespan_builds_the_engine_settings_ask_for() -> None:
     app = create_app(settings(), engine_settings=EngineSettings(engine="fake", fake_text="hi"))
     with TestClient(app) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
-        body = client.get("/status", headers={"X-API-Key": "k"}).json()
+        body = client.get("/status", headers={"X-API-Key": "app-test-key"}).json()
         assert body["engines"] == {"chat": "fake"}
 
 
@@ -36,7 +36,7 @@ def test_injected_engines_belong_to_the_caller() -> None:
 @pytest.mark.parametrize("missing", ["TEXT_API_KEY", "MAX_CONCURRENT_CONNECTIONS"])
 def test_required_variables_fail_at_startup_naming_them(missing: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("TEXT_API_KEY", "MAX_CONCURRENT_CONNECTIONS")}
-    env.update({"TEXT_API_KEY": "k", "MAX_CONCURRENT_CONNECTIONS": "4"})
+    env.update({"TEXT_API_KEY": "app-test-key", "MAX_CONCURRENT_CONNECTIONS": "4"})
     del env[missing]
     out = subprocess.run(
         [sys.executable, "-m", "yap_cli", "serve", "--engine", "fake"],
@@ -60,7 +60,7 @@ async def test_a_remote_engine_without_a_tokenizer_fails_at_startup_naming_the_s
     from yap_engines.adapters.openai import RemoteEngine
 
     remote = RemoteEngine("http://127.0.0.1:9")  # never contacted: start-up stops first
-    settings = ServerSettings(text_api_key="k", max_concurrent_connections=1, deploy_mode="chat")
+    settings = ServerSettings(text_api_key="app-test-key", max_concurrent_connections=1, deploy_mode="chat")
     try:
         with (
             pytest.raises(RuntimeError, match="YAP_OPENAI_TOKENIZER"),

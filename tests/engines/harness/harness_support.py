@@ -22,7 +22,7 @@ from yap_server.app import create_app
 from yap_server.settings import ServerSettings
 
 KEY = "harness-key"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 CAPPED_MAX_OUT = 150  # the seed's CHAT_MAX_OUT default

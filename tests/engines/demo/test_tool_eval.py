@@ -20,7 +20,7 @@ from yap_engines.tool_eval import (
     read_rows,
 )
 
-FOLLOWUPS = Path(__file__).parents[2] / "yap_engines" / "demo" / "data" / "tool_heldout_followups.tsv"
+FOLLOWUPS = Path(__file__).parents[3] / "yap_engines" / "demo" / "data" / "tool_heldout_followups.tsv"
 
 SMALL = """\
 # a comment, then rows before any family line

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from yap_server.sanitize import StreamSanitizer, sanitize_text
+from yap_server.ws.sanitize import StreamSanitizer, sanitize_text
 
 # Pieces chosen so that chunk boundaries land inside every rule.
 PIECES = st.sampled_from(

@@ -1,10 +1,10 @@
-"""The frame-size rule every WebSocket route applies (`wire.oversize_bytes`)."""
+"""The frame-size rule every WebSocket route applies (`frames.oversize_bytes`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from yap_server import wire
+from yap_server import frames
 
 
 @pytest.mark.parametrize(
@@ -19,4 +19,4 @@ from yap_server import wire
     ],
 )
 def test_a_frame_is_over_the_limit_by_its_utf8_bytes(text: str, limit: int, size: int | None) -> None:
-    assert wire.oversize_bytes(text, limit) == size
+    assert frames.oversize_bytes(text, limit) == size

@@ -12,12 +12,14 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
+from .. import frames
+from ..connection import Connection, serve_websocket
+from ..frames import WireError
+from ..limits import SlidingWindowLimiter
 from . import wire
-from .connection import Connection, serve_websocket
-from .limits import SlidingWindowLimiter
-from .session import Persona, Session, TurnOptions, parse_sampling
+from .session import Persona, Session, TurnOptions
 from .turn import Turn
-from .wire import UNKNOWN, WireError, error_frame, frame
+from .wire import UNKNOWN, error_frame, frame, parse_sampling
 
 UNMETERED = ("ping", "pong", "end", "cancel")
 TURN = "turn"  # the key of the one turn a connection runs
@@ -165,7 +167,7 @@ class WsRoute:
     async def on_end(self, env: wire.Envelope) -> bool:
         await self.conn.cancel([TURN], "client_request")
         await self.conn.send(frame("session_end", env.session_id, env.request_id))
-        await self.conn.close(wire.CLOSE_NORMAL, "session ended")
+        await self.conn.close(frames.CLOSE_NORMAL, "session ended")
         return False
 
     def _require_session(self) -> Session:

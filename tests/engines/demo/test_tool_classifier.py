@@ -24,7 +24,7 @@ FLOOR_AFTER_REQUEST_NO_RATE = 0.92
 # The follow-up conversations (tool_heldout_followups.tsv), written before tuning and never tuned on:
 # a little below what the recipe-3 build measured there (accuracy 0.917, FPR 0.046, no-rate 0.948,
 # step accuracy 0.917).
-FOLLOWUPS = Path(__file__).parents[2] / "yap_engines" / "demo" / "data" / "tool_heldout_followups.tsv"
+FOLLOWUPS = Path(__file__).parents[3] / "yap_engines" / "demo" / "data" / "tool_heldout_followups.tsv"
 FOLLOWUPS_FLOOR_ACCURACY = 0.88
 FOLLOWUPS_CEILING_FPR = 0.08
 FOLLOWUPS_FLOOR_AFTER_REQUEST_NO_RATE = 0.91

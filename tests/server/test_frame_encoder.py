@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from yap_server.wire import encode_json
+from yap_server.frames import encode_json
 
 
 def test_frames_are_compact_json_with_text_kept_as_is() -> None:
