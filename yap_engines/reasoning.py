@@ -18,7 +18,8 @@ answer cannot fit, `ContextTooLongError` says what to shorten. Cancelling the ta
 pipeline closes the running pass's stream, which aborts its engine request.
 
 Every pass reads its stream through `runner` (default: `protocol.consume`, the one stream loop); the
-server passes its generation pipeline there, so passes get its telemetry and error mapping.
+server passes its generation pipeline there, so passes get its telemetry and error mapping. A runner
+returns the engine error that ended its pass (or raises it); either way the pipeline stops with it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .chat import Message, render_ids
-from .errors import ContextTooLongError, GenerationError, InvalidRequestError
+from .errors import ContextTooLongError, EngineError, GenerationError, InvalidRequestError
 from .protocol import InferenceEngine, OnDelta, consume
 from .thinking import CLOSE_TAG, OPEN_TAG
 from .types import ChatRequest, Delta, FinishReason, Sampling, StructuredOutput, Usage, normalize_json
@@ -46,8 +47,9 @@ DRAFT_INTRO = "\n\nMy draft answer:\n"
 CHECK_PROMPT = "\n\nWait, have I made a mistake?"
 DEFAULT_CUTOFF_NOTICE = "\n\n(Thinking budget reached; I will answer with what I have.)"
 
-PassRunner = Callable[[ChatRequest, OnDelta], Awaitable[None]]
-"""Runs one pass: streams `request` and hands each delta to the callback (False stops it)."""
+PassRunner = Callable[[ChatRequest, OnDelta], Awaitable[EngineError | None]]
+"""Runs one pass: streams `request` and hands each delta to the callback (False stops it). Returns the
+engine error that ended the pass (None: it ended cleanly); the pipeline stops there and raises it."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ class ReasoningPipeline:
         self.budgets = dict(budgets)
         self.final_max_tokens = final_max_tokens
         self.max_model_len = max_model_len if max_model_len is not None else engine.max_model_len
-        self.runner: PassRunner = runner or (lambda request, on_delta: consume(engine, request, on_delta))
+        self.runner: PassRunner = runner or self._consume
         self.sampling = sampling or Sampling()
         self.cutoff_notice = cutoff_notice
         close_ids = self._encode(CLOSE_TAG)
@@ -135,6 +137,17 @@ class ReasoningPipeline:
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    async def _consume(self, request: ChatRequest, on_delta: OnDelta) -> EngineError | None:
+        """The default runner: `consume` on the engine (its errors propagate as raised)."""
+        await consume(self.engine, request, on_delta)
+        return None
+
+    async def _pass(self, request: ChatRequest, on_delta: OnDelta) -> None:
+        """Run one pass through `runner`; an engine error it returns ends the pipeline."""
+        error = await self.runner(request, on_delta)
+        if error is not None:
+            raise error
 
     async def run(
         self,
@@ -251,7 +264,7 @@ class ReasoningPipeline:
                 finish, usage = delta.finish_reason or "stop", delta.usage
             return True
 
-        await self.runner(request, on_delta)
+        await self._pass(request, on_delta)
         if CLOSE_TAG in text:
             text, closed = text[: text.index(CLOSE_TAG)], True
         hit_budget = not closed and finish == "length"
@@ -281,7 +294,7 @@ class ReasoningPipeline:
                 finish, usage = delta.finish_reason or "stop", delta.usage or usage
             return True
 
-        await self.runner(request, on_delta)
+        await self._pass(request, on_delta)
         return _PassOutput(text, PassReport(name, cap, usage, finish))
 
     @staticmethod

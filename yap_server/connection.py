@@ -12,7 +12,8 @@ A route supplies a `Route`: its parser and dispatch (`handle`), the shape of its
   reader is cancelled, so its work is aborted and its slot freed; it sees 1006);
 - the connection's cancellable work: `start` runs a `Work` as a task, `cancel` cancels tasks and
   waits until they have stopped (closing an engine stream aborts its request), then lets each
-  work send its terminal frame;
+  work send its terminal frame; every work guards that frame with one `Terminal`, so exactly one
+  goes out;
 - the graceful drain on shutdown: `LiveConnections.drain` cancels every connection's work
   (reason `shutdown`) and closes 1012.
 """
@@ -56,6 +57,25 @@ class Work(Protocol):
     async def crashed(self, exc: Exception) -> None:
         """Its task raised `exc` (a bug): send the route's internal-error terminal frame unless one went out."""
         ...
+
+
+class Terminal:
+    """The once-only terminal guard every `Work` holds: its terminal frame goes out exactly once.
+
+    `claim()` is True the first time only; a work claims before it sends (before the send's await, so a
+    cancel landing during the send sees it), and `stopped`/`crashed` send nothing once it is claimed."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def claim(self) -> bool:
+        """Take the terminal frame: True when no terminal frame was claimed before."""
+        if self.sent:
+            return False
+        self.sent = True
+        return True
 
 
 class Route(Protocol):

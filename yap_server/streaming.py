@@ -1,5 +1,7 @@
 """THE generation pipeline: every route that generates (`/ws`, `/v1/chat/completions`, `/v1/responses`,
-each pass of a `/ws/completions` job) streams an engine's reply through `Generation`.
+each pass of a `/ws/completions` job) streams an engine's reply through `Generation`, built by one
+constructor, `Generation.for_prompt`, which works out from the prompt ids whether the reply starts inside
+a think block.
 
 `Generation.run(sink)` reads the engine stream (through `yap_engines.protocol.consume`, the one
 stream loop), splits `<think>` reasoning from the answer, passes the answer through the route's
@@ -18,7 +20,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from yap_engines import ChatRequest, Delta, EngineHealth, InferenceEngine, Usage
 from yap_engines.errors import (
@@ -30,7 +32,7 @@ from yap_engines.errors import (
     UnsupportedFeature,
 )
 from yap_engines.protocol import OnDelta, consume
-from yap_engines.thinking import ThinkSplit, ThinkSplitter
+from yap_engines.thinking import ThinkSplit, ThinkSplitter, prompt_ids_open_thinking
 from yap_engines.tool import ToolDecision
 
 if TYPE_CHECKING:
@@ -166,13 +168,13 @@ class Sink(Protocol):
 class Generation:
     """One engine request streamed to a route.
 
-    `opens_thinking`: the prompt ends inside a think block (None: decide from the text, as a streaming
-    reply must; False: text before `<think>` is the answer). `reasoning`: emit reasoning pieces (else
-    they are dropped). `flush_s`: the coalescing interval (`STREAM_FLUSH_MS`, see `_flush`). After `run`:
-    `content` (the answer before filters, as far as it was flushed to the sink), `token_ids` (likewise),
-    `finish_reason`, `usage`, `first_token_at`, `stopped` (the sink or `observe` stopped it), and
-    `failure`/`error` (an engine error, mapped and as raised). `observe` sees each raw delta first (the
-    thinking passes watch token ids there); returning False stops the stream.
+    Built with `for_prompt`, which works out `opens_thinking`: the prompt ends inside a think block (None:
+    decide from the text at the end; False: text before `<think>` is the answer). `reasoning`: emit
+    reasoning pieces (else they are dropped). `flush_s`: the coalescing interval (`STREAM_FLUSH_MS`, see
+    `_flush`). After `run`: `content` (the answer before filters, as far as it was flushed to the sink),
+    `token_ids` (likewise), `finish_reason`, `usage`, `first_token_at`, `stopped` (the sink or `observe`
+    stopped it), and `failure`/`error` (an engine error, mapped and as raised). `observe` sees each raw
+    delta first (the thinking passes watch token ids there); returning False stops the stream.
 
     Coalescing, the rule every route gets from here:
     - until the first visible piece (answer text, or reasoning when `reasoning`) has gone out, every delta is
@@ -204,6 +206,29 @@ class Generation:
     error: EngineError | None = None
     observe: OnDelta | None = None
     clock: Callable[[], float] = time.perf_counter  # the coalescing clock (tests inject their own)
+
+    @classmethod
+    def for_prompt(
+        cls,
+        engine: InferenceEngine,
+        request: ChatRequest,
+        tokenizer: Any,
+        telemetry: TurnTelemetry,
+        *,
+        streamed: bool = True,
+        **options: Any,
+    ) -> Generation:
+        """THE way a route builds a generation: the thinking state is worked out from the prompt ids.
+
+        A prompt that ends inside a think block (the template prefilled `<think>`) opens it. Otherwise a
+        `streamed` reply decides eagerly (text before a `<think>` is the answer), while a whole reply can
+        wait for the end, so a `</think>` with no opening tag still marks the reasoning before it.
+        `tokenizer` None: the prompt is not inspected and text before `<think>` is the answer (the
+        thinking-effort passes, which read raw deltas). `options`: the other fields (reasoning, filters, …).
+        """
+        opens = tokenizer is not None and prompt_ids_open_thinking(tokenizer, request.prompt_token_ids)
+        opens_thinking: bool | None = True if opens else (False if streamed or tokenizer is None else None)
+        return cls(engine, request, telemetry, opens_thinking=opens_thinking, **options)
 
     @property
     def content(self) -> str:

@@ -43,11 +43,11 @@ from yap_engines.reasoning import ReasoningPipeline, ReasoningResult, structured
 from yap_engines.thinking import ThinkSplit
 
 from .. import frames
-from ..connection import Connection, serve_websocket
+from ..connection import Connection, Terminal, serve_websocket
 from ..crypto import DecryptionError
 from ..frames import WireError
 from ..jobs import QueueTicket
-from ..streaming import Generation, failure_for
+from ..streaming import Failure, Generation, failure_for
 from ..telemetry import TurnTelemetry
 
 log = logging.getLogger("yap.completions")
@@ -151,7 +151,8 @@ class CompletionsRoute:
         self._check_model(job.request.model)
         messages = self._messages(job.request)
         telemetry = self.conn.observed.turn(rid)
-        pipeline = self._pipeline(app.chat, job, telemetry)
+        passes = Passes(app.chat, telemetry)
+        pipeline = self._pipeline(app.chat, job, passes)
         response_format = self._response_format(job.request)
         ticket = app.jobs.admit()
         if ticket is None:
@@ -161,7 +162,7 @@ class CompletionsRoute:
                 "(ORCH_MAX_CONCURRENT_JOBS, ORCH_MAX_QUEUED_JOBS); retry with backoff",
             )
         timeout = job.timeout_seconds or self.settings.orch_default_timeout_s
-        work = Job(self, rid, ticket, pipeline, messages, job.request, response_format, timeout, telemetry)
+        work = Job(self, rid, ticket, pipeline, passes, messages, job.request, response_format, timeout, telemetry)
         self.conn.start(rid, work)
 
     def _check_model(self, model: str | None) -> None:
@@ -187,7 +188,7 @@ class CompletionsRoute:
             messages.append({"role": message.role, "content": content})
         return messages
 
-    def _pipeline(self, chat: InferenceEngine, job: JobFrame, telemetry: TurnTelemetry) -> ReasoningPipeline:
+    def _pipeline(self, chat: InferenceEngine, job: JobFrame, passes: Passes) -> ReasoningPipeline:
         """The thinking-effort pipeline on the app's base sampling (banned phrases included); each of
         its passes streams through the server's generation pipeline."""
         s = self.settings
@@ -196,20 +197,13 @@ class CompletionsRoute:
             sampling = base.merged(job.request.sampling or {})
         except InvalidSamplingError as exc:
             raise WireError("invalid_sampling", str(exc)) from None
-
-        async def run_pass(request: ChatRequest, on_delta: OnDelta) -> None:
-            generation = Generation(chat, request, telemetry, opens_thinking=False, observe=on_delta)
-            await generation.run(_PassSink())
-            if generation.error is not None:
-                raise generation.error
-
         return ReasoningPipeline(
             chat,
             self.app.tokenizer,
             budgets=s.thinking_budgets,
             final_max_tokens=s.final_max_tokens,
             sampling=sampling,
-            runner=run_pass,
+            runner=passes,
         )
 
     @staticmethod
@@ -254,6 +248,23 @@ class _PassSink:
         return True
 
 
+class Passes:
+    """A job's pass runner: each thinking-effort pass streams through the server's generation pipeline.
+
+    A pass returns the engine error that ended it (the reasoning pipeline stops there), and `failure`
+    keeps that error as the generation pipeline mapped it, so the job reports it without mapping it again."""
+
+    def __init__(self, chat: InferenceEngine, telemetry: TurnTelemetry) -> None:
+        self.chat, self.telemetry = chat, telemetry
+        self.failure: Failure | None = None
+
+    async def __call__(self, request: ChatRequest, on_delta: OnDelta) -> EngineError | None:
+        generation = Generation.for_prompt(self.chat, request, None, self.telemetry, observe=on_delta)
+        await generation.run(_PassSink())
+        self.failure = generation.failure
+        return generation.error
+
+
 class Job:
     """One completion job: waits for a run slot, runs the thinking-effort pipeline, sends one result."""
 
@@ -263,13 +274,14 @@ class Job:
         rid: str,
         ticket: QueueTicket,
         pipeline: ReasoningPipeline,
+        passes: Passes,
         messages: list[dict[str, str]],
         request: CompletionRequest,
         response_format: Any,
         timeout_s: float,
         telemetry: TurnTelemetry,
     ) -> None:
-        self.route, self.rid, self.ticket, self.pipeline = route, rid, ticket, pipeline
+        self.route, self.rid, self.ticket, self.pipeline, self.passes = route, rid, ticket, pipeline, passes
         self.telemetry = telemetry
         self.messages, self.request, self.response_format, self.timeout_s = (
             messages,
@@ -278,10 +290,11 @@ class Job:
             timeout_s,
         )
         self.started = time.monotonic()
-        self.terminal_sent = False
+        self.terminal = Terminal()
 
     async def _result(self, status: str, tokens: int, body: dict[str, Any]) -> None:
-        self.terminal_sent = True
+        if not self.terminal.claim():
+            return
         error = body.get("error")
         self.telemetry.ended("done" if status == "completed" else "error", body.get("code") if error else None)
         self.route.app.jobs.record(status, time.monotonic() - self.started, tokens)
@@ -299,8 +312,8 @@ class Job:
         except TimeoutError:
             body = error_body("timeout", f"the job ran past timeout_seconds={self.timeout_s:g}")
             await self._result("timeout", 0, body)
-        except EngineError as exc:
-            failure = failure_for(exc)
+        except EngineError as exc:  # a pass's failure is already mapped; the pipeline's own errors are not
+            failure = self.passes.failure or failure_for(exc)
             await self._result("error", 0, error_body(failure.code, failure.message))
         else:
             await self._result("completed", result.usage.completion_tokens, {"result": self.route.result(result)})
@@ -309,9 +322,8 @@ class Job:
 
     async def stopped(self, reason: str, notify: bool) -> bool:
         self.ticket.leave_queue()
-        if self.terminal_sent:
+        if not self.terminal.claim():
             return False
-        self.terminal_sent = True
         self.telemetry.ended("cancelled")
         self.route.app.jobs.record("cancelled", time.monotonic() - self.started, 0)
         if notify:
@@ -321,7 +333,7 @@ class Job:
         return True
 
     async def crashed(self, exc: Exception) -> None:
-        if not self.terminal_sent:
+        if not self.terminal.sent:
             await self._result("error", 0, error_body("internal_error", "the job failed; it has been logged"))
 
 

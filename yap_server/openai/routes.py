@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from yap_engines import ChatRequest, Delta
 from yap_engines.chat import render_ids
-from yap_engines.thinking import ThinkSplit, prompt_ids_open_thinking
+from yap_engines.thinking import ThinkSplit
 
 from ..auth import WHERE_KEYS_GO, key_is_valid, presented_key
 from ..frames import encode_json
@@ -122,7 +122,7 @@ async def _prepare(request: Request) -> Completion:
         session_id=request.headers.get(SESSION_HEADER),
         messages=call.messages,
     )
-    return Completion(call, app, engine_request, prompt_ids_open_thinking(app.tokenizer, prompt))
+    return Completion(call, app, engine_request)
 
 
 def openai_error(failure: Failure) -> OpenAIError:
@@ -134,7 +134,7 @@ def openai_error(failure: Failure) -> OpenAIError:
 class Completion:
     """One completion: its generation, its OpenAI objects and its telemetry."""
 
-    def __init__(self, call: ChatCall, app: AppState, request: ChatRequest, opens_thinking: bool) -> None:
+    def __init__(self, call: ChatCall, app: AppState, request: ChatRequest) -> None:
         self.call = call
         self.id = request.request_id
         self.created = int(time.time())
@@ -142,14 +142,12 @@ class Completion:
         self.telemetry = self._connection.turn(self.id)
         kind = call.structured_output.kind if call.structured_output else None
         assert app.chat is not None
-        # Streaming decides eagerly (text before a `<think>` is the answer); a whole reply can wait for
-        # the end, so a `</think>` with no opening tag still marks the reasoning before it.
-        exact = False if call.stream else None
-        self.generation = Generation(
+        self.generation = Generation.for_prompt(
             app.chat,
             request,
+            app.tokenizer,
             self.telemetry,
-            opens_thinking=True if opens_thinking else exact,
+            streamed=call.stream,
             reasoning=call.include_reasoning,
             filters=[StrictJsonStream()] if kind in ("json_schema", "json_object") else (),
             flush_s=app.stream_flush_s,

@@ -195,7 +195,7 @@ class _Tracked:
         try:
             await self.run_.run()
         finally:
-            if self.run_.terminal_sent:
+            if self.run_.terminal.sent:
                 self.route.ended(self.run_)
 
     async def stopped(self, reason: str, notify: bool) -> bool:

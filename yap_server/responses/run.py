@@ -8,7 +8,8 @@ for a tool call), then exactly one of `response.completed`, `response.incomplete
 A response is the connection's `Work`: it runs as a task of the runtime and sends its events
 through the runtime's one bounded send path. Cancelling the task closes the engine stream (the
 engine aborts the request); the runtime then calls `stopped`, which closes the open items and
-sends `response.incomplete` with reason `cancelled` — unless a terminal event already went out.
+sends `response.incomplete` with reason `cancelled` — unless a terminal event already went out (the
+runtime's once-only guard, `terminal`).
 
 The text streamed is the model's answer only (never `<think>` reasoning), without leading or
 trailing whitespace, so `output` equals what was streamed and what a client stores for it.
@@ -23,8 +24,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from yap_engines import ChatRequest, InferenceEngine, Sampling, Usage
 from yap_engines.chat import FittedPrompt
-from yap_engines.thinking import ThinkSplit, prompt_ids_open_thinking
+from yap_engines.thinking import ThinkSplit
 
+from ..connection import Terminal
 from ..streaming import Classifier, Generation, ToolVerdict
 from .conversation import EndedResponse, Item
 from .events import (
@@ -92,7 +94,7 @@ class ResponseRun:
     tool: ToolCheck | None
     send_event: Emit
     telemetry: TurnTelemetry
-    terminal_sent: bool = False
+    terminal: Terminal = field(default_factory=Terminal)
     chat: InferenceEngine | None = None
     tokenizer: Any = None
     flush_s: float = 0.0  # the coalescing interval (`Generation.flush_s`)
@@ -184,7 +186,8 @@ class ResponseRun:
         await self._event("response.output_item.done", output_index=index, item=call.model_dump(mode="json"))
 
     async def _terminal(self, kind: str, status: str) -> None:
-        self.terminal_sent = True
+        if not self.terminal.claim():
+            return
         self.telemetry.ended(status, self.response.error.code if self.response.error else None)
         await self._event(kind, response=self._snapshot())
 
@@ -215,7 +218,7 @@ class ResponseRun:
     async def stopped(self, reason: str, notify: bool) -> bool:
         """After the task was cancelled: close open items and send `response.incomplete` (reason
         `cancelled`); False when the response had already ended."""
-        if self.terminal_sent:
+        if self.terminal.sent:
             return False
         await self._close_message("incomplete")
         self.response.status = "incomplete"
@@ -228,7 +231,7 @@ class ResponseRun:
         """Its task failed unexpectedly: `response.failed` (unless a terminal event already went out)."""
         log.error("response %s failed: %r", self.response_id, exc)
         self.telemetry.report_exception(exc)
-        if not self.terminal_sent:
+        if not self.terminal.sent:
             await self._fail("server_error", "the server failed on this response; it has been logged")
 
     async def _decided_to_call(self) -> bool:
@@ -245,11 +248,11 @@ class ResponseRun:
         request = ChatRequest(
             self.engine_request_id, prompt, self.sampling, session_id=self.response.id, messages=fitted.messages
         )
-        generation = Generation(
+        generation = Generation.for_prompt(
             chat,
             request,
+            self.tokenizer,
             self.telemetry,
-            opens_thinking=prompt_ids_open_thinking(self.tokenizer, prompt),
             filters=[EdgeTrim()],
             flush_s=self.flush_s,
         )

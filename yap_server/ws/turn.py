@@ -4,7 +4,7 @@ exactly one terminal frame ends it.
 A turn is the connection's `Work`: it runs as a task of the runtime. Cancelling the task (cancel,
 barge-in, idle, disconnect, shutdown) closes the engine stream, which aborts the request in the
 engine; the runtime then calls `stopped`, which sends `cancelled` unless the turn already sent its
-terminal frame (`terminal_sent`).
+terminal frame (the runtime's once-only guard, `terminal`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from yap_engines import ChatRequest, ContextTooLongError, Sampling
-from yap_engines.thinking import ThinkSplit, prompt_ids_open_thinking
+from yap_engines.thinking import ThinkSplit
 
+from ..connection import Terminal
 from ..streaming import Classifier, Generation, ToolVerdict
 from .sanitize import StreamSanitizer
 from .session import Session, TurnOptions
@@ -47,7 +48,7 @@ class Turn:
     app: AppState
     tool: Classifier | None
     send: Send
-    terminal_sent: bool = False
+    terminal: Terminal = field(default_factory=Terminal)
     spoken_text: str | None = None
     streamed: list[str] = field(default_factory=list)  # what the client got (sanitized)
     engine_request_id: str = field(default_factory=lambda: f"yap-{uuid.uuid4().hex}")
@@ -58,7 +59,8 @@ class Turn:
         return frame(kind, self.session.session_id, self.request_id, **payload)
 
     async def _terminal(self, message: dict[str, Any]) -> None:
-        self.terminal_sent = True  # set before the await: a cancel landing during the send sees it
+        if not self.terminal.claim():  # claimed before the await: a cancel landing during the send sees it
+            return
         self.telemetry.ended(message["type"], message["payload"].get("code"))
         await self.send(message)
 
@@ -90,9 +92,8 @@ class Turn:
                 self.verdict.drop()
 
     async def stopped(self, reason: str, notify: bool) -> bool:
-        if self.terminal_sent:
+        if not self.terminal.claim():
             return False
-        self.terminal_sent = True
         self.telemetry.ended("cancelled")
         if notify:
             await self.send(self._frame("cancelled", reason=reason))
@@ -102,8 +103,7 @@ class Turn:
         ids = {"session_id": self.session.session_id, "request_id": self.request_id}
         log.error("turn %s failed: %r", self.request_id, exc, extra=ids)
         self.telemetry.report_exception(exc, self.user_text)
-        if not self.terminal_sent:
-            self.terminal_sent = True
+        if self.terminal.claim():
             self.telemetry.ended("error", "internal_error")
             message = "the server failed on this turn; it has been logged"
             await self.send(error_frame(self.session.session_id, self.request_id, "internal_error", message))
@@ -124,11 +124,11 @@ class Turn:
         request = ChatRequest(
             self.engine_request_id, prompt, self.sampling, session_id=session.session_id, messages=fitted.messages
         )
-        generation = Generation(
+        generation = Generation.for_prompt(
             chat,
             request,
+            self.app.tokenizer,
             self.telemetry,
-            opens_thinking=prompt_ids_open_thinking(self.app.tokenizer, prompt),
             reasoning=self.options.reasoning == "stream",
             filters=[StreamSanitizer()] if self.options.sanitize_output else (),
             flush_s=self.app.stream_flush_s,
