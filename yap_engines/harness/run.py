@@ -24,7 +24,6 @@ Prometheus bookmark and the log anchor. A failed request adds `error`, the serve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -33,9 +32,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import EngineError
-from ..protocol import InferenceEngine
+from ..protocol import InferenceEngine, consume
 from ..thinking import CLOSE_TAG, OPEN_TAG, split_thinking
-from ..types import ChatRequest, FinishReason, Sampling, Usage
+from ..types import ChatRequest, Delta, FinishReason, Sampling, Usage
 from .artifacts import iso_z, write_test_artifacts
 
 Status = Literal["ok", "http_error", "timeout", "schema_error"]
@@ -202,20 +201,22 @@ async def run_turn(
     raw, server_reasoning, server_content, server_split = "", "", "", False
     finish: FinishReason | None = None
     usage = Usage(len(ids), 0)
+
+    async def on_delta(delta: Delta) -> bool:
+        nonlocal raw, server_reasoning, server_content, server_split, finish, usage
+        raw += delta.text
+        if hasattr(delta, "reasoning"):  # the remote engine's own split of this chunk
+            server_split = True
+            server_reasoning += delta.reasoning
+            server_content += delta.content  # type: ignore[attr-defined]
+        if delta.finished:
+            finish, usage = delta.finish_reason, delta.usage or usage
+        return True
+
     start = time.time()
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            if timeout_s is not None:
-                await stack.enter_async_context(asyncio.timeout(timeout_s))
-            stream = await stack.enter_async_context(contextlib.aclosing(target.engine.generate(request)))
-            async for delta in stream:
-                raw += delta.text
-                if hasattr(delta, "reasoning"):  # the remote engine's own split of this chunk
-                    server_split = True
-                    server_reasoning += delta.reasoning
-                    server_content += delta.content  # type: ignore[attr-defined]
-                if delta.finished:
-                    finish, usage = delta.finish_reason, delta.usage or usage
+        async with asyncio.timeout(timeout_s):  # None: no deadline
+            await consume(target.engine, request, on_delta)
     except (EngineError, TimeoutError) as exc:
         status, http_status = _failure(exc)
         return TurnOutcome(status, http_status, "abort", usage, start, time.time(), raw, error=str(exc) or repr(exc))
