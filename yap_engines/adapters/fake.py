@@ -11,6 +11,9 @@ Coalescing, as vLLM does it: the first token is a delta of its own; after it, a 
 busy (a paced engine whose reader is slower than its rate) go out together in one delta, as vLLM's
 output collector merges the outputs its reader has not taken yet. Unpaced (`tokens_per_s=0`), every
 `stream_interval` tokens make a delta.
+
+The text helpers live in private modules the adapters share: `_text.py` (the fake tokens and tokenizer,
+the stop-string rule the TRT adapter applies too) and `_schema.py` (the structured-output example).
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
-import zlib
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 from ..errors import EngineDeadError, GenerationError, InvalidRequestError, UnsupportedFeature
 from ..types import ChatRequest, Delta, EngineHealth, FinishReason, StructuredOutput, Usage
+from ._schema import example_for_schema
+from ._text import FakeTokenizer, find_stop, held_back, piece_token_id, split_pieces
 
 _WORDS = (
     "sure",
@@ -65,79 +68,6 @@ _WORDS = (
     "for",
     "asking",
 )
-_PIECE = re.compile(r"\s*\S+|\s+")
-
-
-def piece_token_id(piece: str) -> int:
-    """A stable fake token id for a text piece."""
-    return zlib.crc32(piece.encode()) % 50_000
-
-
-def split_pieces(text: str) -> list[str]:
-    """Split text into fake tokens: each word with its leading whitespace."""
-    return _PIECE.findall(text)
-
-
-def example_for_schema(schema: dict[str, Any]) -> Any:
-    """A minimal instance of a JSON schema (enum/const, objects, arrays, scalars, anyOf/oneOf)."""
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf", "allOf"):
-        if schema.get(key):
-            return example_for_schema(schema[key][0])
-    kind = schema.get("type", "object")
-    if isinstance(kind, list):
-        kind = kind[0]
-    if kind == "object":
-        props: dict[str, Any] = schema.get("properties", {})
-        wanted = schema.get("required") or list(props)
-        return {name: example_for_schema(props.get(name, {})) for name in wanted}
-    if kind == "array":
-        return [example_for_schema(schema.get("items", {})) for _ in range(schema.get("minItems", 0))]
-    if kind == "string":
-        return "a" * schema.get("minLength", 1)
-    if kind == "integer":
-        return int(schema.get("minimum", 0))
-    if kind == "number":
-        return float(schema.get("minimum", 0))
-    if kind == "boolean":
-        return True
-    return None
-
-
-class FakeTokenizer:
-    """A tiny tokenizer with a ChatML-style chat template, so prompts for fake engines are real token ids.
-
-    Tokens are the pieces of `split_pieces`; ids are stable hashes, and `decode` maps back the ids
-    this tokenizer has encoded. Enough for prompt budgeting, history trimming and prefix-cache
-    simulation; use a real tokenizer where exact counts matter.
-    """
-
-    eos_token_id = 0
-
-    def __init__(self) -> None:
-        self._pieces: dict[int, str] = {}
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        ids = []
-        for piece in split_pieces(text):
-            token_id = piece_token_id(piece)
-            self._pieces[token_id] = piece
-            ids.append(token_id)
-        return ids
-
-    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        return "".join(self._pieces.get(token_id, "") for token_id in token_ids)
-
-    def apply_chat_template(
-        self, messages: Sequence[Any], add_generation_prompt: bool = True, tokenize: bool = True, **_: Any
-    ) -> Any:
-        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-        if add_generation_prompt:
-            text += "<|im_start|>assistant\n"
-        return self.encode(text) if tokenize else text
 
 
 class _StreamingFake:
@@ -222,7 +152,7 @@ class _StreamingFake:
                 count += 1
                 text += piece
                 held.append(piece_token_id(piece))
-                cut = _find_stop(text, sampling.stop, len(text) - len(piece))
+                cut = find_stop(text, sampling.stop, len(text) - len(piece))
                 if cut is not None:
                     text = text[:cut]
                     break
@@ -233,7 +163,7 @@ class _StreamingFake:
                 # the first token at once; then every `stream_interval` tokens, and only once the next
                 # token is not due yet (a late reader gets what fell due meanwhile in one delta)
                 if sent == 0 or (len(held) >= self.stream_interval and (not due or due > loop.time())):
-                    visible = len(text) - _held_back(text, sampling.stop)
+                    visible = len(text) - held_back(text, sampling.stop)
                     yield Delta(text[emitted:visible], tuple(held))
                     emitted, sent, held = visible, sent + 1, []
                 await run.pause(due - loop.time() if due else 0.0)
@@ -315,24 +245,6 @@ class _Run:
 def _wake_up(wake: asyncio.Future[None]) -> None:
     if not wake.done():
         wake.set_result(None)
-
-
-def _find_stop(text: str, stop: Sequence[str], new_from: int) -> int | None:
-    """Where the first stop string in `text` starts, looking only at matches that reach past `new_from` (the
-    text before it was searched when it arrived)."""
-    hits = [i for i in (text.find(s, max(0, new_from - len(s) + 1)) for s in stop) if i >= 0]
-    return min(hits) if hits else None
-
-
-def _held_back(text: str, stop: Sequence[str]) -> int:
-    """Length of the longest suffix of `text` that may be the start of a stop string."""
-    longest = 0
-    for s in stop:
-        for n in range(min(len(s) - 1, len(text)), longest, -1):
-            if text.endswith(s[:n]):
-                longest = n
-                break
-    return longest
 
 
 class FakeEngine(_StreamingFake):

@@ -33,7 +33,7 @@ from ..errors import (
 )
 from ..settings import SettingsError
 from ..types import ChatRequest, Delta, EngineHealth, FinishReason, StructuredOutput, Usage
-from .fake import _held_back
+from ._text import held_back
 
 if TYPE_CHECKING:
     from ..settings import EngineSettings
@@ -355,7 +355,7 @@ class TrtEngine:
                         text += choice.text_diff
                         # TensorRT-LLM cuts a stop string out only once it is complete; its first characters
                         # may already be here, so they are held back until the match is decided.
-                        visible = len(text) - _held_back(text, stop)
+                        visible = len(text) - held_back(text, stop)
                         if visible > emitted or choice.token_ids_diff:
                             yield Delta(text[emitted:visible], tuple(choice.token_ids_diff))
                             emitted = max(emitted, visible)
