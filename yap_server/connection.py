@@ -43,7 +43,10 @@ log = logging.getLogger("yap.connection")
 
 
 class Work(Protocol):
-    """A unit of cancellable work on a connection (a `/ws` turn, a response, a completion job)."""
+    """A unit of cancellable work on a connection (a `/ws` turn, a response, a completion job).
+
+    Each holds a `Terminal`, the once-only guard its terminal frame goes through in `run`, `stopped`
+    and `crashed` alike."""
 
     async def run(self) -> None:
         """Do the work and send its frames, ending with exactly one terminal frame."""
