@@ -103,7 +103,10 @@ async def test_an_engine_failing_mid_stream_gives_engine_error_and_the_session_r
                 client = Recorder(ws)
                 await client.start()
                 failed = await client.turn("t1")
-                assert [f["type"] for f in failed] == ["token", "token", "token", "error"]
+                # every token the engine produced before failing reaches the client, then one error (how many
+                # frames carry them depends on how the reader kept up: a late one gets them in one delta)
+                assert {f["type"] for f in failed[:-1]} == {"token"} and failed[-1]["type"] == "error"
+                assert "".join(f["payload"]["text"] for f in failed[:-1]) == "One two three"  # sanitized: capitalised
                 assert failed[-1]["payload"]["code"] == "engine_error"
                 assert "after 3 tokens" in failed[-1]["payload"]["message"]
                 assert (await healthz(origin)).status_code == 200  # a per-request failure: the engine lives

@@ -148,6 +148,9 @@ class _StreamingFake:
                 if self._dead_reason is not None:
                     raise EngineDeadError(f"{self.name} engine died mid-stream: {self._dead_reason}")
                 if self.fail_after is not None and count >= self.fail_after:
+                    if held:  # what fell due while the reader was busy goes out before the failure
+                        yield Delta(text[emitted:], tuple(held))
+                        emitted, held = len(text), []
                     raise GenerationError(f"{self.name} engine failed after {count} tokens (fail_after)")
                 count += 1
                 text += piece
