@@ -25,11 +25,12 @@ The report is one JSON object; `plot_report` draws tokens/s and first-token late
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -41,6 +42,7 @@ from yap_engines import ChatRequest, FakeEngine, Sampling
 from yap_server.stats import percentiles
 
 from .loopback import free_port
+from .server_supervisor import start_server, stop_server
 
 KEY = "bench-key"
 FLUSH_SETTINGS_MS = (0.0, 10.0, 25.0, 50.0)
@@ -186,17 +188,13 @@ async def sse_streams(base: str, model: str, concurrency: int, tokens: int, key:
 server_streams = ws_streams  # the name `yap bench telemetry` reads it by
 
 
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def start_server(port: int, flush_ms: float, max_connections: int, **env: str) -> subprocess.Popen[bytes]:
-    """`yap serve` on 127.0.0.1:`port` with `STREAM_FLUSH_MS=flush_ms` (FakeEngine unless `env` says otherwise)."""
-    settings = {
+def yap_env(flush_ms: float, max_connections: int, **env: str) -> dict[str, str]:
+    """The environment of a bench `yap serve`: `STREAM_FLUSH_MS=flush_ms`, no rate limits, FakeEngine unless `env`
+    says otherwise."""
+    return {
         "TEXT_API_KEY": KEY,
         "MAX_CONCURRENT_CONNECTIONS": str(max_connections),
         "ENGINE": "fake",
-        "YAP_PORT": str(port),
         "LOG_LEVEL": "warning",
         "CHAT_MAX_OUT": "4096",
         "DEPLOY_MODE": "chat",
@@ -208,37 +206,37 @@ def start_server(port: int, flush_ms: float, max_connections: int, **env: str) -
         "EMBED_PRELOAD": "0",
         **env,
     }
-    return _spawn([sys.executable, "-m", "yap_cli", "serve"], settings)
 
 
-async def _wait_ready(port: int, process: subprocess.Popen[bytes], within_s: float = 240, path: str = "") -> None:
-    import httpx
-
-    deadline = time.monotonic() + within_s
-    async with httpx.AsyncClient(timeout=2) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the bench server exited with {process.returncode}")
-            try:
-                if not path:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
-                    writer.close()
-                    return
-                if (await client.get(f"http://127.0.0.1:{port}{path}")).status_code == 200:
-                    return
-            except (OSError, httpx.HTTPError):
-                pass
-            await asyncio.sleep(0.25)
-    raise RuntimeError("the bench server did not start")
+YAP_SERVE = [sys.executable, "-m", "yap_cli", "serve", "--port", "{port}"]
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
+def _start(command: list[str], port: int, runs: Path, env: dict[str, str], health_path: str, within_s: float) -> int:
+    """`start_server`, then the pid of a healthy server; else `RuntimeError` with the end of its log."""
+    manifest = start_server(command, port=port, runs_dir=runs, health_path=health_path, deadline_s=within_s, env=env)
+    if manifest.health == "ready":
+        return manifest.pid
+    tail = " | ".join(Path(manifest.log_file).read_text(errors="replace").strip().splitlines()[-5:])
+    if manifest.health == "down":
+        raise RuntimeError(f"the bench server exited: {tail}")
+    raise RuntimeError(f"the bench server was not healthy within {within_s:g} s: {tail}")
+
+
+@contextlib.asynccontextmanager
+async def running(
+    command: list[str], port: int, env: dict[str, str], health_path: str, within_s: float = 240
+) -> AsyncIterator[int]:
+    """Run a server on 127.0.0.1:`port` through the harness's supervisor (the start, health poll and stop of
+    `yap server start|stop`), its log and manifest in a temporary folder; yields its pid once `health_path`
+    answers 200. A server that exits, or is not healthy within `within_s`, raises `RuntimeError` with the end
+    of its log. On leaving, the server's process group is stopped and its port is free again.
+    """
+    with tempfile.TemporaryDirectory(prefix="yap-bench-") as folder:
+        runs = Path(folder)
+        try:
+            yield await asyncio.to_thread(_start, command, port, runs, env, health_path, within_s)
+        finally:
+            await asyncio.to_thread(stop_server, runs)
 
 
 def _summary(
@@ -285,25 +283,21 @@ async def bench_fake(
     env = {"YAP_FAKE_TEXT": text, "YAP_FAKE_TOKENS_PER_S": str(tokens_per_s)}
     for flush_ms in flush_settings:
         port = free_port()
-        process = start_server(port, flush_ms, max(sessions) + 16, **env)
         levels: dict[str, Any] = {}
-        try:
-            await _wait_ready(port, process)
+        async with running(YAP_SERVE, port, yap_env(flush_ms, max(sessions) + 16, **env), "/healthz") as pid:
             url = f"ws://127.0.0.1:{port}/ws?api_key={KEY}"
             await ws_streams(url, 4, tokens)  # warm-up
             for level in sessions:
                 runs, walls, cpu = [], [], []
                 for _ in range(rounds):
-                    before = cpu_seconds(process.pid)
+                    before = cpu_seconds(pid)
                     streams, wall = await ws_streams(url, level, tokens)
-                    cpu.append(cpu_seconds(process.pid) - before)
+                    cpu.append(cpu_seconds(pid) - before)
                     runs.append(streams)
                     walls.append(wall)
                 summary = _summary(runs, walls, cpu, raw[level]["ttft"])
                 summary["share_of_raw"] = round(summary["tokens_per_s"] / raw[level]["tokens_per_s"], 3)
                 levels[str(level)] = summary
-        finally:
-            _stop(process)
         report["flush"][f"{flush_ms:g}"] = levels
     return report
 
@@ -312,47 +306,40 @@ async def bench_vllm(model_dir: str, sessions: int, tokens: int, rounds: int, fl
     """The demo model on vLLM CPU: Yap (`STREAM_FLUSH_MS=flush_ms`) against vLLM's own OpenAI server."""
     kv_gib, max_len = "2", 1024
     report: dict[str, Any] = {"sessions": sessions, "max_tokens": tokens, "model": Path(model_dir).name}
-    vllm_port = free_port()
-    vllm_args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir]
-    vllm_args += ["--port", str(vllm_port), "--max-model-len", str(max_len), "--max-num-seqs", str(sessions)]
+    vllm_args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--port", "{port}"]
+    vllm_args += ["--max-model-len", str(max_len), "--max-num-seqs", str(sessions)]
     # the engine configuration Yap runs on CPU (eager: no torch.compile), so the servers differ, not the engines
     vllm_args += ["--served-model-name", "demo", "--enforce-eager"]
-    targets: list[tuple[str, list[str] | None, dict[str, str], int, str]] = [
-        ("vllm_openai_server", vllm_args, {"VLLM_CPU_KVCACHE_SPACE": kv_gib}, vllm_port, "/health"),
-        ("yap", None, {}, free_port(), "/healthz"),
+    yap_vllm = {
+        "ENGINE": "vllm",
+        "MODEL": model_dir,
+        "SERVED_MODEL_NAME": "demo",
+        "CHAT_MAX_LEN": str(max_len - tokens),
+        "CHAT_MAX_OUT": str(tokens),
+        "YAP_VLLM_MAX_NUM_SEQS": str(sessions),
+        "VLLM_CPU_KVCACHE_SPACE": kv_gib,
+        # vLLM's server samples with its defaults (the request sets only the temperature): so does Yap
+        "CHAT_TOP_P": "1.0",
+        "CHAT_TOP_K": "-1",
+        "CHAT_REPETITION_PENALTY": "1.0",
+    }
+    targets: list[tuple[str, list[str], dict[str, str], str]] = [
+        ("vllm_openai_server", vllm_args, {"VLLM_CPU_KVCACHE_SPACE": kv_gib}, "/health"),
+        ("yap", YAP_SERVE, yap_env(flush_ms, sessions + 16, **yap_vllm), "/healthz"),
     ]
-    for name, args, env, port, ready in targets:
-        if args is None:
-            yap_env = {
-                "ENGINE": "vllm",
-                "MODEL": model_dir,
-                "SERVED_MODEL_NAME": "demo",
-                "CHAT_MAX_LEN": str(max_len - tokens),
-                "CHAT_MAX_OUT": str(tokens),
-                "YAP_VLLM_MAX_NUM_SEQS": str(sessions),
-                "VLLM_CPU_KVCACHE_SPACE": kv_gib,
-                # vLLM's server samples with its defaults (the request sets only the temperature): so does Yap
-                "CHAT_TOP_P": "1.0",
-                "CHAT_TOP_K": "-1",
-                "CHAT_REPETITION_PENALTY": "1.0",
-            }
-            process = start_server(port, flush_ms, sessions + 16, **yap_env)
-        else:
-            process = _spawn(args, env)
-        try:
-            await _wait_ready(port, process, path=ready)
+    for name, command, env, health_path in targets:
+        port = free_port()
+        async with running(command, port, env, health_path) as pid:
             base = f"http://127.0.0.1:{port}/v1"
             await sse_streams(base, "demo", 4, tokens, KEY)  # warm-up
             runs, walls, cpu = [], [], []
             for _ in range(rounds):
-                before = cpu_seconds(process.pid)
+                before = cpu_seconds(pid)
                 streams, wall = await sse_streams(base, "demo", sessions, tokens, KEY)
-                cpu.append(cpu_seconds(process.pid) - before)
+                cpu.append(cpu_seconds(pid) - before)
                 runs.append(streams)
                 walls.append(wall)
             report[name] = _summary(runs, walls, cpu)
-        finally:
-            _stop(process)
     yap, theirs = report["yap"], report["vllm_openai_server"]
     report["yap_over_vllm_tokens_per_s"] = round(yap["tokens_per_s"] / max(theirs["tokens_per_s"], 1e-9), 2)
     report["yap_over_vllm_ttft_p50"] = round(yap["ttft_ms_p50"] / max(theirs["ttft_ms_p50"], 1e-9), 2)

@@ -34,7 +34,7 @@ def _target_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-kind", choices=["thinking", "instruct"], default="instruct", help="sampling defaults")
 
 
-def add_harness_commands(commands: Any) -> None:
+def register(commands: Any) -> None:
     """Register `infer`, `scenario` and `server` on the `yap` command."""
     infer = commands.add_parser("infer", help="one prompt against a target -> one JSON result")
     _target_flags(infer)

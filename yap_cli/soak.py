@@ -394,7 +394,7 @@ def plot(report: dict[str, Any], stats: dict[str, Any], path: Path, window: tupl
     plt.close(fig)
 
 
-def add_soak_command(bench_commands: Any) -> None:
+def register(bench_commands: Any) -> None:
     """Register `yap bench soak` under `yap bench`."""
     parser = bench_commands.add_parser("soak", help="many sessions for a while: latencies, RSS, leak figures")
     parser.add_argument("--engine", default="fake", help="fake | vllm (vllm: the offline demo model)")

@@ -211,7 +211,7 @@ def test_cache_reset_is_off_by_default_and_refused_for_an_engine_without_a_prefi
 
 @pytest.mark.parametrize(("flag", "engine"), [("--vllm", "vllm"), ("--trt", "trt")])
 def test_serve_takes_the_seed_engine_flags(monkeypatch: pytest.MonkeyPatch, flag: str, engine: str) -> None:
-    import yap_cli.main as cli
+    import yap_cli.serve as cli
 
     chosen: dict[str, Any] = {}
 

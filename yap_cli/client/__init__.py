@@ -154,7 +154,7 @@ def _add_command_flags(sub: dict[str, argparse.ArgumentParser]) -> None:
     )
 
 
-def add_client_commands(commands: Any) -> None:
+def register(commands: Any) -> None:
     """Register `yap client <command>` on the CLI's subparsers."""
     parser = commands.add_parser("client", help="test clients for a running server")
     sub = parser.add_subparsers(dest="client_command", required=True)
@@ -169,7 +169,7 @@ def add_client_commands(commands: Any) -> None:
 def client_parser() -> argparse.ArgumentParser:
     """A parser of `yap client ...` alone (tests and scripts build a command's namespace with it)."""
     parser = argparse.ArgumentParser(prog="yap")
-    add_client_commands(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     return parser
 
 

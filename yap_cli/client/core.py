@@ -44,9 +44,13 @@ class ServerError(RuntimeError):
 
 @dataclass
 class TurnResult:
-    """What one turn looked like from the client. Times are ms from sending the turn's frame."""
+    """One turn as the client saw it (every command's record, `live`'s included): what was said (a
+    followup's analysis_text), what streamed, how it ended. Times are ms from `sent`, the moment the
+    turn's frame went out."""
 
     request_id: str
+    utterance: str = ""
+    sent: float = field(default_factory=time.perf_counter)
     outcome: str = ""
     text: str = ""
     toolcall_ms: float | None = None
@@ -56,9 +60,42 @@ class TurnResult:
     total_ms: float = 0.0
     chunks: int = 0
     cancel_sent_ms: float | None = None
+    spoken_text: str | None = None
     usage: dict[str, int] | None = None
     terminal: dict[str, Any] = field(default_factory=dict)
     frames: list[dict[str, Any]] = field(default_factory=list)
+
+    def since(self) -> float:
+        """ms since the turn's frame was sent."""
+        return round((time.perf_counter() - self.sent) * 1000, 2)
+
+    def record(self, frame: dict[str, Any]) -> None:
+        """Take in a frame of this turn: its text and the time of each milestone (tool decision, first
+        token, first three words, first sentence, end)."""
+        kind = frame["type"]
+        if kind == "toolcall" and self.toolcall_ms is None:
+            self.toolcall_ms = self.since()
+        elif kind == "token":
+            piece = frame["payload"]["text"]
+            self.text += piece
+            self.chunks += 1
+            if self.ttfb_ms is None:
+                self.ttfb_ms = self.since()
+            if self.first3_ms is None and len(self.text.split()) >= 3:
+                self.first3_ms = self.since()
+            # only the new piece (and the character before it) can complete the first sentence
+            if self.sentence_ms is None and SENTENCE_END.search(self.text, len(self.text) - len(piece) - 1):
+                self.sentence_ms = self.since()
+        elif kind in TERMINAL:
+            self.outcome = kind
+            self.total_ms = self.since()
+            self.terminal = frame["payload"]
+            self.usage = frame["payload"].get("usage")
+
+    @property
+    def completion_tokens(self) -> int | None:
+        """The reply's length in tokens, from the terminal frame's usage (None without one)."""
+        return (self.usage or {}).get("completion_tokens")
 
     @property
     def toolcall(self) -> dict[str, Any] | None:
@@ -151,22 +188,19 @@ class YapClient:
         `toolcall_within`: raise `TimeoutError` when neither a `toolcall` nor a token nor the end came
         within that many seconds (the wait for the tool decision).
         """
-        result = TurnResult(f"turn-{uuid.uuid4().hex[:8]}")
-        sent = time.perf_counter()
+        result = TurnResult(f"turn-{uuid.uuid4().hex[:8]}", text)
         if kind == "followup":
             await self.send("followup", result.request_id, analysis_text=text)
         else:
             extra = {"sampling": sampling} if sampling else {}
             await self.send(kind, result.request_id, user_utterance=text, **extra)
+        sent = result.sent
         cancel_at: float | None = None
-
-        def since() -> float:
-            return round((time.perf_counter() - sent) * 1000, 2)
 
         while True:
             if cancel_at is not None and time.perf_counter() >= cancel_at:
                 cancel_at = None
-                result.cancel_sent_ms = since()
+                result.cancel_sent_ms = result.since()
                 await self.send("cancel", result.request_id)
             now = time.perf_counter()
             wait = math.inf if self.recv_timeout is None else self.recv_timeout
@@ -186,29 +220,14 @@ class YapClient:
             result.frames.append(frame)
             if frame.get("request_id") != result.request_id:
                 continue
-            kind_in = frame["type"]
-            if kind_in == "toolcall" and result.toolcall_ms is None:
-                result.toolcall_ms = since()
-            elif kind_in == "token":
-                piece = frame["payload"]["text"]
-                result.text += piece
-                result.chunks += 1
+            first_token = frame["type"] == "token" and result.ttfb_ms is None
+            result.record(frame)
+            if frame["type"] == "token":
                 if echo:
-                    print(piece, end="", flush=True)
-                if result.ttfb_ms is None:
-                    result.ttfb_ms = since()
-                    if cancel_after is not None:
-                        cancel_at = time.perf_counter() + cancel_after
-                if result.first3_ms is None and len(result.text.split()) >= 3:
-                    result.first3_ms = since()
-                # only the new piece (and the character before it) can complete the first sentence
-                if result.sentence_ms is None and SENTENCE_END.search(result.text, len(result.text) - len(piece) - 1):
-                    result.sentence_ms = since()
-            elif kind_in in TERMINAL:
-                result.outcome = kind_in
-                result.total_ms = since()
-                result.terminal = frame["payload"]
-                result.usage = frame["payload"].get("usage")
+                    print(frame["payload"]["text"], end="", flush=True)
+                if first_token and cancel_after is not None:
+                    cancel_at = time.perf_counter() + cancel_after
+            elif frame["type"] in TERMINAL:
                 if echo:
                     print()
                 return result

@@ -11,10 +11,9 @@ import argparse
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-from .core import TERMINAL
+from .core import TERMINAL, TurnResult
 from .options import session
 from .report import ms as _ms
 from .scripts import WARM_HISTORY
@@ -22,30 +21,18 @@ from .scripts import WARM_HISTORY
 PING_EVERY_S = 20.0  # `yap client live` pings a quiet session well inside the server's idle timeout
 
 
-@dataclass
-class LiveTurn:
-    """One turn of `yap client live`: what was said, what streamed, how it ended."""
-
-    utterance: str
-    request_id: str
-    sent: float
-    text: str = ""
-    outcome: str = ""
-    ttfb_ms: float | None = None
-    completion_tokens: int | None = None
-    spoken_text: str | None = None
-
-    def report(self) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "utterance": self.utterance,
-            "outcome": self.outcome,
-            "ttfb_ms": self.ttfb_ms,
-            "text": self.text,
-            "completion_tokens": self.completion_tokens,
-        }
-        if self.spoken_text is not None:
-            row["spoken_text"] = self.spoken_text
-        return row
+def _row(turn: TurnResult) -> dict[str, Any]:
+    """A turn as `yap client live` reports it."""
+    row: dict[str, Any] = {
+        "utterance": turn.utterance,
+        "outcome": turn.outcome,
+        "ttfb_ms": None if turn.ttfb_ms is None else round(turn.ttfb_ms, 1),
+        "text": turn.text,
+        "completion_tokens": turn.completion_tokens,
+    }
+    if turn.spoken_text is not None:
+        row["spoken_text"] = turn.spoken_text
+    return row
 
 
 def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
@@ -86,27 +73,26 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
     _stdin_lines(asyncio.get_running_loop(), queue)
     # --max-tokens goes with each turn; the rest of the sampling went with start
     extra = {"sampling": {"max_tokens": args.max_tokens}} if args.max_tokens is not None else {}
-    turns: list[LiveTurn] = []
+    turns: list[TurnResult] = []
     warm: dict[str, Any] = {"history": list(WARM_HISTORY)} if args.warm else {}
     async with session(args, args.persona, **warm) as (client, ack):
         client.recv_timeout = None  # a quiet user is no error: the reply timeout below bounds only replies
         model = ack["payload"].get("model")
         say(f"[connected to {model}; type a line and press enter, end of input quits]", file=sys.stderr, flush=True)
-        running: LiveTurn | None = None
-        by_id: dict[str, LiveTurn] = {}
+        running: TurnResult | None = None
+        by_id: dict[str, TurnResult] = {}
 
-        async def begin(utterance: str) -> LiveTurn:
-            turn = LiveTurn(utterance, f"live-{uuid.uuid4().hex[:8]}", time.perf_counter())
+        async def begin(utterance: str) -> TurnResult:
+            turn = TurnResult(f"live-{uuid.uuid4().hex[:8]}", utterance)
             turns.append(turn)
             by_id[turn.request_id] = turn
             await client.send("message", turn.request_id, user_utterance=utterance, **extra)
             say("assistant> ", end="", flush=True)
             return turn
 
-        def finish(turn: LiveTurn, frame: dict[str, Any]) -> None:
-            turn.outcome = frame["type"]
+        def finish(turn: TurnResult, frame: dict[str, Any]) -> None:
+            turn.record(frame)
             payload = frame["payload"]
-            turn.completion_tokens = (payload.get("usage") or {}).get("completion_tokens")
             if turn is running:
                 detail = payload.get("message") or payload.get("finish_reason") or payload.get("reason")
                 say(f"\n  [{turn.outcome}: {detail}; first token {_ms(turn.ttfb_ms)}]", flush=True)
@@ -144,7 +130,7 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
                         say(f"\n[the server closed the connection: {closed}]", file=sys.stderr, flush=True)
                         return {
                             "model": model,
-                            "turns": [t.report() for t in turns],
+                            "turns": [_row(t) for t in turns],
                             "closed": str(closed),
                             "failures": [f"the server closed the connection: {closed}", *_failures(turns)],
                         }
@@ -156,9 +142,7 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
                             say(f"\n  [error: {frame['payload'].get('message')}]", flush=True)
                         continue
                     if kind == "token" and turn is running:
-                        if turn.ttfb_ms is None:
-                            turn.ttfb_ms = round((time.perf_counter() - turn.sent) * 1000, 1)
-                        turn.text += frame["payload"]["text"]
+                        turn.record(frame)
                         say(frame["payload"]["text"], end="", flush=True)
                     elif kind in TERMINAL:
                         finish(turn, frame)
@@ -168,9 +152,9 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
             for task in (frame_task, line_task):
                 if task is not None:
                     task.cancel()
-    return {"model": model, "turns": [t.report() for t in turns], "failures": _failures(turns)}
+    return {"model": model, "turns": [_row(t) for t in turns], "failures": _failures(turns)}
 
 
-def _failures(turns: list[LiveTurn]) -> list[str]:
+def _failures(turns: list[TurnResult]) -> list[str]:
     """Turns that ended in an `error` (a barge-in's `cancelled` is how live works, not a failure)."""
     return [f"turn {t.utterance!r} ended error" for t in turns if t.outcome == "error"]

