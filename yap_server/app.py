@@ -17,8 +17,9 @@ from yap_engines import EngineSettings
 from yap_engines.tool import ToolSettings
 
 from . import dashboard, embeddings
-from .auth import key_is_valid, presented_key, unauthorized
+from .auth import authenticate, unauthorized
 from .completions.route import completions_endpoint
+from .keys import KeyRegistry
 from .limits import LiveConnections
 from .openai import routes as openai_routes
 from .responses.route import responses_endpoint
@@ -60,6 +61,7 @@ def create_app(
         telemetry = Telemetry.build(telemetry_settings, settings.api_keys)
     app_telemetry = telemetry
     live_connections = LiveConnections()
+    keys = KeyRegistry.from_settings(settings)  # a bad YAP_KEYS_FILE stops start-up, named
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
@@ -71,7 +73,7 @@ def create_app(
             parts = dict(engines) if engines is not None else built
             owned = list(built.values())
             cache_resets = cache_reset_task(engine_config, parts.get("chat"), app_telemetry)
-            state = AppState.build(settings, engine_config, parts, app_telemetry, live_connections, owned)
+            state = AppState.build(settings, engine_config, parts, app_telemetry, live_connections, owned, keys)
             if settings.embed_preload:
                 state.encoder.preload()
             app_telemetry.started_up(time.perf_counter() - starting)
@@ -130,7 +132,7 @@ async def healthz(request: Request) -> JSONResponse:
 async def status(request: Request) -> JSONResponse:
     """Capacity and what is deployed (API key required)."""
     state: AppState = request.state.app
-    if not key_is_valid(presented_key(request), state.settings.api_keys):
+    if authenticate(request) is None:
         return unauthorized()
     parts = state.parts
     return JSONResponse(
@@ -149,4 +151,4 @@ async def status(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     """`GET /metrics`: Prometheus text (API key required unless `METRICS_PUBLIC=1`)."""
     state: AppState = request.state.app
-    return state.telemetry.metrics_response(request, state.settings.api_keys)
+    return state.telemetry.metrics_response(request)

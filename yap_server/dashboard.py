@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 
 from yap_engines import EngineHealth
 
-from .auth import key_is_valid, presented_key, unauthorized
+from .auth import authenticate, unauthorized
 from .jobs import JobBoard
 from .state import AppState
 from .stats import percentiles
@@ -72,7 +72,7 @@ def job_stats(board: JobBoard, now: float) -> dict[str, Any]:
 async def dashboard_stats(request: Request) -> JSONResponse:
     """`GET /dashboard/stats`: what the dashboard shows (API key required)."""
     app: AppState = request.state.app
-    if not key_is_valid(presented_key(request), app.settings.api_keys):
+    if authenticate(request) is None:
         return unauthorized()
     checks = await engine_health(app.parts)
     return JSONResponse(

@@ -198,7 +198,9 @@ class CompletionsRoute:
             raise WireError("invalid_sampling", str(exc)) from None
 
         async def run_pass(request: ChatRequest, on_delta: OnDelta) -> None:
-            generation = Generation(chat, request, telemetry, opens_thinking=False, observe=on_delta)
+            generation = Generation(
+                chat, request, telemetry, opens_thinking=False, observe=on_delta, gate=self.conn.quota
+            )
             await generation.run(_PassSink())
             if generation.error is not None:
                 raise generation.error
@@ -301,7 +303,7 @@ class Job:
             await self._result("timeout", 0, body)
         except EngineError as exc:
             failure = failure_for(exc)
-            await self._result("error", 0, error_body(failure.code, failure.message))
+            await self._result("error", 0, {**error_body(failure.code, failure.message), **failure.extra})
         else:
             await self._result("completed", result.usage.completion_tokens, {"result": self.route.result(result)})
         finally:

@@ -47,7 +47,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..auth import key_is_valid, presented_key, unauthorized
+from ..auth import authenticate, unauthorized
 from .prometheus import PROMETHEUS_CONTENT_TYPE, PrometheusMetrics
 from .settings import TelemetrySettings
 
@@ -133,6 +133,25 @@ class Telemetry:
     def rate_limited(self, kind: str) -> None:
         self._count(self.prom.rate_limited, "text_inference.rate_limit_violations_total", kind=kind)
 
+    def key_admitted(self, key_id: str) -> None:
+        """A request of key `key_id` passed its quota (usage per key: never the secret, only its id)."""
+        self.prom.key_requests.labels(key_id=key_id, outcome="admitted").inc()
+
+    def key_refused(self, key_id: str, kind: str) -> None:
+        """Key `key_id`'s quota refused a request or session (`kind`: requests, tokens, daily_tokens, sessions,
+        limits_unavailable); counted per key and with the other rate-limit refusals."""
+        self.prom.key_requests.labels(key_id=key_id, outcome="refused").inc()
+        self.prom.key_refusals.labels(key_id=key_id, kind=kind).inc()
+        self.rate_limited(kind)
+
+    def key_tokens(self, key_id: str, prompt: int, completion: int) -> None:
+        self.prom.key_tokens.labels(key_id=key_id, kind="prompt").inc(prompt)
+        self.prom.key_tokens.labels(key_id=key_id, kind="completion").inc(completion)
+
+    def limits_backend_failed(self, mode: str) -> None:
+        """A call to the rate-limit store failed; `mode` is what the server did (`open` or `closed`)."""
+        self._count(self.prom.limits_failures, "text_inference.limits_backend_failures_total", mode=mode)
+
     def idle_disconnect(self) -> None:
         self._count(self.prom.idle, "text_inference.timeout_disconnects_total")
 
@@ -158,9 +177,9 @@ class Telemetry:
         return ConnectionTelemetry(self, client_id)
 
     # -- the endpoint and shutdown -------------------------------------------------------------
-    def metrics_response(self, request: Request, api_keys: Iterable[str]) -> Response:
+    def metrics_response(self, request: Request) -> Response:
         """`GET /metrics`: Prometheus text; the API key is required unless `METRICS_PUBLIC=1`."""
-        if not self.settings.metrics_public and not key_is_valid(presented_key(request), api_keys):
+        if not self.settings.metrics_public and authenticate(request) is None:
             return unauthorized()
         return Response(self.prom.exposition(), media_type=PROMETHEUS_CONTENT_TYPE)
 

@@ -106,6 +106,14 @@ class PrometheusMetrics:
         self.rate_limited = Counter("yap_rate_limit_violations", "refused by a rate limit", ["kind"], registry=r)
         self.tool = Counter("yap_tool_classifications", "tool decisions", ["status"], registry=r)
         self.cache_resets = Counter("yap_cache_resets", "prefix-cache resets", registry=r)
+        self.key_requests = Counter("yap_key_requests", "requests per API key id", ["key_id", "outcome"], registry=r)
+        self.key_refusals = Counter(
+            "yap_key_refusals", "refusals per API key id and limit", ["key_id", "kind"], registry=r
+        )
+        self.key_tokens = Counter("yap_key_tokens", "tokens used per API key id", ["key_id", "kind"], registry=r)
+        self.limits_failures = Counter(
+            "yap_limits_backend_failures", "rate-limit store calls that failed", ["mode"], registry=r
+        )
         self.active_connections = Gauge("yap_active_connections", "open WebSocket connections", registry=r)
         self.active_generations = Gauge("yap_active_generations", "generations streaming", registry=r)
         if gpu:
