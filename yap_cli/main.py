@@ -20,6 +20,7 @@ from yap_server.settings import ServerSettings
 
 from .client import add_client_commands
 from .harness import add_harness_commands
+from .keys import register as add_keys_commands
 from .soak import add_soak_command
 
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     install.add_argument("--project", type=Path, default=Path("."), help="the yap checkout to install")
     install.set_defaults(run=_install)
 
+    add_keys_commands(commands)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("yap.quotas")
 
+MINUTE_S = 60  # the length of a "per minute" window (tests shorten it)
 REDIS_TIMEOUT_S = 0.5  # a Redis that does not answer within this counts as down for that call
 FAILURE_LOG_EVERY_S = 10.0
 
@@ -83,6 +84,11 @@ class QuotaExceededError(EngineError):
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.message)
         self.refusal = refusal
+
+
+def per_minute(amount: int) -> RateLimitItem:
+    """`amount` per minute (a window of `MINUTE_S` seconds)."""
+    return RateLimitItemPerSecond(amount, MINUTE_S)
 
 
 def _duration(seconds: float) -> str:
@@ -169,17 +175,20 @@ class Quotas:
         try:
             token_windows: list[tuple[str, int, RateLimitItem]] = []
             if limits.tpm:
-                token_windows.append(("tokens", limits.tpm, RateLimitItemPerMinute(limits.tpm)))
+                token_windows.append(("tokens", limits.tpm, per_minute(limits.tpm)))
             if limits.daily_tokens:
                 token_windows.append(("daily_tokens", limits.daily_tokens, RateLimitItemPerDay(limits.daily_tokens)))
             for kind, amount, item in token_windows:
-                if tokens > amount:
+                if tokens > amount:  # no wait lets it in: the message says what to change
                     await self.refund(key, windows, tokens)
+                    stats = await self.tokens.get_window_stats(item, kind, key.id)
+                    wait = stats.reset_time - time.time()
                     message = (
                         f"this request needs up to {tokens} tokens (prompt + max_tokens), over key {key.id!r}'s "
                         f"{kind} limit of {amount}: lower max_tokens or shorten the prompt"
                     )
-                    raise self._refused(Refusal(kind, key.id, message, await self._reset_in(item, key), amount, 0))
+                    wait = wait if wait > 0 else float(item.get_expiry())
+                    raise self._refused(Refusal(kind, key.id, message, wait, amount, stats.remaining))
                 if not await self.tokens.hit(item, kind, key.id, cost=tokens):
                     await self.storage.incr(item.key_for(kind, key.id), item.get_expiry(), amount=-tokens)
                     await self.refund(key, windows, tokens)
@@ -192,7 +201,7 @@ class Quotas:
                     raise self._refused(Refusal(kind, key.id, message, wait, amount, stats.remaining))
                 windows.append((item, time.time() + await self._reset_in(item, key)))
             if limits.rpm:
-                item = RateLimitItemPerMinute(limits.rpm)
+                item = per_minute(limits.rpm)
                 if not await self.requests.hit(item, "requests", key.id):
                     await self.refund(key, windows, tokens)
                     wait = await self._reset_in(item, key, moving=True)
@@ -218,7 +227,7 @@ class Quotas:
         now = time.time()
         for item, resets_at in windows:
             if now < resets_at:
-                kind = "tokens" if item.GRANULARITY.seconds == 60 else "daily_tokens"
+                kind = "daily_tokens" if isinstance(item, RateLimitItemPerDay) else "tokens"
                 try:
                     await self.storage.incr(item.key_for(kind, key.id), item.get_expiry(), amount=-tokens)
                 except Exception as exc:
@@ -226,7 +235,7 @@ class Quotas:
 
     async def _reset_in(self, item: RateLimitItem, key: ApiKey, *, moving: bool = False) -> float:
         limiter = self.requests if moving else self.tokens
-        kind = "requests" if moving else ("tokens" if item.GRANULARITY.seconds == 60 else "daily_tokens")
+        kind = "requests" if moving else ("daily_tokens" if isinstance(item, RateLimitItemPerDay) else "tokens")
         stats = await limiter.get_window_stats(item, kind, key.id)
         return max(stats.reset_time - time.time(), 0.001)
 
@@ -239,13 +248,13 @@ class Quotas:
             for name, amount, limiter in (("requests", limits.rpm, self.requests), ("tokens", limits.tpm, self.tokens)):
                 if not amount:
                     continue
-                stats = await limiter.get_window_stats(RateLimitItemPerMinute(amount), name, key.id)
+                stats = await limiter.get_window_stats(per_minute(amount), name, key.id)
                 reset = max(stats.reset_time - time.time(), 0.0)
                 remaining = max(stats.remaining, 0)
                 headers[f"x-ratelimit-limit-{name}"] = str(amount)
                 headers[f"x-ratelimit-remaining-{name}"] = str(remaining)
                 headers[f"x-ratelimit-reset-{name}"] = _duration(reset)
-                policies.append(f'"{name}";q={amount};w=60')
+                policies.append(f'"{name}";q={amount};w={MINUTE_S}')
                 states.append(f'"{name}";r={remaining};t={math.ceil(reset)}')
         except Exception:
             if not safe:

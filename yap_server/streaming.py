@@ -89,7 +89,8 @@ def failure_for(exc: EngineError) -> Failure:
     if isinstance(exc, QuotaExceededError):
         refusal = exc.refusal
         code = "rate_limited" if refusal.status == 429 else refusal.kind
-        openai_type = "requests" if refusal.status == 429 else "server_error"
+        openai_type = "tokens" if refusal.kind in ("tokens", "daily_tokens") else "requests"
+        openai_type = openai_type if refusal.status == 429 else "server_error"
         return Failure(
             code, refusal.status, "rate_limit_exceeded", openai_type, str(exc), refusal.extra(), refusal.http_headers()
         )
