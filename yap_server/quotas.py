@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("yap.quotas")
 
 MINUTE_S = 60  # the length of a "per minute" window (tests shorten it)
-REDIS_TIMEOUT_S = 0.5  # a Redis that does not answer within this counts as down for that call
+REDIS_TIMEOUT_S = 2.0  # a Redis that does not answer within this counts as down for that call
+REDIS_CONNECTIONS = 32  # per process: a burst of requests queues for a connection instead of opening hundreds
 FAILURE_LOG_EVERY_S = 10.0
 
 
@@ -86,6 +87,21 @@ class QuotaExceededError(EngineError):
         self.refusal = refusal
 
 
+def redis_storage(url: str) -> Storage:
+    """The `limits` storage on the Redis at `url`, through redis-py with a bounded, blocking pool."""
+    from redis.asyncio import BlockingConnectionPool
+
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+    )
+    options: dict[str, Any] = {"connection_pool": pool}  # limits types its options as scalars; redis-py takes a pool
+    return RedisStorage("async+" + url, implementation="redispy", wrap_exceptions=True, **options)
+
+
 def per_minute(amount: int) -> RateLimitItem:
     """`amount` per minute (a window of `MINUTE_S` seconds)."""
     return RateLimitItemPerSecond(amount, MINUTE_S)
@@ -130,13 +146,7 @@ class Quotas:
         self.shared = settings.limits_redis_url is not None
         if storage is None:
             if settings.limits_redis_url is not None:
-                storage = RedisStorage(
-                    "async+" + settings.limits_redis_url,
-                    implementation="redispy",
-                    wrap_exceptions=True,
-                    socket_timeout=REDIS_TIMEOUT_S,
-                    socket_connect_timeout=REDIS_TIMEOUT_S,
-                )
+                storage = redis_storage(settings.limits_redis_url)
             else:
                 storage = MemoryStorage()
         self.storage = storage

@@ -307,6 +307,13 @@ class ServerSettings(BaseSettings):
         low, medium, high = self.thinking_budget_low, self.thinking_budget_medium, self.thinking_budget_high
         return {"none": 0, "low": low, "medium": medium, "high": high}
 
+    @field_validator("limits_redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "redis+unix://")):
+            raise ValueError("must be a redis:// (or rediss://, redis+unix://) URL, e.g. redis://127.0.0.1:6379/0")
+        return value
+
     @field_validator("text_api_key", "orch_api_key")
     @classmethod
     def _keys_not_empty(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
