@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -28,6 +29,7 @@ from .seed_settings import SeedSettings
 from .settings import ServerSettings
 from .state import AppState, banned_phrase_bias, base_sampling, cache_reset_task, load_parts
 from .telemetry import Telemetry, TelemetrySettings, configure_logging
+from .telemetry.routes import RouteCounter
 from .ws import ws_endpoint
 
 __all__ = ["banned_phrase_bias", "base_sampling", "create_app"]
@@ -69,6 +71,7 @@ def create_app(
         built = {} if engines is not None else load_parts(settings, engine_config, tool_settings)
         state: AppState | None = None
         cache_resets: asyncio.Task[None] | None = None
+        history: asyncio.Task[None] | None = None
         try:
             parts = dict(engines) if engines is not None else built
             owned = list(built.values())
@@ -77,8 +80,12 @@ def create_app(
             if settings.embed_preload:
                 state.encoder.preload()
             app_telemetry.started_up(time.perf_counter() - starting)
+            history = asyncio.create_task(dashboard.sample_every(state), name="yap-dashboard-history")
             yield {"app": state}
         finally:
+            if history is not None:
+                history.cancel()
+                await asyncio.gather(history, return_exceptions=True)
             if cache_resets is not None:
                 cache_resets.cancel()
                 await asyncio.gather(cache_resets, return_exceptions=True)
@@ -103,11 +110,14 @@ def create_app(
         Route("/health", dashboard.health, methods=["GET"]),
         Route("/dashboard", dashboard.dashboard, methods=["GET"]),
         Route("/dashboard/stats", dashboard.dashboard_stats, methods=["GET"]),
+        Route("/dashboard/app.js", dashboard.dashboard_script, methods=["GET"]),
+        Route("/dashboard/app.css", dashboard.dashboard_style, methods=["GET"]),
     ]
     redact_keys_in_server_logs(settings.api_keys)
-    return YapApp(
-        live_connections, settings, routes=routes, middleware=security_middleware(settings), lifespan=lifespan
-    )
+    paths = [route.path for route in routes if isinstance(route, (Route, WebSocketRoute))]
+    counting = Middleware(RouteCounter, telemetry=app_telemetry, paths=paths)
+    middleware = [counting, *security_middleware(settings)]
+    return YapApp(live_connections, settings, routes=routes, middleware=middleware, lifespan=lifespan)
 
 
 class YapApp(Starlette):

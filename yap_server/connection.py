@@ -191,10 +191,12 @@ class Connection:
         chosen = list(self.work) if keys is None else [k for k in keys if k in self.work]
         entries = [(key, *self.work[key]) for key in chosen]
         running = [(key, work, task) for key, work, task in entries if not task.done()]
+        cancelled_at = time.perf_counter()
         for _, _, task in running:
             task.cancel()
         if running:
             await asyncio.wait([task for _, _, task in running])  # not gather: that would re-raise here
+            self.telemetry.cancel_stopped(time.perf_counter() - cancelled_at)
         cut = []
         for key, work, _ in running:
             if self.work.get(key, (None,))[0] is work:

@@ -16,6 +16,7 @@ from yap_engines.settings import SettingsError
 from yap_engines.tool import ToolClassifier, ToolSettings
 
 from .crypto import ContentCipher
+from .dashboard import History
 from .encoder import Encoder
 from .jobs import JobBoard
 from .keys import KeyRegistry
@@ -121,6 +122,7 @@ class AppState:
     quotas: Quotas
     owned: list[Any] = field(default_factory=list)
     stream_flush_s: float = 0.0
+    history: History = field(default_factory=History)  # the dashboard's 10-minute series
 
     @property
     def tokenizer(self) -> Any:

@@ -49,6 +49,7 @@ from starlette.responses import Response
 
 from ..auth import authenticate, unauthorized
 from .prometheus import PROMETHEUS_CONTENT_TYPE, PrometheusMetrics
+from .recent import RecentValues
 from .settings import TelemetrySettings
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class Telemetry:
         self.otel = otel
         self.sentry = sentry
         self.active_generations = 0  # the one count: /status reads it, the gauge samples it
+        # the last 10 minutes of raw latencies, for the dashboard's percentiles (`stats.percentiles`)
+        self.recent = {name: RecentValues() for name in ("ttft", "itl", "tool", "cancel")}
         self.prom.active_generations.set_function(lambda: self.active_generations)
 
     @classmethod
@@ -167,6 +170,15 @@ class Telemetry:
     def tool_classified(self, status: str, latency_s: float) -> None:
         self._count(self.prom.tool, "text_inference.tool_classifications_total", status=status)
         self._observe(self.prom.tool_latency, "text_inference.tool_classification_latency", latency_s)
+        self.recent["tool"].add(latency_s)
+
+    def cancel_stopped(self, seconds: float) -> None:
+        """A cancel (barge-in, `cancel`, disconnect) took `seconds` until its work had stopped and freed its slot."""
+        self._observe(self.prom.cancel_to_free, "text_inference.cancel_to_free", seconds)
+        self.recent["cancel"].add(seconds)
+
+    def http_request(self, route: str, code: int) -> None:
+        self.prom.http_requests.labels(route=route, code=str(code)).inc()
 
     def report_exception(self, exc: BaseException, user_text: Sequence[str] = (), **tags: str | None) -> None:
         """Send `exc` to Sentry (when configured) tagged with ids; `user_text` is scrubbed unless allowed."""
@@ -279,12 +291,14 @@ class TurnTelemetry:
         if self._last_delta is not None:
             gap = now - self._last_delta
             self.telemetry.prom.inter_token.observe(gap)
+            self.telemetry.recent["itl"].add(gap)
             self._gaps += 1
             self._gap_total += gap
         self._last_delta = now
 
     def first_token(self, ttft_s: float) -> None:
         self.telemetry._observe(self.telemetry.prom.ttft, "text_inference.ttft", ttft_s)
+        self.telemetry.recent["ttft"].add(ttft_s)
 
     def generation_ended(self, usage: Any) -> None:
         """The engine stream closed; `usage` (prompt/completion tokens) when it finished."""
@@ -293,6 +307,8 @@ class TurnTelemetry:
         if usage is not None:
             t._count(t.prom.tokens, "text_inference.tokens_generated_total", usage.completion_tokens)
             t._count(t.prom.prompt_tokens_total, "text_inference.prompt_tokens_total", usage.prompt_tokens)
+            if usage.cached_tokens:
+                t.prom.cached_tokens.inc(usage.cached_tokens)
             t._observe(t.prom.completion_tokens, "text_inference.completion_tokens", usage.completion_tokens)
             t._observe(t.prom.prompt_tokens, "text_inference.prompt_tokens", usage.prompt_tokens)
         if t.otel is not None and self._gaps:
