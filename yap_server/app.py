@@ -17,7 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 from yap_engines import EngineSettings
 from yap_engines.tool import ToolSettings
 
-from . import dashboard, embeddings
+from . import dashboard, docs, embeddings
 from .auth import authenticate, unauthorized
 from .completions.route import completions_endpoint
 from .keys import KeyRegistry
@@ -112,6 +112,8 @@ def create_app(
         Route("/dashboard/stats", dashboard.dashboard_stats, methods=["GET"]),
         Route("/dashboard/app.js", dashboard.dashboard_script, methods=["GET"]),
         Route("/dashboard/app.css", dashboard.dashboard_style, methods=["GET"]),
+        Route("/openapi.json", docs.openapi_json, methods=["GET"]),
+        Route("/docs", docs.docs, methods=["GET"]),
     ]
     redact_keys_in_server_logs(settings.api_keys)
     paths = [route.path for route in routes if isinstance(route, (Route, WebSocketRoute))]
