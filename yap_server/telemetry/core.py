@@ -29,7 +29,15 @@ and dimension keys (`text_inference.ttft` ..., `status`, `error.type`, `gpu.devi
     yap_cancellations_total{reason}        counter    turns cancelled (client_request/barge_in/idle/disconnect)
     yap_errors_total{type}                 counter    error frames and internal errors by code
     yap_idle_disconnects_total             counter    connections closed for idling (4000)
-    yap_rate_limit_violations_total{kind}  counter    messages / cancels / prompt_updates refused
+    yap_rate_limit_violations_total{kind}  counter    messages / cancels / prompt_updates refused, and key quota
+                                                      refusals (requests/tokens/daily_tokens/sessions/...)
+    yap_cancel_to_free_seconds             histogram  barge-in: cancel until the work stopped (slot free)
+    yap_http_requests_total{route,code}    counter    requests by mounted route and status (101: WS accepted)
+    yap_prompt_cached_tokens_total         counter    prompt tokens the engine served from its prefix cache
+    yap_key_requests_total{key_id,outcome} counter    per API key id (never the secret): admitted / refused
+    yap_key_refusals_total{key_id,kind}    counter    per key id and the limit that refused
+    yap_key_tokens_total{key_id,kind}      counter    per key id: prompt / completion tokens used
+    yap_limits_backend_failures_total{mode} counter   rate-limit store (Redis) calls that failed (open/closed)
     yap_tool_classifications_total{status} counter    tool decisions (yes/no)
     yap_cache_resets_total                 counter    prefix-cache resets
     yap_active_connections                 gauge
