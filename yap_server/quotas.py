@@ -18,6 +18,7 @@ logged and counted (`yap_limits_backend_failures_total`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -87,8 +88,9 @@ class QuotaExceededError(EngineError):
         self.refusal = refusal
 
 
-def redis_storage(url: str) -> Storage:
-    """The `limits` storage on the Redis at `url`, through redis-py with a bounded, blocking pool."""
+def redis_storage(url: str) -> tuple[Storage, Any]:
+    """The `limits` storage on the Redis at `url` through redis-py, and its bounded, blocking connection
+    pool (which the caller closes)."""
     from redis.asyncio import BlockingConnectionPool
 
     pool = BlockingConnectionPool.from_url(
@@ -99,7 +101,7 @@ def redis_storage(url: str) -> Storage:
         socket_connect_timeout=REDIS_TIMEOUT_S,
     )
     options: dict[str, Any] = {"connection_pool": pool}  # limits types its options as scalars; redis-py takes a pool
-    return RedisStorage("async+" + url, implementation="redispy", wrap_exceptions=True, **options)
+    return RedisStorage("async+" + url, implementation="redispy", wrap_exceptions=True, **options), pool
 
 
 def per_minute(amount: int) -> RateLimitItem:
@@ -144,9 +146,10 @@ class Quotas:
         self.telemetry = telemetry
         self.failure_mode = settings.limits_redis_failure
         self.shared = settings.limits_redis_url is not None
+        self._pool: Any = None
         if storage is None:
             if settings.limits_redis_url is not None:
-                storage = redis_storage(settings.limits_redis_url)
+                storage, self._pool = redis_storage(settings.limits_redis_url)
             else:
                 storage = MemoryStorage()
         self.storage = storage
@@ -229,6 +232,12 @@ class Quotas:
             admission = Admission(self, key, 0, [])
         self.telemetry.key_admitted(key.id)
         return admission
+
+    async def aclose(self) -> None:
+        """Close the Redis connections (a memory store holds none)."""
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.disconnect()
 
     async def refund(self, key: ApiKey, windows: list[tuple[RateLimitItem, float]], tokens: int) -> None:
         """Give `tokens` back to each window they were reserved in, unless that window has reset since."""

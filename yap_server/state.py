@@ -205,4 +205,5 @@ class AppState:
     async def aclose(self) -> None:
         """Release the encoder and close the parts this app built (injected ones belong to the caller)."""
         await self.encoder.aclose()
+        await self.quotas.aclose()
         await asyncio.gather(*(part.aclose() for part in self.owned), return_exceptions=True)
