@@ -40,8 +40,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("yap.quotas")
 
 MINUTE_S = 60  # the length of a "per minute" window (tests shorten it)
-REDIS_TIMEOUT_S = 2.0  # a Redis that does not answer within this counts as down for that call
+REDIS_TIMEOUT_S = 2.0  # a Redis that accepts no connection within this counts as down for that call
+REDIS_REPLY_S = 5.0  # nor one that does not answer a command within this (generous: a loaded host is slow)
 REDIS_CONNECTIONS = 32  # per process: a burst of requests queues for a connection instead of opening hundreds
+REDIS_POOL_WAIT_S = 30.0  # waiting for a free connection is queueing under load, not an outage
 FAILURE_LOG_EVERY_S = 10.0
 
 
@@ -96,8 +98,8 @@ def redis_storage(url: str) -> tuple[Storage, Any]:
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=REDIS_CONNECTIONS,
-        timeout=REDIS_TIMEOUT_S,
-        socket_timeout=REDIS_TIMEOUT_S,
+        timeout=REDIS_POOL_WAIT_S,
+        socket_timeout=REDIS_REPLY_S,
         socket_connect_timeout=REDIS_TIMEOUT_S,
     )
     options: dict[str, Any] = {"connection_pool": pool}  # limits types its options as scalars; redis-py takes a pool
