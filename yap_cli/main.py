@@ -15,7 +15,7 @@ from quant.cli import add_quant_commands
 from yap_engines.errors import BackendUnavailableError
 from yap_engines.settings import SettingsError
 
-from . import bench, client, demo, harness, install, serve, soak, tool
+from . import bench, client, demo, harness, install, keys, serve, soak, tool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     harness.register(commands)  # yap infer, yap scenario run, yap server start|status|stop
     tool.register(commands)  # yap tool classify|eval
     install.register(commands)  # yap install
+    keys.register(commands)  # yap keys add|list|revoke
     return parser
 
 

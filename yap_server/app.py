@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -16,9 +17,10 @@ from starlette.routing import Route, WebSocketRoute
 from yap_engines import EngineSettings
 from yap_engines.tool import ToolSettings
 
-from . import dashboard, embeddings
-from .auth import key_is_valid, presented_key, unauthorized
+from . import dashboard, docs, embeddings
+from .auth import authenticate, unauthorized
 from .completions.route import completions_endpoint
+from .keys import KeyRegistry
 from .limits import LiveConnections
 from .openai import routes as openai_routes
 from .responses.route import responses_endpoint
@@ -27,6 +29,7 @@ from .seed_settings import SeedSettings
 from .settings import ServerSettings
 from .state import AppState, banned_phrase_bias, base_sampling, cache_reset_task, load_parts
 from .telemetry import Telemetry, TelemetrySettings, configure_logging
+from .telemetry.routes import RouteCounter
 from .ws import ws_endpoint
 
 __all__ = ["banned_phrase_bias", "base_sampling", "create_app"]
@@ -60,6 +63,7 @@ def create_app(
         telemetry = Telemetry.build(telemetry_settings, settings.api_keys)
     app_telemetry = telemetry
     live_connections = LiveConnections()
+    keys = KeyRegistry.from_settings(settings)  # a bad YAP_KEYS_FILE stops start-up, named
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
@@ -67,16 +71,21 @@ def create_app(
         built = {} if engines is not None else load_parts(settings, engine_config, tool_settings)
         state: AppState | None = None
         cache_resets: asyncio.Task[None] | None = None
+        history: asyncio.Task[None] | None = None
         try:
             parts = dict(engines) if engines is not None else built
             owned = list(built.values())
             cache_resets = cache_reset_task(engine_config, parts.get("chat"), app_telemetry)
-            state = AppState.build(settings, engine_config, parts, app_telemetry, live_connections, owned)
+            state = AppState.build(settings, engine_config, parts, app_telemetry, live_connections, owned, keys)
             if settings.embed_preload:
                 state.encoder.preload()
             app_telemetry.started_up(time.perf_counter() - starting)
+            history = asyncio.create_task(dashboard.sample_every(state), name="yap-dashboard-history")
             yield {"app": state}
         finally:
+            if history is not None:
+                history.cancel()
+                await asyncio.gather(history, return_exceptions=True)
             if cache_resets is not None:
                 cache_resets.cancel()
                 await asyncio.gather(cache_resets, return_exceptions=True)
@@ -101,11 +110,16 @@ def create_app(
         Route("/health", dashboard.health, methods=["GET"]),
         Route("/dashboard", dashboard.dashboard, methods=["GET"]),
         Route("/dashboard/stats", dashboard.dashboard_stats, methods=["GET"]),
+        Route("/dashboard/app.js", dashboard.dashboard_script, methods=["GET"]),
+        Route("/dashboard/app.css", dashboard.dashboard_style, methods=["GET"]),
+        Route("/openapi.json", docs.openapi_json, methods=["GET"]),
+        Route("/docs", docs.docs, methods=["GET"]),
     ]
     redact_keys_in_server_logs(settings.api_keys)
-    return YapApp(
-        live_connections, settings, routes=routes, middleware=security_middleware(settings), lifespan=lifespan
-    )
+    paths = [route.path for route in routes if isinstance(route, (Route, WebSocketRoute))]
+    counting = Middleware(RouteCounter, telemetry=app_telemetry, paths=paths)
+    middleware = [counting, *security_middleware(settings)]
+    return YapApp(live_connections, settings, routes=routes, middleware=middleware, lifespan=lifespan)
 
 
 class YapApp(Starlette):
@@ -130,7 +144,7 @@ async def healthz(request: Request) -> JSONResponse:
 async def status(request: Request) -> JSONResponse:
     """Capacity and what is deployed (API key required)."""
     state: AppState = request.state.app
-    if not key_is_valid(presented_key(request), state.settings.api_keys):
+    if authenticate(request) is None:
         return unauthorized()
     parts = state.parts
     return JSONResponse(
@@ -149,4 +163,4 @@ async def status(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     """`GET /metrics`: Prometheus text (API key required unless `METRICS_PUBLIC=1`)."""
     state: AppState = request.state.app
-    return state.telemetry.metrics_response(request, state.settings.api_keys)
+    return state.telemetry.metrics_response(request)

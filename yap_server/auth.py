@@ -1,13 +1,19 @@
-"""API keys: where a client may put them, and a constant-time check. Keys are never logged."""
+"""API keys on the wire: where a client may put them, the one check every keyed route makes, and the 401.
+
+`authenticate(conn)` is that check: it looks the presented key up in the app's `KeyRegistry`
+(`keys.py`), which holds `TEXT_API_KEY`/`ORCH_API_KEY` (unlimited) and the keys of `YAP_KEYS_FILE`.
+Keys are never logged.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
+
+if TYPE_CHECKING:
+    from .keys import ApiKey
 
 WHERE_KEYS_GO = "send X-API-Key, Authorization: Bearer, or ?api_key="
 
@@ -22,23 +28,9 @@ def presented_key(conn: HTTPConnection) -> str | None:
     return conn.query_params.get("api_key") or None
 
 
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
-
-
-def key_is_valid(presented: str | None, keys: Iterable[str]) -> bool:
-    """Compare against every configured key in constant time, with no early exit.
-
-    Both sides are hashed first, so `compare_digest` always compares equal-length digests: the
-    time taken reveals neither a key's content nor its length.
-    """
-    if not presented:
-        return False
-    given = _digest(presented)
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given, _digest(key))
-    return matched
+def authenticate(conn: HTTPConnection) -> ApiKey | None:
+    """The key `conn` presents, identified by the app's key registry; None when missing, unknown or revoked."""
+    return conn.state.app.keys.identify(presented_key(conn))
 
 
 def unauthorized() -> JSONResponse:

@@ -28,12 +28,15 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from starlette.responses import JSONResponse
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import frames
-from .auth import WHERE_KEYS_GO, key_is_valid, presented_key
+from .auth import WHERE_KEYS_GO, authenticate
 from .frames import WireError, encode_json
+from .keys import ApiKey
+from .quotas import QuotaExceededError, QuotaGate
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -129,9 +132,11 @@ def decode_object(text: str, code: str) -> dict[str, Any]:
 class Connection:
     """One accepted WebSocket: its send path, its reader loop and its running work."""
 
-    def __init__(self, websocket: WebSocket, app: AppState, observed: ConnectionTelemetry) -> None:
+    def __init__(self, websocket: WebSocket, app: AppState, observed: ConnectionTelemetry, key: ApiKey) -> None:
         self.ws = websocket
         self.app = app
+        self.key = key
+        self.quota = QuotaGate(app.quotas, key)  # what each generation on this connection is admitted through
         self.settings = app.settings
         self.telemetry = app.telemetry
         self.observed = observed
@@ -209,10 +214,12 @@ class Connection:
         chosen = list(self.work) if keys is None else [k for k in keys if k in self.work]
         entries = [(key, *self.work[key]) for key in chosen]
         running = [(key, work, task) for key, work, task in entries if not task.done()]
+        cancelled_at = time.perf_counter()
         for _, _, task in running:
             task.cancel()
         if running:
             await asyncio.wait([task for _, _, task in running])  # not gather: that would re-raise here
+            self.telemetry.cancel_stopped(time.perf_counter() - cancelled_at)
         cut = []
         for key, work, _ in running:
             if self.work.get(key, (None,))[0] is work:
@@ -290,33 +297,64 @@ class Connection:
 async def serve_websocket(websocket: WebSocket, refusal: Any, make_route: Any) -> None:
     """Admit `websocket` and serve it with the route `make_route(connection)` builds.
 
-    Accept, check the key, take a connection slot, then run the reader loop and give the slot back.
-    A refused client gets one error frame in the route's own shape (`refusal(code, message)`) and a
-    close: 1008 `authentication_failed` for a missing or wrong key, 1013 `server_at_capacity` when no
-    slot frees within `WS_HANDSHAKE_ACQUIRE_TIMEOUT_S`.
+    Identify the key, take one of its sessions, accept, take a connection slot, then run the reader loop
+    and give both back. A key over its concurrent-session limit is refused at the handshake with HTTP
+    429 (`Retry-After`, and the refusal as a JSON error body), before the socket is accepted. Any other
+    refused client gets one error frame in the route's own shape (`refusal(code, message)`) and a close:
+    1008 `authentication_failed` for a missing or wrong key, 1013 `server_at_capacity` when no slot frees
+    within `WS_HANDSHAKE_ACQUIRE_TIMEOUT_S` (or a session refusal, on a server that cannot answer a
+    handshake with HTTP).
     """
     app: AppState = websocket.state.app
     settings, slots, telemetry = app.settings, app.slots, app.telemetry
-    await websocket.accept()
-
-    async def refuse(reason: str, code: str, message: str, close_code: int) -> None:
-        telemetry.rejected(reason)
-        await websocket.send_text(encode_json(refusal(code, message)))
-        await websocket.close(close_code, code)
-
-    if not key_is_valid(presented_key(websocket), settings.api_keys):
-        message = f"missing or wrong API key: {WHERE_KEYS_GO}"
-        await refuse("auth", "authentication_failed", message, frames.CLOSE_POLICY_VIOLATION)
-        return
-    waiting_since = time.perf_counter()
-    if not await slots.acquire(settings.ws_handshake_acquire_timeout_s):
-        message = f"all {slots.capacity} connection slots are busy; retry with backoff"
-        await refuse("capacity", "server_at_capacity", message, frames.CLOSE_TRY_AGAIN_LATER)
-        return
-    telemetry.slot_waited(time.perf_counter() - waiting_since)
+    key = authenticate(websocket)
+    if key is not None:
+        try:
+            await app.quotas.open_session(key)
+        except QuotaExceededError as exc:
+            await _refuse_handshake(websocket, exc, refusal)
+            return
     try:
-        client_id = websocket.headers.get("x-client-id") or websocket.query_params.get("client_id")
-        connection = Connection(websocket, app, telemetry.connection_opened(client_id[:64] if client_id else None))
-        await connection.serve(make_route(connection))
+        await websocket.accept()
+
+        async def refuse(reason: str, code: str, message: str, close_code: int) -> None:
+            telemetry.rejected(reason)
+            await websocket.send_text(encode_json(refusal(code, message)))
+            await websocket.close(close_code, code)
+
+        if key is None:
+            message = f"missing or wrong API key: {WHERE_KEYS_GO}"
+            await refuse("auth", "authentication_failed", message, frames.CLOSE_POLICY_VIOLATION)
+            return
+        waiting_since = time.perf_counter()
+        if not await slots.acquire(settings.ws_handshake_acquire_timeout_s):
+            message = f"all {slots.capacity} connection slots are busy; retry with backoff"
+            await refuse("capacity", "server_at_capacity", message, frames.CLOSE_TRY_AGAIN_LATER)
+            return
+        telemetry.slot_waited(time.perf_counter() - waiting_since)
+        try:
+            client_id = websocket.headers.get("x-client-id") or websocket.query_params.get("client_id")
+            observed = telemetry.connection_opened(client_id[:64] if client_id else None)
+            connection = Connection(websocket, app, observed, key)
+            await connection.serve(make_route(connection))
+        finally:
+            slots.release()
     finally:
-        slots.release()
+        if key is not None:
+            await app.quotas.close_session(key)
+
+
+async def _refuse_handshake(websocket: WebSocket, exc: QuotaExceededError, refusal: Any) -> None:
+    """Refuse a handshake over the key's session limit: HTTP 429 (or 503) with `Retry-After` and the
+    rate-limit headers; a server without the denial-response extension gets the route's error frame
+    and close 1013 instead."""
+    found = exc.refusal
+    code = "rate_limited" if found.status == 429 else found.kind
+    body = {"error": {"code": code, "message": found.message, **found.extra()}}
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        response = JSONResponse(body, status_code=found.status, headers=found.http_headers())
+        await websocket.send_denial_response(response)
+        return
+    await websocket.accept()
+    await websocket.send_text(encode_json(refusal(code, found.message)))
+    await websocket.close(frames.CLOSE_TRY_AGAIN_LATER, code)

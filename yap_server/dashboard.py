@@ -1,29 +1,63 @@
-"""`GET /dashboard` (a plain HTML page), `GET /dashboard/stats` (its JSON source), `GET /health` (ready).
+"""`GET /dashboard`: one page for the whole server; `GET /dashboard/stats`: its JSON; `GET /health` (ready).
 
-The page holds no data and needs no key; its script reads `?api_key=` from the page's own URL and
-fetches `/dashboard/stats?api_key=...` every 2 s, which requires the key like every other data
-route. Open `http://HOST:PORT/dashboard?api_key=KEY`. `/health` answers 200 only when every engine
-answers its health check within `HEALTH_TIMEOUT_S` (ready, not merely up), 503 naming the failing parts otherwise.
+The page (`dashboard_page.py`: HTML, script and style served from this package, no external request,
+a strict content-security policy) holds no data. It asks for the API key once and keeps it in the tab's
+`sessionStorage`, sending it as `X-API-Key` to `/dashboard/stats` every 2 s: the key never goes into a
+URL. A link with `?api_key=` still works: the script moves the key into `sessionStorage` and strips it
+from the address bar at once.
+
+`/dashboard/stats` reads the same counters `/metrics` exports (the app's Prometheus registry) and the
+last 10 minutes of raw latencies (`Telemetry.recent`) through the one percentile helper
+(`stats.percentiles`). `History` samples those counters every `SAMPLE_EVERY_S` into the 10-minute series
+the charts draw. `/health` answers 200 only when every engine answers its health check within
+`HEALTH_TIMEOUT_S` (ready, not merely up), 503 naming the failing parts otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from prometheus_client import REGISTRY
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from yap_engines import EngineHealth
 
-from .auth import key_is_valid, presented_key, unauthorized
+from .auth import authenticate, unauthorized
+from .dashboard_page import PAGE, SCRIPT, STYLE
 from .jobs import JobBoard
-from .state import AppState
 from .stats import percentiles
+
+if TYPE_CHECKING:
+    from .state import AppState
 
 HEALTH_TIMEOUT_S = 5.0
 WINDOW_S = 60.0
+HISTORY_S = 600.0  # the charts' span: the last 10 minutes
+SAMPLE_EVERY_S = 2.0
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+# What an engine exports to the global registry, where it does (vLLM): the queue, the KV cache, prefix hits.
+ENGINE_GAUGES = {
+    "queue_waiting": ("vllm:num_requests_waiting",),
+    "running": ("vllm:num_requests_running",),
+    "kv_cache_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    "prefix_cache_hits": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
+    "prefix_cache_queries": ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
+}
 
 
 async def engine_health(engines: dict[str, Any]) -> dict[str, EngineHealth]:
@@ -69,67 +103,176 @@ def job_stats(board: JobBoard, now: float) -> dict[str, Any]:
     }
 
 
+# -- reading the counters /metrics exports ---------------------------------------------------------
+
+
+def counter_values(metric: Any, label: str | None = None) -> dict[str, float]:
+    """A counter's `_total` samples by the value of `label` (one entry `""` when unlabelled)."""
+    values: dict[str, float] = {}
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                name = sample.labels.get(label, "") if label else ""
+                values[name] = values.get(name, 0.0) + sample.value
+    return values
+
+
+def labelled(metric: Any, labels: Iterable[str]) -> list[dict[str, Any]]:
+    """A labelled counter's `_total` samples as rows `{label: value, ..., "count": n}`."""
+    names = list(labels)
+    rows = []
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                rows.append({**{n: sample.labels.get(n, "") for n in names}, "count": sample.value})
+    return rows
+
+
+def engine_readings() -> dict[str, float | None]:
+    """The engine's own gauges where it reports them to the global registry (vLLM), else None each."""
+    wanted = {name: kind for kind, names in ENGINE_GAUGES.items() for name in names}
+    found: dict[str, float | None] = dict.fromkeys(ENGINE_GAUGES)
+    for family in REGISTRY.collect():
+        for sample in family.samples:
+            kind = wanted.get(sample.name)
+            if kind is not None:
+                found[kind] = (found[kind] or 0.0) + sample.value
+    return found
+
+
+@dataclass
+class History:
+    """The dashboard's 10-minute series, one point every `SAMPLE_EVERY_S`: rates from the counters' growth
+    since the previous point, levels as they were, and the engine's own gauges (read here, not per request)."""
+
+    points: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=int(HISTORY_S / SAMPLE_EVERY_S)))
+    engine: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(ENGINE_GAUGES))
+    _last: tuple[float, dict[str, float]] | None = None
+
+    def sample(self, app: AppState, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        prom, telemetry = app.telemetry.prom, app.telemetry
+        totals = {
+            "tokens": sum(counter_values(prom.tokens).values()),
+            "requests": sum(counter_values(prom.requests).values()),
+            "errors": sum(counter_values(prom.errors).values()),
+            "refusals": sum(counter_values(prom.rate_limited).values()) + sum(counter_values(prom.rejected).values()),
+        }
+        self.engine = engine_readings()
+        if self._last is not None:
+            then, before = self._last
+            span = max(now - then, 1e-6)
+            recent = telemetry.recent
+            self.points.append(
+                {
+                    "t": round(now, 3),
+                    **{f"{name}_per_s": round((totals[name] - before[name]) / span, 3) for name in totals},
+                    "connections": len(app.live),
+                    "generations": telemetry.active_generations,
+                    "ttft_p95_s": percentiles(recent["ttft"].values(span), (95,), digits=4)["p95"],
+                    "itl_p95_s": percentiles(recent["itl"].values(span), (95,), digits=5)["p95"],
+                }
+            )
+        self._last = (now, totals)
+
+
+async def sample_every(app: AppState, interval_s: float = SAMPLE_EVERY_S) -> None:
+    """Sample `app.history` every `interval_s` seconds until cancelled (the lifespan runs it)."""
+    while True:
+        app.history.sample(app)
+        await asyncio.sleep(interval_s)
+
+
+# -- the routes --------------------------------------------------------------------------------------
+
+
+def slo(values: list[float], target_s: float) -> dict[str, Any]:
+    """The share of `values` within `target_s` (None without samples)."""
+    met = sum(1 for value in values if value <= target_s)
+    return {"target_s": target_s, "samples": len(values), "met": round(met / len(values), 4) if values else None}
+
+
+def server_stats(app: AppState) -> dict[str, Any]:
+    """Everything the page shows but the engines' health (which `dashboard_stats` awaits)."""
+    prom, telemetry, settings = app.telemetry.prom, app.telemetry, app.settings
+    recent = {name: values.values() for name, values in telemetry.recent.items()}
+    tokens = counter_values(prom.key_tokens, "kind")
+    key_rows: dict[str, dict[str, Any]] = {}
+    for row in labelled(prom.key_requests, ("key_id", "outcome")):
+        key_rows.setdefault(row["key_id"], {"id": row["key_id"]})[row["outcome"]] = row["count"]
+    for row in labelled(prom.key_tokens, ("key_id", "kind")):
+        key_rows.setdefault(row["key_id"], {"id": row["key_id"]})[f"{row['kind']}_tokens"] = row["count"]
+    points = list(app.history.points)
+    last_minute = [p for p in points if p["t"] >= time.time() - WINDOW_S]
+    prompt_total = sum(counter_values(prom.prompt_tokens_total).values())
+    cached = sum(counter_values(prom.cached_tokens).values())
+    engine = dict(app.history.engine)
+    hits, queries = engine.pop("prefix_cache_hits"), engine.pop("prefix_cache_queries")
+    return {
+        "live": {
+            "connections": len(app.live),
+            "slots_active": app.slots.active,
+            "slots_max": app.slots.capacity,
+            "generations": telemetry.active_generations,
+        },
+        "requests": {
+            "by_status": counter_values(prom.requests, "status"),
+            "by_route": labelled(prom.http_requests, ("route", "code")),
+            "errors": counter_values(prom.errors, "type"),
+        },
+        "latency_s": {name: percentiles(values, (50, 95, 99), digits=5) for name, values in recent.items()},
+        "throughput": {
+            "tokens_per_s": round(sum(p["tokens_per_s"] for p in last_minute) / len(last_minute), 3)
+            if last_minute
+            else None,
+            "tokens_total": sum(counter_values(prom.tokens).values()),
+            "prompt_tokens_total": prompt_total,
+        },
+        "tool": {"decisions": counter_values(prom.tool, "status"), "latency_s": percentiles(recent["tool"])},
+        "warm": {
+            "cached_prompt_tokens": cached,
+            "cached_ratio": round(cached / prompt_total, 4) if prompt_total else None,
+            "prefix_cache_hit_ratio": round(hits / queries, 4) if hits is not None and queries else None,
+        },
+        "engine_gauges": engine,
+        "refusals": {
+            "rate_limited": counter_values(prom.rate_limited, "kind"),
+            "rejected": counter_values(prom.rejected, "reason"),
+            "limits_backend_failures": counter_values(prom.limits_failures, "mode"),
+        },
+        "keys": sorted(key_rows.values(), key=lambda row: row["id"]),
+        "slo": {"ttft": slo(recent["ttft"], settings.slo_ttft_s), "itl": slo(recent["itl"], settings.slo_itl_s)},
+        "series": points,
+        "tokens_by_kind": tokens,
+    }
+
+
 async def dashboard_stats(request: Request) -> JSONResponse:
     """`GET /dashboard/stats`: what the dashboard shows (API key required)."""
     app: AppState = request.state.app
-    if not key_is_valid(presented_key(request), app.settings.api_keys):
+    if authenticate(request) is None:
         return unauthorized()
     checks = await engine_health(app.parts)
     return JSONResponse(
         {
+            **server_stats(app),
             "jobs": job_stats(app.jobs, time.monotonic()),
             "connections": {"active": app.slots.active, "max": app.slots.capacity},
             "engines": {part: {"ok": h.ok, "detail": h.detail} for part, h in checks.items()},
             "server_time": time.time(),
-        }
+        },
+        headers={"Cache-Control": "no-store"},
     )
 
 
 async def dashboard(request: Request) -> HTMLResponse:
-    """`GET /dashboard`: the page (no data in it; its script fetches the stats with the page's api_key)."""
-    return HTMLResponse(PAGE)
+    """`GET /dashboard`: the page (no data in it; its script asks for the key and fetches the stats)."""
+    return HTMLResponse(PAGE, headers=PAGE_HEADERS)
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Yap dashboard</title>
-<style>
-body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:1.3em}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .8em;text-align:left}
-.ok{color:#080}.bad{color:#b00}#err{color:#b00}
-</style></head><body>
-<h1>Yap dashboard</h1><div id="err"></div>
-<table><tbody id="jobs"></tbody></table>
-<table><thead><tr><th>engine</th><th>health</th></tr></thead><tbody id="engines"></tbody></table>
-<p>Refreshes every 2 s. <span id="at"></span></p>
-<script>
-const key = new URLSearchParams(location.search).get("api_key") || "";
-const fmt = v => v === null || v === undefined ? "-" : (typeof v === "number" ? v.toFixed(3) : v);
-function rows(el, pairs) {
-  el.replaceChildren(...pairs.map(([k, v, cls]) => {
-    const tr = document.createElement("tr");
-    for (const [text, c] of [[k], [v, cls]]) {
-      const td = document.createElement("td"); td.textContent = text; if (c) td.className = c; tr.append(td);
-    }
-    return tr;
-  }));
-}
-async function refresh() {
-  try {
-    const r = await fetch("dashboard/stats?api_key=" + encodeURIComponent(key), {cache: "no-store"});
-    if (!r.ok) throw new Error(r.status === 401 ? "add ?api_key=YOUR_KEY to this page's URL" : "HTTP " + r.status);
-    const s = await r.json(), j = s.jobs;
-    rows(document.getElementById("jobs"), [
-      ["running jobs", `${j.running} / ${j.max_running}`], ["queued jobs", `${j.queued} / ${j.max_queued}`],
-      ["jobs/s (1 min)", fmt(j.jobs_per_s)], ["tokens/s (1 min)", fmt(j.tokens_per_s)],
-      ["latency p50 / p90 / p99 (s)", [j.latency_s.p50, j.latency_s.p90, j.latency_s.p99].map(fmt).join(" / ")],
-      ["finished by status", JSON.stringify(j.statuses)],
-      ["connections", `${s.connections.active} / ${s.connections.max}`]]);
-    rows(document.getElementById("engines"),
-      Object.entries(s.engines).map(([k, h]) => [k, h.detail, h.ok ? "ok" : "bad"]));
-    document.getElementById("err").textContent = "";
-    document.getElementById("at").textContent = "Updated " + new Date().toLocaleTimeString();
-  } catch (e) { document.getElementById("err").textContent = "Stats unavailable: " + e.message; }
-}
-refresh(); setInterval(refresh, 2000);
-</script></body></html>
-"""
+async def dashboard_script(request: Request) -> Response:
+    return Response(SCRIPT, media_type="text/javascript; charset=utf-8", headers=PAGE_HEADERS)
+
+
+async def dashboard_style(request: Request) -> Response:
+    return Response(STYLE, media_type="text/css; charset=utf-8", headers=PAGE_HEADERS)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .auth import key_is_valid, presented_key, unauthorized
+from .auth import authenticate, unauthorized
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -46,7 +46,7 @@ def _base64(vector: list[float]) -> str:
 async def embeddings(request: Request) -> JSONResponse:
     """`POST /embeddings`: vectors for `input` (API key required)."""
     app: AppState = request.state.app
-    if not key_is_valid(presented_key(request), app.settings.api_keys):
+    if authenticate(request) is None:
         return unauthorized()
     try:
         body = EmbeddingsRequest.model_validate_json(await request.body())

@@ -39,6 +39,12 @@ class ServerSettings(BaseSettings):
         validation_alias=env_names("ORCH_API_KEY", "orch_api_key"),
         description="seed 002's orchestrator key(s): accepted like TEXT_API_KEY entries (one of the two is required)",
     )
+    keys_file: Path | None = Field(  # before text_api_key: its check reads this one
+        None,
+        validation_alias=env_names("YAP_KEYS_FILE", "keys_file"),
+        description="TOML or JSON key registry (ids, secret hashes, per-key limits), re-read on change; "
+        "edit it with `yap keys`",
+    )
     text_api_key: SecretStr | None = Field(
         None,
         validate_default=True,
@@ -92,6 +98,29 @@ class ServerSettings(BaseSettings):
         None,
         validation_alias=env_names("SERVED_MODEL_NAME", "served_model_name"),
         description="model id(s) /v1 answers to, comma-separated (default: the chat engine's model id)",
+    )
+
+    # -- per-key limits and their counters (see keys.py, quotas.py) ----------------------------
+    limits_redis_url: str | None = Field(
+        None,
+        validation_alias=env_names("YAP_LIMITS_REDIS_URL", "limits_redis_url"),
+        description="redis://host:port/db shared by every worker and host for the per-key counters "
+        "(default: in this process's memory)",
+    )
+    limits_redis_failure: Literal["open", "closed"] = Field(
+        "open",
+        validation_alias=env_names("YAP_LIMITS_REDIS_FAILURE", "limits_redis_failure"),
+        description="when Redis cannot be reached: open admits (limits off), closed refuses keys that have limits; "
+        "either way it is logged and counted",
+    )
+    slo_ttft_s: float = Field(
+        0.5, gt=0, validation_alias=env_names("YAP_SLO_TTFT_S", "slo_ttft_s"), description="dashboard SLO: first token"
+    )
+    slo_itl_s: float = Field(
+        0.05,
+        gt=0,
+        validation_alias=env_names("YAP_SLO_ITL_S", "slo_itl_s"),
+        description="dashboard SLO: inter-token latency",
     )
 
     # -- WebSocket protocol --------------------------------------------------------------------
@@ -278,14 +307,27 @@ class ServerSettings(BaseSettings):
         low, medium, high = self.thinking_budget_low, self.thinking_budget_medium, self.thinking_budget_high
         return {"none": 0, "low": low, "medium": medium, "high": high}
 
+    @field_validator("limits_redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "redis+unix://")):
+            raise ValueError("must be a redis:// (or rediss://, redis+unix://) URL, e.g. redis://127.0.0.1:6379/0")
+        return value
+
     @field_validator("text_api_key", "orch_api_key")
     @classmethod
     def _keys_not_empty(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None and not [k for k in value.get_secret_value().split(",") if k.strip()]:
             raise ValueError("must hold at least one non-empty key")
-        if value is None and info.field_name == "text_api_key" and info.data.get("orch_api_key") is None:
+        if (
+            value is None
+            and info.field_name == "text_api_key"
+            and info.data.get("orch_api_key") is None
+            and info.data.get("keys_file") is None
+        ):
             raise ValueError(
-                "required: set it to the key(s) clients present (a seed 002 deployment may set ORCH_API_KEY instead)"
+                "required: set it to the key(s) clients present (a seed 002 deployment may set ORCH_API_KEY "
+                "instead; a key registry, YAP_KEYS_FILE, also does)"
             )
         return value
 

@@ -16,9 +16,12 @@ from yap_engines.settings import SettingsError
 from yap_engines.tool import ToolClassifier, ToolSettings
 
 from .crypto import ContentCipher
+from .dashboard import History
 from .encoder import Encoder
 from .jobs import JobBoard
+from .keys import KeyRegistry
 from .limits import ConnectionSlots, LiveConnections
+from .quotas import Quotas
 from .settings import ServerSettings
 from .streaming import Classifier
 from .telemetry import Telemetry
@@ -101,7 +104,8 @@ class AppState:
     `tokenizer` and `model_id` are the chat engine's; `sampling` is the base of every generating route,
     with the banned-phrase bias of `CHAT_LOGIT_BIAS_FILE` in it; `chat_max_len` is the prompt budget
     (`CHAT_MAX_LEN`, from `EngineSettings`); `stream_flush_s` is every generation's coalescing interval
-    (`STREAM_FLUSH_MS`, from `EngineSettings`, which also gives it to the engines as `stream_interval`)."""
+    (`STREAM_FLUSH_MS`, from `EngineSettings`, which also gives it to the engines as `stream_interval`);
+    `keys` identifies every presented API key (`auth.authenticate`) and `quotas` holds each key's counters."""
 
     settings: ServerSettings
     chat_max_len: int
@@ -114,8 +118,11 @@ class AppState:
     encoder: Encoder
     slots: ConnectionSlots
     live: LiveConnections
+    keys: KeyRegistry
+    quotas: Quotas
     owned: list[Any] = field(default_factory=list)
     stream_flush_s: float = 0.0
+    history: History = field(default_factory=History)  # the dashboard's 10-minute series
 
     @property
     def tokenizer(self) -> Any:
@@ -148,6 +155,7 @@ class AppState:
         telemetry: Telemetry,
         live: LiveConnections,
         owned: list[Any],
+        keys: KeyRegistry | None = None,
     ) -> AppState:
         """Check `parts` against `DEPLOY_MODE` and assemble the state (raise `RuntimeError` naming the fix)."""
         chat: InferenceEngine | None = parts.get("chat") if settings.chat_deployed else None
@@ -179,6 +187,8 @@ class AppState:
             encoder=Encoder(settings),
             slots=ConnectionSlots(settings.max_concurrent_connections),
             live=live,
+            keys=keys if keys is not None else KeyRegistry.from_settings(settings),
+            quotas=Quotas(settings, telemetry),
             owned=owned,
             stream_flush_s=engine_settings.stream_flush_ms / 1000,
         )
@@ -195,4 +205,5 @@ class AppState:
     async def aclose(self) -> None:
         """Release the encoder and close the parts this app built (injected ones belong to the caller)."""
         await self.encoder.aclose()
+        await self.quotas.aclose()
         await asyncio.gather(*(part.aclose() for part in self.owned), return_exceptions=True)

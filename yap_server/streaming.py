@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +34,8 @@ from yap_engines.errors import (
 from yap_engines.protocol import OnDelta, consume
 from yap_engines.thinking import ThinkSplit, ThinkSplitter, prompt_ids_open_thinking
 from yap_engines.tool import ToolDecision
+
+from .quotas import Admission, QuotaExceededError, QuotaGate
 
 if TYPE_CHECKING:
     from .telemetry import TurnTelemetry
@@ -51,6 +53,8 @@ class Failure:
     openai_code: str
     openai_type: str
     message: str
+    extra: Mapping[str, Any] = field(default_factory=dict)  # what the route's error frame adds (retry_after_s…)
+    headers: Mapping[str, str] = field(default_factory=dict)  # what an HTTP answer adds (Retry-After…)
 
 
 # Most specific first. (Yap code, HTTP status, OpenAI code, OpenAI type, message template.)
@@ -79,7 +83,19 @@ ENGINE_ERRORS: tuple[tuple[type[Exception], str, int, str, str, str], ...] = (
 
 
 def failure_for(exc: EngineError) -> Failure:
-    """The `Failure` for an engine error (the first row of `ENGINE_ERRORS` it is an instance of)."""
+    """The `Failure` for an engine error (the first row of `ENGINE_ERRORS` it is an instance of).
+
+    A request its key's quota refused (`QuotaExceededError`, raised before the engine saw it) travels the
+    same path: `rate_limited` (429; `limits_unavailable`, 503, when the rate-limit store is down and the
+    server fails closed), OpenAI's `rate_limit_exceeded`, with `retry_after_s` and the rate-limit headers."""
+    if isinstance(exc, QuotaExceededError):
+        refusal = exc.refusal
+        code = "rate_limited" if refusal.status == 429 else refusal.kind
+        openai_type = "tokens" if refusal.kind in ("tokens", "daily_tokens") else "requests"
+        openai_type = openai_type if refusal.status == 429 else "server_error"
+        return Failure(
+            code, refusal.status, "rate_limit_exceeded", openai_type, str(exc), refusal.extra(), refusal.http_headers()
+        )
     for kind, code, status, openai_code, openai_type, template in ENGINE_ERRORS:
         if isinstance(exc, kind):
             return Failure(code, status, openai_code, openai_type, template.format(exc=exc))
@@ -206,6 +222,8 @@ class Generation:
     error: EngineError | None = None
     observe: OnDelta | None = None
     clock: Callable[[], float] = time.perf_counter  # the coalescing clock (tests inject their own)
+    gate: QuotaGate | None = None  # the key's quota: admits (or refuses) the request before the engine sees it
+    admission: Admission | None = None  # already admitted (HTTP admits before its response starts)
 
     @classmethod
     def for_prompt(
@@ -273,6 +291,13 @@ class Generation:
                 return True  # accumulate: the next delta past the interval, or the end, flushes it
             return await flush(final=False)
 
+        if self.admission is None and self.gate is not None:
+            sampling = self.request.sampling
+            try:
+                self.admission = await self.gate.admit(len(self.request.prompt_token_ids) + sampling.max_tokens)
+            except QuotaExceededError as exc:  # refused: the engine never sees this request
+                self.error, self.failure, self.finish_reason = exc, failure_for(exc), "error"
+                return self
         telemetry.generation_started()
         try:
             try:
@@ -288,6 +313,8 @@ class Generation:
             self.error, self.failure = exc, failure_for(exc)
         finally:
             telemetry.generation_ended(self.usage)
+            if self.admission is not None:
+                await self.admission.settle(self.usage)
         return self
 
     async def _flush(self, sink: Sink, split: ThinkSplit, *, final: bool) -> bool:

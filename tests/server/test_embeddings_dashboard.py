@@ -91,7 +91,8 @@ async def test_the_dashboard_page_is_public_and_its_stats_need_the_key() -> None
         not_ready = await http.get("/health")
 
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "dashboard/stats?api_key=" in page.text and "setInterval(refresh, 2000)" in page.text
+    assert 'src="dashboard/app.js"' in page.text and "api_key" not in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
     assert refused.status_code == 401
     jobs = stats["jobs"]
     assert (jobs["running"], jobs["queued"], jobs["statuses"]) == (0, 0, {"completed": 2})

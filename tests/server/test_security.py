@@ -1,11 +1,10 @@
-"""Security over a real socket: auth bypass attempts, constant-time key checks, keys kept out of logs
+"""Security over a real socket: auth bypass attempts, digest-only key lookups, keys kept out of logs
 and error messages, what `/healthz` and `/metrics` reveal, the browser origin policy, and per-address
 auth-failure throttling."""
 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -18,8 +17,8 @@ from websockets.exceptions import InvalidStatus
 
 from yap_cli.loopback import serve_on_loopback
 from yap_engines import FakeEngine
-from yap_server import auth
 from yap_server.app import create_app
+from yap_server.keys import ApiKey, KeyRegistry
 from yap_server.security import FailureLedger, KeyRedactingFilter
 from yap_server.telemetry import Telemetry, TelemetrySettings
 
@@ -109,22 +108,16 @@ async def test_the_documented_places_for_the_key_work(headers: dict[str, str], q
         assert outcome == "accepted" and frame["type"] == "pong"
 
 
-def test_keys_are_compared_as_fixed_length_digests(monkeypatch: pytest.MonkeyPatch) -> None:
-    compared: list[tuple[int, int]] = []
-    real = hmac.compare_digest
-
-    def recording(a: bytes, b: bytes) -> bool:
-        compared.append((len(a), len(b)))
-        return real(a, b)
-
-    monkeypatch.setattr(auth.hmac, "compare_digest", recording)
+def test_keys_are_looked_up_by_digest_and_never_kept() -> None:
+    """The registry keeps only SHA-256 digests: a presented key is hashed, so a lookup's timing can
+    depend on its digest only, and no secret sits in the registry's memory."""
     keys = ("short", "a-much-longer-key-" * 8)
-    for presented in ("x", "short", "a-much-longer-key-" * 8, "y" * 10_000):
-        auth.key_is_valid(presented, keys)
-        assert len(compared) == len(keys)  # every key is compared: no early exit on a match
-        assert {lengths for lengths in compared} == {(32, 32)}  # the time does not depend on lengths
-        compared.clear()
-    assert auth.key_is_valid("short", keys) and not auth.key_is_valid("shor", keys)
+    registry = KeyRegistry(keys)
+    held = repr(vars(registry))
+    assert all(key not in held for key in keys)
+    assert registry.identify("short") == ApiKey("env-1") and registry.identify("a-much-longer-key-" * 8) is not None
+    for presented in ("x", "shor", "short ", "y" * 10_000, "", None):
+        assert registry.identify(presented) is None
 
 
 # -- keys stay out of logs and messages ----------------------------------------------------------

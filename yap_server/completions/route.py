@@ -47,6 +47,7 @@ from ..connection import Connection, Terminal, serve_websocket
 from ..crypto import DecryptionError
 from ..frames import WireError
 from ..jobs import QueueTicket
+from ..quotas import QuotaGate
 from ..streaming import Failure, Generation, failure_for
 from ..telemetry import TurnTelemetry
 
@@ -151,7 +152,7 @@ class CompletionsRoute:
         self._check_model(job.request.model)
         messages = self._messages(job.request)
         telemetry = self.conn.observed.turn(rid)
-        passes = Passes(app.chat, telemetry)
+        passes = Passes(app.chat, telemetry, self.conn.quota)
         pipeline = self._pipeline(app.chat, job, passes)
         response_format = self._response_format(job.request)
         ticket = app.jobs.admit()
@@ -254,12 +255,12 @@ class Passes:
     A pass returns the engine error that ended it (the reasoning pipeline stops there), and `failure`
     keeps that error as the generation pipeline mapped it, so the job reports it without mapping it again."""
 
-    def __init__(self, chat: InferenceEngine, telemetry: TurnTelemetry) -> None:
-        self.chat, self.telemetry = chat, telemetry
+    def __init__(self, chat: InferenceEngine, telemetry: TurnTelemetry, gate: QuotaGate | None) -> None:
+        self.chat, self.telemetry, self.gate = chat, telemetry, gate
         self.failure: Failure | None = None
 
     async def __call__(self, request: ChatRequest, on_delta: OnDelta) -> EngineError | None:
-        generation = Generation.for_prompt(self.chat, request, None, self.telemetry, observe=on_delta)
+        generation = Generation.for_prompt(self.chat, request, None, self.telemetry, observe=on_delta, gate=self.gate)
         await generation.run(_PassSink())
         self.failure = generation.failure
         return generation.error
@@ -314,7 +315,7 @@ class Job:
             await self._result("timeout", 0, body)
         except EngineError as exc:  # a pass's failure is already mapped; the pipeline's own errors are not
             failure = self.passes.failure or failure_for(exc)
-            await self._result("error", 0, error_body(failure.code, failure.message))
+            await self._result("error", 0, {**error_body(failure.code, failure.message), **failure.extra})
         else:
             await self._result("completed", result.usage.completion_tokens, {"result": self.route.result(result)})
         finally:

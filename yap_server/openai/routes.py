@@ -28,9 +28,11 @@ from yap_engines import ChatRequest, Delta
 from yap_engines.chat import render_ids
 from yap_engines.thinking import ThinkSplit
 
-from ..auth import WHERE_KEYS_GO, key_is_valid, presented_key
+from ..auth import WHERE_KEYS_GO, authenticate
 from ..frames import encode_json
-from ..streaming import Failure, Generation
+from ..keys import ApiKey
+from ..quotas import Admission, QuotaExceededError
+from ..streaming import Failure, Generation, failure_for
 from .request import ChatCall, OpenAIError, parse_chat_body
 from .strict_json import StrictJsonStream
 
@@ -43,12 +45,14 @@ _FINISH = {"stop": "stop", "length": "length", "cancelled": "abort", "error": "e
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _check_key(request: Request) -> None:
+def _check_key(request: Request) -> ApiKey:
     app: AppState = request.state.app
-    if not key_is_valid(presented_key(request), app.settings.api_keys):
+    key = authenticate(request)
+    if key is None:
         app.telemetry.rejected("auth")
         message = f"missing or wrong API key: {WHERE_KEYS_GO}"
         raise OpenAIError(401, message, code="invalid_api_key", type="authentication_error")
+    return key
 
 
 async def list_models(request: Request) -> JSONResponse:
@@ -78,8 +82,8 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _prepare(request: Request) -> Completion:
-    """Authenticate, validate and render: everything that can fail before the engine runs."""
-    _check_key(request)
+    """Authenticate, validate, render and admit (the key's quota): everything that can fail before the engine runs."""
+    key = _check_key(request)
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -122,19 +126,30 @@ async def _prepare(request: Request) -> Completion:
         session_id=request.headers.get(SESSION_HEADER),
         messages=call.messages,
     )
-    return Completion(call, app, engine_request)
+    try:
+        admission = await app.quotas.admit(key, len(prompt) + call.sampling.max_tokens)
+    except QuotaExceededError as exc:
+        raise openai_error(failure_for(exc)) from None
+    return Completion(call, app, engine_request, admission)
 
 
 def openai_error(failure: Failure) -> OpenAIError:
     """The OpenAI error for an engine failure."""
     param = "messages" if failure.openai_code == "context_length_exceeded" else None
-    return OpenAIError(failure.status, failure.message, code=failure.openai_code, param=param, type=failure.openai_type)
+    return OpenAIError(
+        failure.status,
+        failure.message,
+        code=failure.openai_code,
+        param=param,
+        type=failure.openai_type,
+        headers=failure.headers,
+    )
 
 
 class Completion:
     """One completion: its generation, its OpenAI objects and its telemetry."""
 
-    def __init__(self, call: ChatCall, app: AppState, request: ChatRequest) -> None:
+    def __init__(self, call: ChatCall, app: AppState, request: ChatRequest, admission: Admission) -> None:
         self.call = call
         self.id = request.request_id
         self.created = int(time.time())
@@ -151,7 +166,9 @@ class Completion:
             reasoning=call.include_reasoning,
             filters=[StrictJsonStream()] if kind in ("json_schema", "json_object") else (),
             flush_s=app.stream_flush_s,
+            admission=admission,
         )
+        self.headers = admission.headers  # the key's rate-limit headers, on every answer
         self._sent_ids = 0  # how many generated ids a chunk has carried
         self._ended = False
 
@@ -244,6 +261,7 @@ class _Events:
             self.started = True
             headers = [(k.lower().encode(), v.encode()) for k, v in SSE_HEADERS.items()]
             headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
+            headers += [(k.lower().encode(), v.encode()) for k, v in self.completion.headers.items()]
             await self._send({"type": "http.response.start", "status": 200, "headers": headers})
             await self.body(self.completion.chunk({"role": "assistant", "content": ""}))
         return True
@@ -284,6 +302,8 @@ class CompletionResponse(Response):
                     await Response(status_code=499)(scope, receive, send)
         finally:
             completion.ended("cancelled")  # a no-op when it already ended
+            if (admission := completion.generation.admission) is not None:
+                await admission.settle(None)  # a no-op when the generation settled it; else its reservation returns
 
     async def _whole(self, send: Send) -> None:
         completion, sink = self.completion, _Collect()
@@ -295,7 +315,9 @@ class CompletionResponse(Response):
             response = error.response()
         else:
             completion.ended("done")
-            response = JSONResponse(completion.whole("".join(sink.reasoning), "".join(sink.content)))
+            response = JSONResponse(
+                completion.whole("".join(sink.reasoning), "".join(sink.content)), headers=completion.headers
+            )
         assert self._receive is not None
         await response({"type": "http"}, self._receive, send)
 

@@ -165,7 +165,7 @@ class ResponsesRoute:
         telemetry = self.conn.observed.turn(response.id)
         return ResponseRun(
             response, conversation, prompt, sampling, tool, self.send_event, telemetry, chat=app.chat,
-            tokenizer=app.tokenizer, flush_s=app.stream_flush_s,
+            tokenizer=app.tokenizer, flush_s=app.stream_flush_s, gate=self.conn.quota,
         )  # fmt: skip
 
     def _tool_check(self, event: ResponseCreate, conversation: list[Any], new_items: list[Any]) -> ToolCheck | None:

@@ -27,6 +27,7 @@ from yap_engines.chat import FittedPrompt
 from yap_engines.thinking import ThinkSplit
 
 from ..connection import Terminal
+from ..quotas import QuotaExceededError, QuotaGate
 from ..streaming import Classifier, Generation, ToolVerdict
 from .conversation import EndedResponse, Item
 from .events import (
@@ -37,6 +38,7 @@ from .events import (
     ResponseError,
     ResponseObject,
     ResponseUsage,
+    error_event,
 )
 
 if TYPE_CHECKING:
@@ -98,6 +100,7 @@ class ResponseRun:
     chat: InferenceEngine | None = None
     tokenizer: Any = None
     flush_s: float = 0.0  # the coalescing interval (`Generation.flush_s`)
+    gate: QuotaGate | None = None  # the connection key's quota (`Generation.gate`)
     _message: MessageOutput | None = field(default=None, repr=False)  # the open message, if any
     _verdict: ToolVerdict | None = field(default=None, repr=False)
     _generation: Generation | None = field(default=None, repr=False)
@@ -255,9 +258,18 @@ class ResponseRun:
             self.telemetry,
             filters=[EdgeTrim()],
             flush_s=self.flush_s,
+            gate=self.gate,
         )
         self._generation = generation
         await generation.run(self)
+        if isinstance(generation.error, QuotaExceededError):  # refused before the engine saw it
+            failure = generation.failure
+            assert failure is not None
+            event = error_event(failure.openai_code, failure.message)
+            event["error"]["type"] = failure.openai_type
+            await self.send_event({**event, **failure.extra})
+            await self._fail(failure.openai_code, failure.message)
+            return
         if generation.failure is not None:
             failure = generation.failure
             code = "server_error" if failure.status >= 500 else failure.openai_code

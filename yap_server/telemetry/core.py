@@ -29,7 +29,15 @@ and dimension keys (`text_inference.ttft` ..., `status`, `error.type`, `gpu.devi
     yap_cancellations_total{reason}        counter    turns cancelled (client_request/barge_in/idle/disconnect)
     yap_errors_total{type}                 counter    error frames and internal errors by code
     yap_idle_disconnects_total             counter    connections closed for idling (4000)
-    yap_rate_limit_violations_total{kind}  counter    messages / cancels / prompt_updates refused
+    yap_rate_limit_violations_total{kind}  counter    messages / cancels / prompt_updates refused, and key quota
+                                                      refusals (requests/tokens/daily_tokens/sessions/...)
+    yap_cancel_to_free_seconds             histogram  barge-in: cancel until the work stopped (slot free)
+    yap_http_requests_total{route,code}    counter    requests by mounted route and status (101: WS accepted)
+    yap_prompt_cached_tokens_total         counter    prompt tokens the engine served from its prefix cache
+    yap_key_requests_total{key_id,outcome} counter    per API key id (never the secret): admitted / refused
+    yap_key_refusals_total{key_id,kind}    counter    per key id and the limit that refused
+    yap_key_tokens_total{key_id,kind}      counter    per key id: prompt / completion tokens used
+    yap_limits_backend_failures_total{mode} counter   rate-limit store (Redis) calls that failed (open/closed)
     yap_tool_classifications_total{status} counter    tool decisions (yes/no)
     yap_cache_resets_total                 counter    prefix-cache resets
     yap_active_connections                 gauge
@@ -47,8 +55,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..auth import key_is_valid, presented_key, unauthorized
+from ..auth import authenticate, unauthorized
 from .prometheus import PROMETHEUS_CONTENT_TYPE, PrometheusMetrics
+from .recent import RecentValues
 from .settings import TelemetrySettings
 
 if TYPE_CHECKING:
@@ -70,6 +79,8 @@ class Telemetry:
         self.otel = otel
         self.sentry = sentry
         self.active_generations = 0  # the one count: /status reads it, the gauge samples it
+        # the last 10 minutes of raw latencies, for the dashboard's percentiles (`stats.percentiles`)
+        self.recent = {name: RecentValues() for name in ("ttft", "itl", "tool", "cancel")}
         self.prom.active_generations.set_function(lambda: self.active_generations)
 
     @classmethod
@@ -133,6 +144,25 @@ class Telemetry:
     def rate_limited(self, kind: str) -> None:
         self._count(self.prom.rate_limited, "text_inference.rate_limit_violations_total", kind=kind)
 
+    def key_admitted(self, key_id: str) -> None:
+        """A request of key `key_id` passed its quota (usage per key: never the secret, only its id)."""
+        self.prom.key_requests.labels(key_id=key_id, outcome="admitted").inc()
+
+    def key_refused(self, key_id: str, kind: str) -> None:
+        """Key `key_id`'s quota refused a request or session (`kind`: requests, tokens, daily_tokens, sessions,
+        limits_unavailable); counted per key and with the other rate-limit refusals."""
+        self.prom.key_requests.labels(key_id=key_id, outcome="refused").inc()
+        self.prom.key_refusals.labels(key_id=key_id, kind=kind).inc()
+        self.rate_limited(kind)
+
+    def key_tokens(self, key_id: str, prompt: int, completion: int) -> None:
+        self.prom.key_tokens.labels(key_id=key_id, kind="prompt").inc(prompt)
+        self.prom.key_tokens.labels(key_id=key_id, kind="completion").inc(completion)
+
+    def limits_backend_failed(self, mode: str) -> None:
+        """A call to the rate-limit store failed; `mode` is what the server did (`open` or `closed`)."""
+        self._count(self.prom.limits_failures, "text_inference.limits_backend_failures_total", mode=mode)
+
     def idle_disconnect(self) -> None:
         self._count(self.prom.idle, "text_inference.timeout_disconnects_total")
 
@@ -148,6 +178,15 @@ class Telemetry:
     def tool_classified(self, status: str, latency_s: float) -> None:
         self._count(self.prom.tool, "text_inference.tool_classifications_total", status=status)
         self._observe(self.prom.tool_latency, "text_inference.tool_classification_latency", latency_s)
+        self.recent["tool"].add(latency_s)
+
+    def cancel_stopped(self, seconds: float) -> None:
+        """A cancel (barge-in, `cancel`, disconnect) took `seconds` until its work had stopped and freed its slot."""
+        self._observe(self.prom.cancel_to_free, "text_inference.cancel_to_free", seconds)
+        self.recent["cancel"].add(seconds)
+
+    def http_request(self, route: str, code: int) -> None:
+        self.prom.http_requests.labels(route=route, code=str(code)).inc()
 
     def report_exception(self, exc: BaseException, user_text: Sequence[str] = (), **tags: str | None) -> None:
         """Send `exc` to Sentry (when configured) tagged with ids; `user_text` is scrubbed unless allowed."""
@@ -158,9 +197,9 @@ class Telemetry:
         return ConnectionTelemetry(self, client_id)
 
     # -- the endpoint and shutdown -------------------------------------------------------------
-    def metrics_response(self, request: Request, api_keys: Iterable[str]) -> Response:
+    def metrics_response(self, request: Request) -> Response:
         """`GET /metrics`: Prometheus text; the API key is required unless `METRICS_PUBLIC=1`."""
-        if not self.settings.metrics_public and not key_is_valid(presented_key(request), api_keys):
+        if not self.settings.metrics_public and authenticate(request) is None:
             return unauthorized()
         return Response(self.prom.exposition(), media_type=PROMETHEUS_CONTENT_TYPE)
 
@@ -260,12 +299,14 @@ class TurnTelemetry:
         if self._last_delta is not None:
             gap = now - self._last_delta
             self.telemetry.prom.inter_token.observe(gap)
+            self.telemetry.recent["itl"].add(gap)
             self._gaps += 1
             self._gap_total += gap
         self._last_delta = now
 
     def first_token(self, ttft_s: float) -> None:
         self.telemetry._observe(self.telemetry.prom.ttft, "text_inference.ttft", ttft_s)
+        self.telemetry.recent["ttft"].add(ttft_s)
 
     def generation_ended(self, usage: Any) -> None:
         """The engine stream closed; `usage` (prompt/completion tokens) when it finished."""
@@ -274,6 +315,8 @@ class TurnTelemetry:
         if usage is not None:
             t._count(t.prom.tokens, "text_inference.tokens_generated_total", usage.completion_tokens)
             t._count(t.prom.prompt_tokens_total, "text_inference.prompt_tokens_total", usage.prompt_tokens)
+            if usage.cached_tokens:
+                t.prom.cached_tokens.inc(usage.cached_tokens)
             t._observe(t.prom.completion_tokens, "text_inference.completion_tokens", usage.completion_tokens)
             t._observe(t.prom.prompt_tokens, "text_inference.prompt_tokens", usage.prompt_tokens)
         if t.otel is not None and self._gaps:

@@ -106,6 +106,23 @@ class PrometheusMetrics:
         self.rate_limited = Counter("yap_rate_limit_violations", "refused by a rate limit", ["kind"], registry=r)
         self.tool = Counter("yap_tool_classifications", "tool decisions", ["status"], registry=r)
         self.cache_resets = Counter("yap_cache_resets", "prefix-cache resets", registry=r)
+        self.cancel_to_free = histogram(
+            "yap_cancel_to_free_seconds", "barge-in: cancel until the work has stopped", LATENCY_BUCKETS
+        )
+        self.http_requests = Counter(
+            "yap_http_requests", "requests by route and status code", ["route", "code"], registry=r
+        )
+        self.cached_tokens = Counter(
+            "yap_prompt_cached_tokens", "prompt tokens served from the prefix cache", registry=r
+        )
+        self.key_requests = Counter("yap_key_requests", "requests per API key id", ["key_id", "outcome"], registry=r)
+        self.key_refusals = Counter(
+            "yap_key_refusals", "refusals per API key id and limit", ["key_id", "kind"], registry=r
+        )
+        self.key_tokens = Counter("yap_key_tokens", "tokens used per API key id", ["key_id", "kind"], registry=r)
+        self.limits_failures = Counter(
+            "yap_limits_backend_failures", "rate-limit store calls that failed", ["mode"], registry=r
+        )
         self.active_connections = Gauge("yap_active_connections", "open WebSocket connections", registry=r)
         self.active_generations = Gauge("yap_active_generations", "generations streaming", registry=r)
         if gpu:

@@ -180,7 +180,10 @@ class WsRoute:
         assert self.session is not None
         tool = self.app.tool if classify else None
         telemetry = self.conn.observed.turn(request_id)
-        turn = Turn(self.session, request_id, text, sampling, options, telemetry, self.app, tool, self.conn.send)
+        turn = Turn(
+            self.session, request_id, text, sampling, options, telemetry, self.app, tool, self.conn.send,
+            gate=self.conn.quota,
+        )  # fmt: skip
         self.conn.start(TURN, turn)
 
 

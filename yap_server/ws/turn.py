@@ -20,6 +20,7 @@ from yap_engines import ChatRequest, ContextTooLongError, Sampling
 from yap_engines.thinking import ThinkSplit
 
 from ..connection import Terminal
+from ..quotas import QuotaGate
 from ..streaming import Classifier, Generation, ToolVerdict
 from .sanitize import StreamSanitizer
 from .session import Session, TurnOptions
@@ -54,6 +55,7 @@ class Turn:
     engine_request_id: str = field(default_factory=lambda: f"yap-{uuid.uuid4().hex}")
     verdict: ToolVerdict | None = None
     started: float = field(default_factory=time.perf_counter)
+    gate: QuotaGate | None = None  # the connection key's quota (`Generation.gate`)
 
     def _frame(self, kind: str, **payload: Any) -> dict[str, Any]:
         return frame(kind, self.session.session_id, self.request_id, **payload)
@@ -64,9 +66,9 @@ class Turn:
         self.telemetry.ended(message["type"], message["payload"].get("code"))
         await self.send(message)
 
-    async def _error(self, code: str, message: str) -> None:
+    async def _error(self, code: str, message: str, **extra: Any) -> None:
         await self._send_toolcall()
-        await self._terminal(error_frame(self.session.session_id, self.request_id, code, message))
+        await self._terminal(error_frame(self.session.session_id, self.request_id, code, message, **extra))
 
     # -- Work ----------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -133,13 +135,14 @@ class Turn:
             filters=[StreamSanitizer()] if self.options.sanitize_output else (),
             flush_s=self.app.stream_flush_s,
             started=self.started,
+            gate=self.gate,
         )
         try:
             await generation.run(self)
         finally:  # cancelled too: what was said stays in history
             self._remember_reply(generation.content)
         if generation.failure is not None:
-            await self._error(generation.failure.code, generation.failure.message)
+            await self._error(generation.failure.code, generation.failure.message, **generation.failure.extra)
             return
         await self._send_toolcall()  # a reply with no visible text still gets its toolcall first
         await self._finish(generation.first_token_at, generation.finish_reason, generation.usage)

@@ -1,0 +1,281 @@
+"""Per-key quota and dashboard figures, printed as JSON (FakeEngine, loopback, this machine).
+
+    python benchmarks/quotas.py [--out runs/quotas.json]
+
+1. rpm 50, 200 concurrent `/v1/chat/completions`: how many were admitted (one process).
+2. rpm 50 across two server processes sharing a Redis (`redis-server` on a free port): admitted.
+3. tpm 1,000, four concurrent requests of max_tokens 300: status codes, and what the engine saw.
+4. Retry-After: a refused client sleeps for it and tries again (the window shortened to 2 s).
+5. Refusal latency: `Quotas.admit` refusing (in process) and a 429 round trip over loopback, p50/p99.
+6. `/dashboard/stats` latency under 16 streaming `/ws` sessions, p50/p99 (round trip over loopback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+from yap_cli.loopback import free_port, serve_on_loopback
+from yap_engines import EngineSettings, FakeEngine
+from yap_server import quotas
+from yap_server.app import create_app
+from yap_server.keys import ApiKey, KeyEntry, KeyLimits, hash_secret, write_keys_file
+from yap_server.settings import ServerSettings
+from yap_server.stats import percentiles
+from yap_server.telemetry import Telemetry, TelemetrySettings
+
+SECRET = "bench-secret-0123456789"
+ENV_KEY = "bench-env-key"
+
+
+class CountingFake(FakeEngine):
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.seen = 0
+
+    def reply_text(self, request: Any) -> str:
+        self.seen += 1
+        return super().reply_text(request)
+
+
+def keys(directory: Path, **limits: int) -> Path:
+    path = directory / "keys.toml"
+    write_keys_file(path, [KeyEntry(ApiKey("bench", KeyLimits(**limits)), hash_secret(SECRET))])
+    return path
+
+
+def settings(path: Path, **overrides: Any) -> ServerSettings:
+    values = {"text_api_key": ENV_KEY, "keys_file": path, "max_concurrent_connections": 256, "deploy_mode": "chat"}
+    return ServerSettings(**{**values, **overrides})
+
+
+async def chat(http: httpx.AsyncClient, max_tokens: int = 4, key: str = SECRET) -> httpx.Response:
+    body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}
+    return await http.post("/v1/chat/completions", json=body, headers={"X-API-Key": key})
+
+
+async def rpm_one_process(directory: Path) -> dict[str, Any]:
+    engine = CountingFake(seed=1)
+    app = create_app(settings(keys(directory, rpm=50)), engines={"chat": engine})
+    async with serve_on_loopback(app) as port:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as http:
+            answers = await asyncio.gather(*(chat(http) for _ in range(200)))
+    codes = [a.status_code for a in answers]
+    return {"requests": 200, "admitted": codes.count(200), "refused_429": codes.count(429), "engine_saw": engine.seen}
+
+
+def _listening(port: int) -> bool:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def started(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not _listening(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{command[0]} did not start")
+            time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+async def rpm_two_workers(directory: Path) -> dict[str, Any]:
+    if shutil.which("redis-server") is None:
+        return {"skipped": "redis-server is not installed (apt-get install -y redis-server)"}
+    redis_port = free_port()
+    redis_command = [
+        "redis-server",
+        "--port",
+        str(redis_port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    path = keys(directory, rpm=50)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(started(redis_command, redis_port))
+        ports = [free_port(), free_port()]
+        for port in ports:
+            command = [sys.executable, __file__, "--worker", str(port), str(path), f"redis://127.0.0.1:{redis_port}/0"]
+            stack.enter_context(started(command, port, env=dict(os.environ)))
+        limits = httpx.Limits(max_connections=200)
+        clients = [httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", limits=limits, timeout=60) for p in ports]
+        try:
+            answers = await asyncio.gather(*(chat(clients[i % 2]) for i in range(200)))
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients))
+    codes = [a.status_code for a in answers]
+    admitted = codes.count(200)
+    return {
+        "workers": 2,
+        "requests": 200,
+        "admitted": admitted,
+        "over_limit_pct": round(max(admitted - 50, 0) / 50 * 100, 2),
+    }
+
+
+async def tpm_reserve(directory: Path) -> dict[str, Any]:
+    engine = CountingFake(seed=1, tokens_per_s=40)
+    app = create_app(
+        settings(keys(directory, tpm=1000)), engines={"chat": engine}, engine_settings=EngineSettings(chat_max_out=300)
+    )
+    async with serve_on_loopback(app) as port:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            answers = await asyncio.gather(*(chat(http, 300) for _ in range(4)))
+    return {"codes": sorted(a.status_code for a in answers), "engine_saw": engine.seen}
+
+
+async def retry_after(directory: Path) -> dict[str, Any]:
+    quotas.MINUTE_S = 2
+    try:
+        app = create_app(settings(keys(directory, rpm=2)), engines={"chat": FakeEngine(seed=1)})
+        async with serve_on_loopback(app) as port:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+                first = [(await chat(http)).status_code for _ in range(2)]
+                refused = await chat(http)
+                wait = float(refused.headers["retry-after"])
+                await asyncio.sleep(wait)
+                again = await chat(http)
+    finally:
+        quotas.MINUTE_S = 60
+    return {
+        "window_s": 2,
+        "first": first,
+        "refused": refused.status_code,
+        "retry_after_s": wait,
+        "retry": again.status_code,
+    }
+
+
+async def refusal_latency(directory: Path) -> dict[str, Any]:
+    telemetry = Telemetry(TelemetrySettings(), None, None)
+    counters = quotas.Quotas(settings(keys(directory)), telemetry)
+    key = ApiKey("bench", KeyLimits(rpm=1, tpm=100))
+    await counters.admit(key, 10)
+    inside = []
+    for _ in range(2000):
+        started_at = time.perf_counter()
+        with contextlib.suppress(quotas.QuotaExceededError):
+            await counters.admit(key, 10)
+        inside.append(time.perf_counter() - started_at)
+    app = create_app(settings(keys(directory, rpm=1)), engines={"chat": FakeEngine(seed=1)})
+    round_trips = []
+    async with serve_on_loopback(app) as port:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            await chat(http)
+            for _ in range(500):
+                started_at = time.perf_counter()
+                assert (await chat(http)).status_code == 429
+                round_trips.append(time.perf_counter() - started_at)
+    ms = lambda values: {k: round(v * 1000, 3) for k, v in percentiles(values, (50, 99)).items() if v is not None}  # noqa: E731
+    return {"admit_refusal_ms": ms(inside), "http_429_round_trip_ms": ms(round_trips)}
+
+
+async def stats_under_load(directory: Path) -> dict[str, Any]:
+    engine = FakeEngine(seed=1, tokens_per_s=50)
+    app = create_app(settings(keys(directory)), engines={"chat": engine})
+    async with serve_on_loopback(app) as port:
+        origin = f"ws://127.0.0.1:{port}/ws"
+        stop = asyncio.Event()
+
+        async def session(index: int) -> None:
+            async with websockets.connect(origin, additional_headers={"X-API-Key": ENV_KEY}) as ws:
+
+                def frame(kind: str, rid: str, **payload: Any) -> str:
+                    envelope = {"type": kind, "session_id": f"s{index}", "request_id": rid, "payload": payload}
+                    return json.dumps(envelope)
+
+                await ws.send(frame("start", "r0", chat_prompt="Talk."))
+                turn = 0
+                while not stop.is_set():
+                    turn += 1
+                    await ws.send(frame("message", f"r{turn}", user_utterance="go on", sampling={"max_tokens": 150}))
+                    while json.loads(await ws.recv())["type"] not in ("done", "cancelled", "error"):
+                        pass
+
+        sessions = [asyncio.create_task(session(i)) for i in range(16)]
+        await asyncio.sleep(2)
+        timings = []
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            for _ in range(300):
+                started_at = time.perf_counter()
+                assert (await http.get("/dashboard/stats", headers={"X-API-Key": ENV_KEY})).status_code == 200
+                timings.append(time.perf_counter() - started_at)
+                await asyncio.sleep(0.01)
+        stop.set()
+        for task in sessions:
+            task.cancel()
+        await asyncio.gather(*sessions, return_exceptions=True)
+    return {"sessions": 16, "stats_ms": {k: round(v * 1000, 3) for k, v in percentiles(timings, (50, 99)).items() if v}}
+
+
+async def main(out: Path | None) -> None:
+    report: dict[str, Any] = {"load_average": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, run in (
+            ("rpm_one_process", rpm_one_process),
+            ("rpm_two_workers_redis", rpm_two_workers),
+            ("tpm_reserve", tpm_reserve),
+            ("retry_after", retry_after),
+            ("refusal_latency", refusal_latency),
+            ("dashboard_stats_under_16_sessions", stats_under_load),
+        ):
+            directory = Path(tmp) / name
+            directory.mkdir()
+            report[name] = await run(directory)
+            print(name, json.dumps(report[name]), flush=True)
+    report["load_average_after"] = os.getloadavg()
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out is not None:
+        await asyncio.to_thread(_write, out, text + "\n")
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def worker(port: int, path: str, redis_url: str) -> None:
+    import uvicorn
+
+    app = create_app(settings(Path(path), limits_redis_url=redis_url), engines={"chat": FakeEngine(seed=1)})
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    else:
+        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        parser.add_argument("--out", type=Path)
+        asyncio.run(main(parser.parse_args().out))
