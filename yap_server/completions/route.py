@@ -255,7 +255,7 @@ class Passes:
     A pass returns the engine error that ended it (the reasoning pipeline stops there), and `failure`
     keeps that error as the generation pipeline mapped it, so the job reports it without mapping it again."""
 
-    def __init__(self, chat: InferenceEngine, telemetry: TurnTelemetry, gate: QuotaGate | None) -> None:
+    def __init__(self, chat: InferenceEngine, telemetry: TurnTelemetry, gate: QuotaGate | None = None) -> None:
         self.chat, self.telemetry, self.gate = chat, telemetry, gate
         self.failure: Failure | None = None
 
