@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from quant import cli as quant_cli
-from yap_cli import bench, client, demo, harness, install, main, serve, soak, tool
+from yap_cli import bench, client, demo, harness, install, keys, main, serve, soak, tool
 
-COMMANDS = ("serve", "demo", "bench", "client", "quant", "infer", "scenario", "server", "tool", "install")
+COMMANDS = ("serve", "demo", "bench", "client", "quant", "infer", "scenario", "server", "tool", "install", "keys")
 BENCHMARKS = ("stream", "server", "telemetry", "tool", "soak")
 REGISTERS: list[tuple[ModuleType, tuple[str, ...]]] = [
     (serve, ("serve",)),
@@ -23,6 +23,7 @@ REGISTERS: list[tuple[ModuleType, tuple[str, ...]]] = [
     (harness, ("infer", "scenario", "server")),
     (tool, ("tool",)),
     (install, ("install",)),
+    (keys, ("keys",)),
 ]
 
 
