@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,9 +53,26 @@ class FunctionTool:
 
 
 def check_schema(schema: Any) -> None:
-    """Raise `InvalidRequestError` unless `schema` is a valid JSON Schema object."""
+    """Raise `InvalidRequestError` unless `schema` is a valid JSON Schema object.
+
+    Checking against the 2020-12 metaschema costs milliseconds per tool, and an agent sends the same
+    tools with every turn: the verdict is memoised by the schema's canonical JSON (a bounded memo of
+    a pure function), so only a new schema pays."""
     if not isinstance(schema, Mapping):
         raise InvalidRequestError("must be a JSON Schema object")
+    try:
+        canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"must be JSON: {exc}") from None
+    problem = _schema_problem(canonical)
+    if problem is not None:
+        raise InvalidRequestError(problem)
+
+
+@functools.lru_cache(maxsize=512)
+def _schema_problem(canonical: str) -> str | None:
+    """What is wrong with the schema whose canonical JSON is `canonical` (None: it is valid)."""
+    schema = json.loads(canonical)
     try:
         import jsonschema
     except ImportError as exc:  # pragma: no cover - a server dependency
@@ -63,7 +81,8 @@ def check_schema(schema: Any) -> None:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
         where = "/".join(str(part) for part in exc.path)
-        raise InvalidRequestError(f"not a valid JSON Schema{f' at {where}' if where else ''}: {exc.message}") from None
+        return f"not a valid JSON Schema{f' at {where}' if where else ''}: {exc.message}"
+    return None
 
 
 @dataclass(frozen=True)
