@@ -179,7 +179,7 @@ async def main(model_dir: str, identical: int) -> dict[str, Any]:
     results, picked, latencies, mismatched = [], Counter(), [], 0
     try:
         async with serve_on_loopback(app) as port:
-            client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=120)
+            client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=900)
             model = (await client.models.list()).data[0].id
             for index, (line, expected) in enumerate(PROMPTS):
                 kwargs: dict[str, Any] = {
@@ -198,6 +198,7 @@ async def main(model_dir: str, identical: int) -> dict[str, Any]:
                 ok, name = check(calls)
                 picked[(expected, name)] += 1
                 results.append({"line": line, "expected": expected, "picked": name, "valid": ok})
+                print(json.dumps({"progress": index, **results[-1]}), file=sys.stderr, flush=True)
                 if index < identical:
                     whole = [(c.function.name, c.function.arguments) for c in calls]
                     mismatched += whole != await streamed_calls(client, **kwargs)

@@ -90,7 +90,8 @@ def _call_from_object(obj: Any, names: Sequence[str]) -> ToolCall | None:
 
 def _objects(text: str) -> list[Any] | None:
     """JSON values in `text`, separated by whitespace, `,` or `;` (None when any part is not JSON)."""
-    decoder, found, at = json.JSONDecoder(strict=False), [], 0
+    decoder, at = json.JSONDecoder(strict=False), 0
+    found: list[Any] = []
     while True:
         while at < len(text) and text[at] in " \t\r\n;,":
             at += 1

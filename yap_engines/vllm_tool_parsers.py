@@ -42,11 +42,11 @@ class VllmToolParser:
             raise BackendUnavailableError(f"the tool-call parser {name!r} is vLLM's and vLLM is not installed") from exc
         self.tools = tools
         openai_tools = [tool.as_openai() for tool in tools.tools]
-        self._request = ChatCompletionRequest(
-            model="yap", messages=[{"role": "user", "content": ""}], tools=openai_tools, tool_choice="auto"
+        self._request = ChatCompletionRequest.model_validate(
+            {"model": "yap", "messages": [{"role": "user", "content": ""}], "tools": openai_tools, "tool_choice": "auto"}
         )
         parser_class = ToolParserManager.get_tool_parser(name)
-        self._parser = parser_class(tokenizer, self._request.tools)
+        self._parser = parser_class(tokenizer, list(self._request.tools or ()))
         self._buffer: list[str] = []
 
     def feed(self, text: str) -> CallSplit:
