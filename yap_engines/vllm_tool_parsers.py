@@ -43,7 +43,7 @@ class VllmToolParser:
         self.tools = tools
         openai_tools = [tool.as_openai() for tool in tools.tools]
         self._request = ChatCompletionRequest.model_validate(
-            {"model": "yap", "messages": [{"role": "user", "content": ""}], "tools": openai_tools, "tool_choice": "auto"}
+            {"model": "yap", "messages": [{"role": "user", "content": ""}], "tools": openai_tools}
         )
         parser_class = ToolParserManager.get_tool_parser(name)
         self._parser = parser_class(tokenizer, list(self._request.tools or ()))
