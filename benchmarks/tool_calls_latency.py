@@ -4,6 +4,8 @@ A real server on 127.0.0.1, streamed `/v1/chat/completions` over one keep-alive 
 the reply is plain text (no call), so what is measured is the tools' cost before the first token
 (validating the schemas, rendering the definitions into the prompt, the parser at the flush point).
 Requests alternate between the two cases; prints the p50/p90 of each and the p50 difference as JSON.
+On a busy machine the end-to-end numbers are noisy, so the script also times, in process, the work a
+request with tools adds on the server (body validation, rendering, a parser fed the whole reply).
 
     .venv/bin/python benchmarks/tool_calls_latency.py [ROUNDS]
 """
@@ -20,9 +22,13 @@ from typing import Any
 import httpx
 
 from yap_cli.loopback import serve_on_loopback
-from yap_engines import FakeEngine
+from yap_engines import FakeEngine, Sampling
+from yap_engines.chat import render_ids
+from yap_engines.function_tools import tool_messages
 from yap_engines.settings import EngineSettings
+from yap_engines.tool_calls import detect_parser, template_renders_tools
 from yap_server.app import create_app
+from yap_server.openai.request import parse_chat_body
 from yap_server.settings import ServerSettings
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -53,6 +59,24 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
+def server_work_s(body: dict[str, Any], tokenizer: Any, reply: str) -> float:
+    """The server's own work for one request (what `_prepare` and the flush-point parser do)."""
+    started = time.perf_counter()
+    call = parse_chat_body(body, Sampling(max_tokens=150, max_tokens_limit=150))
+    messages, kwargs = call.messages, call.template_kwargs
+    parser = None
+    if call.tools is not None and call.tools.active:
+        rendered = tool_messages(messages, call.tools, native=template_renders_tools(tokenizer))
+        messages, kwargs = rendered.messages, {**rendered.template_kwargs, **kwargs}
+        parser = call.tools.parser(detect_parser(tokenizer), tokenizer)
+    render_ids(tokenizer, messages, **kwargs)
+    if parser is not None:
+        for word in reply.split(" "):
+            parser.feed(word + " ")
+        parser.finish()
+    return time.perf_counter() - started
+
+
 async def main(rounds: int) -> dict[str, Any]:
     engine = FakeEngine(text="It is sunny in Paris today, with a light breeze.", model_id="m")
     settings = ServerSettings(text_api_key=KEY, max_concurrent_connections=8, deploy_mode="chat")
@@ -68,7 +92,16 @@ async def main(rounds: int) -> dict[str, Any]:
         for _ in range(rounds):
             plain.append(await first_token_s(http, url, base))
             tools.append(await first_token_s(http, url, {**base, "tools": TOOLS}))
+    reply = "It is sunny in Paris today, with a light breeze."
+    base_body = {"model": "m", "messages": MESSAGES}
+    work_plain, work_tools = [], []
+    for _ in range(rounds):
+        work_plain.append(server_work_s(base_body, engine.tokenizer, reply))
+        work_tools.append(server_work_s({**base_body, "tools": TOOLS}, engine.tokenizer, reply))
     return {
+        "server_work_no_tools_p50_ms": round(1000 * statistics.median(work_plain), 3),
+        "server_work_three_tools_p50_ms": round(1000 * statistics.median(work_tools), 3),
+        "server_work_added_p50_ms": round(1000 * (statistics.median(work_tools) - statistics.median(work_plain)), 3),
         "engine": "fake",
         "rounds": rounds,
         "no_tools": summary(plain),

@@ -4,6 +4,7 @@ input rendered back, guided `required`, the errors, and the classifier's tool be
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -90,3 +91,29 @@ async def test_the_classifier_tool_and_client_tools_combine(probe_factory: Any) 
     weather = await probe.respond(input=[user("weather in Paris?")], tools=TOOLS)
     assert [c["name"] for c in calls_of(weather[-1]["response"])] == ["get_weather"]
     assert [utterance for _, utterance in classifier.calls] == ["look at my screen", "weather in Paris?"]
+
+
+async def test_cancel_in_the_middle_of_a_call_ends_the_response_and_leaves_nothing_running(probe_factory: Any) -> None:
+    words = " ".join(f'"k{i}": {i},' for i in range(1500))
+    engine = FakeEngine(
+        text=f'<tool_call>{{"name": "get_weather", "arguments": {{{words} "city": "Paris"}}}}</tool_call>',
+        tokens_per_s=200,
+        model_id="m",
+    )  # over 7 s of call text
+    probe = await probe_factory(engine, {"chat": engine})
+    await probe.create(input=[user("weather?")], tools=TOOLS)
+    assert (await probe.recv())["type"] == "response.created"
+    for _ in range(200):  # the engine is generating the call (held, so nothing is streamed yet)
+        if engine.num_unfinished_requests() == 1:
+            break
+        await asyncio.sleep(0.01)
+    await probe.send({"type": "response.cancel"})
+    events = await probe.until_final()
+    assert events[-1]["type"] == "response.incomplete"
+    assert events[-1]["response"]["incomplete_details"] == {"reason": "cancelled"}
+    assert not calls_of(events[-1]["response"])
+    for _ in range(300):
+        if engine.num_unfinished_requests() == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.num_unfinished_requests() == 0
