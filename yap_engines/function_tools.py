@@ -159,6 +159,11 @@ FORCED_INSTRUCTIONS = (
     'Answer with a JSON list of calls: [{{"name": "<function name>", "parameters": {{<arguments>}}}}].'
 )
 
+NAMED_INSTRUCTIONS = (
+    "Call the function {name} now (JSON Schema of its arguments):\n{tools}\n\n"
+    "Answer with only its arguments, as one JSON object."
+)
+
 
 def fallback_system_text(tools: ToolSet) -> str:
     """The tool definitions as system-prompt text, for a template that does not render tools."""
@@ -166,7 +171,14 @@ def fallback_system_text(tools: ToolSet) -> str:
         json.dumps({"name": t.name, "description": t.description, "parameters": dict(t.parameters)}, ensure_ascii=False)
         for t in tools.tools
     )
-    template = FORCED_INSTRUCTIONS if tools.forced and tools.named is None else FALLBACK_INSTRUCTIONS
+    if tools.forced and tools.named is not None:
+        named = tools.tool(tools.named)
+        listing = json.dumps(
+            {"name": named.name, "description": named.description, "parameters": dict(named.parameters)},
+            ensure_ascii=False,
+        )
+        return NAMED_INSTRUCTIONS.format(name=named.name, tools=listing)
+    template = FORCED_INSTRUCTIONS if tools.forced else FALLBACK_INSTRUCTIONS
     return template.format(tools=listing)
 
 

@@ -55,13 +55,14 @@ async def test_required_and_named_calls_parse_and_validate_and_stream_the_same(s
                 "max_tokens": 96,
             }
             reply = await client.chat.completions.create(**kwargs)
-            assert reply.choices[0].finish_reason == "tool_calls"
+            assert reply.choices[0].finish_reason == "tool_calls", reply.choices[0].message.content
             (call,) = reply.choices[0].message.tool_calls or []
             jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
             assert await streamed_calls(client, **kwargs) == [(call.function.name, call.function.arguments)]
         named = await client.chat.completions.create(
             **{**kwargs, "tool_choice": {"type": "function", "function": {"name": "book_table"}}}
         )
+        assert named.choices[0].finish_reason == "tool_calls", named.choices[0].message.content
         (call,) = named.choices[0].message.tool_calls or []
         assert call.function.name == "book_table"
         jsonschema.validate(json.loads(call.function.arguments), SCHEMAS["book_table"])
