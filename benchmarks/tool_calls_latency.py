@@ -3,7 +3,10 @@
 A real server on 127.0.0.1, streamed `/v1/chat/completions` over one keep-alive httpx connection;
 the reply is plain text (no call), so what is measured is the tools' cost before the first token
 (validating the schemas, rendering the definitions into the prompt, the parser at the flush point).
-Requests alternate between the two cases; prints the p50/p90 of each and the p50 difference as JSON.
+Requests alternate between the cases; prints the p50/p90 of each and the p50 differences as JSON. A third
+case, no tools but the same prompt (the definitions' text sent as the system message), separates what
+the tool machinery costs from what a longer prompt costs (the fake engine's prefix-cache simulation
+walks every prompt token).
 On a busy machine the end-to-end numbers are noisy, so the script also times, in process, the work a
 request with tools adds on the server (body validation, rendering, a parser fed the whole reply).
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import statistics
 import sys
 import time
@@ -83,15 +87,25 @@ async def main(rounds: int) -> dict[str, Any]:
     app = create_app(settings, engines={"chat": engine}, engine_settings=EngineSettings())
     plain: list[float] = []
     tools: list[float] = []
-    async with serve_on_loopback(app) as port, httpx.AsyncClient(timeout=30) as http:
+    sized: list[float] = []  # no tools, the same prompt: the definitions' text sent as the system message
+    # TCP_NODELAY: without it a body over ~1 KB waits on Nagle's algorithm and the server's delayed ACK,
+    # which costs any large request (tools or a long system prompt alike) ~10 ms on loopback.
+    transport = httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    async with serve_on_loopback(app) as port, httpx.AsyncClient(timeout=30, transport=transport) as http:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         base = {"model": "m", "messages": MESSAGES, "stream": True, "temperature": 0}
-        for _ in range(20):  # warm up both paths
-            await first_token_s(http, url, base)
-            await first_token_s(http, url, {**base, "tools": TOOLS})
+        with_tools = {**base, "tools": TOOLS}
+        toolset = parse_chat_body(with_tools, Sampling()).tools
+        assert toolset is not None
+        same_prompt = tool_messages(MESSAGES, toolset, native=False).messages
+        padded = {**base, "messages": same_prompt}
+        for _ in range(20):  # warm up every path
+            for body in (base, with_tools, padded):
+                await first_token_s(http, url, body)
         for _ in range(rounds):
             plain.append(await first_token_s(http, url, base))
-            tools.append(await first_token_s(http, url, {**base, "tools": TOOLS}))
+            tools.append(await first_token_s(http, url, with_tools))
+            sized.append(await first_token_s(http, url, padded))
     reply = "It is sunny in Paris today, with a light breeze."
     base_body = {"model": "m", "messages": MESSAGES}
     work_plain, work_tools = [], []
@@ -106,7 +120,9 @@ async def main(rounds: int) -> dict[str, Any]:
         "rounds": rounds,
         "no_tools": summary(plain),
         "three_tools": summary(tools),
+        "no_tools_same_prompt": summary(sized),
         "added_p50_ms": round(1000 * (statistics.median(tools) - statistics.median(plain)), 3),
+        "added_p50_ms_vs_same_prompt": round(1000 * (statistics.median(tools) - statistics.median(sized)), 3),
     }
 
 
