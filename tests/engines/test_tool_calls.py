@@ -142,3 +142,18 @@ def test_vllms_own_parsers_are_reused_by_name() -> None:
     assert hermes is not None
     got = hermes.feed('<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>') + hermes.finish()
     assert [c.arguments for c in got.calls] == ['{"city": "Rome"}']
+
+
+@pytest.mark.vllm
+def test_an_unknown_tool_call_parser_fails_at_startup_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from yap_engines.settings import SettingsError
+    from yap_server.settings import ServerSettings
+
+    monkeypatch.setenv("TEXT_API_KEY", "k")
+    monkeypatch.setenv("MAX_CONCURRENT_CONNECTIONS", "1")
+    monkeypatch.setenv("TOOL_CALL_PARSER", "mistral")
+    assert ServerSettings.from_env().tool_call_parser == "mistral"
+    monkeypatch.setenv("TOOL_CALL_PARSER", "no_such_format")
+    with pytest.raises(SettingsError, match="TOOL_CALL_PARSER") as raised:
+        ServerSettings.from_env()
+    assert "hermes, llama3_json, mistral" in str(raised.value) and "pythonic" in str(raised.value)
