@@ -296,7 +296,7 @@ class Generation:
                 parsed = parsed + self.tool_calls.finish()
             content, calls = parsed.content, parsed.calls
             self.calls.extend(calls)
-            if parsed.malformed:
+            for _ in range(parsed.malformed):
                 self.telemetry.telemetry.error("malformed_tool_call")
         for text_filter in self.filters:
             content = text_filter.feed(content) + (text_filter.finish() if final else "")
