@@ -189,6 +189,33 @@ class ServerSettings(BaseSettings):
     def allowed_origin_list(self) -> list[str]:
         return [origin.strip().rstrip("/") for origin in self.allowed_origins.split(",") if origin.strip()]
 
+    # -- function calling (/v1/chat/completions and /v1/responses `tools`) ------------------------
+    tool_call_parser: str = Field(
+        "auto",
+        validation_alias=env_names("TOOL_CALL_PARSER", "tool_call_parser"),
+        description="the model's tool-call format: auto (detected from the chat template), hermes, llama3_json, "
+        "mistral, or any vLLM tool parser's name (vllm:<name> for vLLM's own), where vLLM is installed",
+    )
+
+    @field_validator("tool_call_parser")
+    @classmethod
+    def _known_tool_call_parser(cls, value: str) -> str:
+        value = value.strip()
+        if value in ("auto", "hermes", "llama3_json", "mistral"):
+            return value
+        from yap_engines.errors import BackendUnavailableError
+        from yap_engines.vllm_tool_parsers import vllm_parser_names
+
+        try:
+            names = vllm_parser_names()
+        except BackendUnavailableError as exc:
+            raise ValueError(f"{value!r} is not a built-in parser: {exc}") from None
+        if value.removeprefix("vllm:") not in names:
+            raise ValueError(
+                f"{value!r} is unknown: use auto, hermes, llama3_json, mistral or one of vLLM's: {', '.join(names)}"
+            )
+        return value
+
     # -- WS /v1/responses (Responses-style WebSocket) --------------------------------------------
     responses_tool_name: str = Field(
         "take_screenshot",

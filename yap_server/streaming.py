@@ -34,6 +34,7 @@ from yap_engines.errors import (
 from yap_engines.protocol import OnDelta, consume
 from yap_engines.thinking import ThinkSplit, ThinkSplitter, prompt_ids_open_thinking
 from yap_engines.tool import ToolDecision
+from yap_engines.tool_calls import ToolCall, ToolCallParser
 
 from .quotas import Admission, QuotaExceededError, QuotaGate
 
@@ -171,6 +172,14 @@ class TextFilter(Protocol):
     def finish(self) -> str: ...
 
 
+@dataclass(frozen=True)
+class Piece(ThinkSplit):
+    """What a flush hands a sink: reasoning, answer text, and the tool calls completed in it (only with
+    a `tool_calls` parser; see `Generation`)."""
+
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
 class Sink(Protocol):
     """Where a route turns pieces into its frames."""
 
@@ -202,6 +211,11 @@ class Generation:
       is armed per token or per frame (the engines' own `stream_interval` bounds how much they hold back);
     - cancellation (barge-in, `cancel`, a dropped client) and a stop by the sink or `observe` drop the
       pending text: it was never sent, so it is not in `content`, and history keeps what the client was sent.
+
+    Tool calls: with a `tool_calls` parser (a route serving client tools), the answer is parsed at the
+    flush, after the thinking split and before the filters: text that is not a call goes on as content,
+    complete calls go to the sink in `Piece.tool_calls` (a call is held until complete, never shown as
+    content), and a malformed call block goes on as content and is counted (`malformed_tool_call`).
     """
 
     engine: InferenceEngine
@@ -221,6 +235,8 @@ class Generation:
     failure: Failure | None = None
     error: EngineError | None = None
     observe: OnDelta | None = None
+    tool_calls: ToolCallParser | None = None
+    calls: list[ToolCall] = field(default_factory=list)
     clock: Callable[[], float] = time.perf_counter  # the coalescing clock (tests inject their own)
     gate: QuotaGate | None = None  # the key's quota: admits (or refuses) the request before the engine sees it
     admission: Admission | None = None  # already admitted (HTTP admits before its response starts)
@@ -325,14 +341,23 @@ class Generation:
         content = split.content
         if content:
             self.content_parts.append(content)
+        calls: tuple[ToolCall, ...] = ()
+        if self.tool_calls is not None:
+            parsed = self.tool_calls.feed(content)
+            if final:
+                parsed = parsed + self.tool_calls.finish()
+            content, calls = parsed.content, parsed.calls
+            self.calls.extend(calls)
+            for _ in range(parsed.malformed):
+                self.telemetry.telemetry.error("malformed_tool_call")
         for text_filter in self.filters:
             content = text_filter.feed(content) + (text_filter.finish() if final else "")
         reasoning = split.reasoning if self.reasoning else ""
-        if not (content or reasoning):
+        if not (content or reasoning or calls):
             return False
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
             self.telemetry.first_token(self.first_token_at - self.started)
-        if not await sink.emit(ThinkSplit(reasoning, content)):
+        if not await sink.emit(Piece(reasoning, content, calls)):
             self.stopped = True
         return True

@@ -327,7 +327,7 @@ async def test_errors_come_in_the_openai_shape_and_the_sdk_raises_the_right_clas
             await client.chat.completions.create(model="fake", messages=MESSAGES, n=2)
         assert many.value.param == "n"
         with pytest.raises(openai.BadRequestError) as role:
-            await client.chat.completions.create(model="fake", messages=[{"role": "tool", "content": "x"}])
+            await client.chat.completions.create(model="fake", messages=[{"role": "robot", "content": "x"}])
         assert role.value.param == "messages.0.role"
         with pytest.raises(openai.BadRequestError) as unknown:
             await client.chat.completions.create(model="fake", messages=MESSAGES, extra_body={"best_of": 2})

@@ -8,6 +8,7 @@ that do not change the generated text (`user`, `metadata`, `store`, ...) are acc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.responses import JSONResponse
 
 from yap_engines import InvalidRequestError, InvalidSamplingError, Sampling, StructuredOutput
+from yap_engines.function_tools import FunctionTool, ToolSet
 
 
 class OpenAIError(Exception):
@@ -48,13 +50,31 @@ class StreamOptions(BaseModel):
     continuous_usage_stats: bool = False
 
 
-class ChatMessage(BaseModel):
-    """One message. Text content only; `name`, `reasoning_content` and other extras are ignored
-    (reasoning never goes back into a prompt)."""
+class FunctionCallIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1)
+    arguments: str = "{}"
+
+
+class ToolCallIn(BaseModel):
+    """A call in an assistant message, as the client echoes it back."""
 
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant"]
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class ChatMessage(BaseModel):
+    """One message. Text content only; `name`, `reasoning_content` and other extras are ignored
+    (reasoning never goes back into a prompt). An assistant message may carry `tool_calls`; a `tool`
+    message answers one of them by `tool_call_id`."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -112,14 +132,15 @@ class ChatCompletionBody(BaseModel):
     n: Any = None
     logprobs: Any = None
     top_logprobs: Any = None
+    # function calling (see `_tools`)
     tools: Any = None
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
     # accepted and ignored: they do not change the generated text
     user: Any = None
     metadata: Any = None
     store: Any = None
     service_tier: Any = None
-    parallel_tool_calls: Any = None
     prompt_cache_key: Any = None
     safety_identifier: Any = None
 
@@ -129,7 +150,7 @@ class ChatCall:
     """A validated chat completion request."""
 
     model: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     sampling: Sampling
     structured_output: StructuredOutput | None = None
     stream: bool = False
@@ -137,6 +158,7 @@ class ChatCall:
     include_reasoning: bool = True
     return_token_ids: bool = False
     template_kwargs: dict[str, Any] = field(default_factory=dict)
+    tools: ToolSet | None = None
 
 
 _SAMPLING_FIELDS = (
@@ -155,8 +177,6 @@ _UNSUPPORTED = {
     "n": "only n=1 is supported; send one request per completion",
     "logprobs": "logprobs are not supported; remove logprobs",
     "top_logprobs": "logprobs are not supported; remove top_logprobs",
-    "tools": "tool calling is not supported by this endpoint; remove tools",
-    "tool_choice": 'tool calling is not supported by this endpoint; remove tool_choice or send "none"',
 }
 
 
@@ -171,7 +191,17 @@ def parse_chat_body(body: Any, base: Sampling) -> ChatCall:
     for name, hint in _UNSUPPORTED.items():
         if not _off(name, getattr(parsed, name)):
             raise OpenAIError(400, f"{name}: {hint}", code="unsupported_parameter", param=name)
-    messages = [{"role": _ROLES[m.role], "content": m.content or ""} for m in parsed.messages]
+    messages = _messages(parsed.messages)
+    tools = _tools(parsed)
+    structured = _structured(parsed)
+    if structured is not None and tools is not None and tools.forced:
+        raise OpenAIError(
+            400,
+            f"tool_choice {parsed.tool_choice!r} forces a call through guided decoding, which cannot be combined "
+            "with another output constraint: drop response_format (or the guided_* field) or use tool_choice auto",
+            code="invalid_value",
+            param="tool_choice",
+        )
     stream_options = parsed.stream_options
     if stream_options is not None and not parsed.stream:
         raise OpenAIError(
@@ -181,16 +211,121 @@ def parse_chat_body(body: Any, base: Sampling) -> ChatCall:
         model=parsed.model,
         messages=messages,
         sampling=_sampling(parsed, base),
-        structured_output=_structured(parsed),
+        structured_output=structured,
         stream=parsed.stream,
         include_usage=bool(stream_options and stream_options.include_usage),
         include_reasoning=parsed.include_reasoning,
         return_token_ids=parsed.return_token_ids,
         template_kwargs=dict(parsed.chat_template_kwargs or {}),
+        tools=tools,
     )
 
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+
+
+def _messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """The messages as plain dicts; every `tool` message answers a call made before it."""
+    out: list[dict[str, Any]] = []
+    call_ids: set[str] = set()
+    for index, m in enumerate(messages):
+        message: dict[str, Any] = {"role": _ROLES[m.role], "content": m.content or ""}
+        if m.tool_calls:
+            if m.role != "assistant":
+                raise OpenAIError(
+                    400,
+                    f"messages[{index}].tool_calls: only assistant messages carry tool calls",
+                    code="invalid_value",
+                    param=f"messages[{index}].tool_calls",
+                )
+            message["tool_calls"] = [call.model_dump() for call in m.tool_calls]
+            call_ids.update(call.id for call in m.tool_calls)
+        if m.role == "tool":
+            if m.tool_call_id is None or m.tool_call_id not in call_ids:
+                given = "no tool_call_id" if m.tool_call_id is None else f"tool_call_id {m.tool_call_id!r}"
+                raise OpenAIError(
+                    400,
+                    f"messages[{index}].tool_call_id: a tool message answers a call of an earlier assistant message, "
+                    f"and {given} matches none; send the assistant message with its tool_calls first",
+                    code="invalid_value",
+                    param=f"messages[{index}].tool_call_id",
+                )
+            message["tool_call_id"] = m.tool_call_id
+        out.append(message)
+    return out
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _tools(parsed: ChatCompletionBody) -> ToolSet | None:
+    """`tools`, `tool_choice` and `parallel_tool_calls` as a `ToolSet` (None when no tools are declared)."""
+    raw, choice = parsed.tools, parsed.tool_choice
+    if raw is None or raw == []:
+        if choice is None or choice in ("none", "auto"):
+            return None
+        raise OpenAIError(
+            400, "tool_choice: it forces a call, but no tools are declared; send tools", code="invalid_value",
+            param="tool_choice",
+        )  # fmt: skip
+    if not isinstance(raw, list):
+        raise OpenAIError(400, "tools: must be a list of function tools", code="invalid_value", param="tools")
+    tools: list[FunctionTool] = []
+    for index, tool in enumerate(raw):
+        where = f"tools[{index}]"
+        if (
+            not isinstance(tool, Mapping)
+            or tool.get("type") != "function"
+            or not isinstance(tool.get("function"), Mapping)
+        ):
+            raise OpenAIError(
+                400, f'{where}: must be {{"type": "function", "function": {{"name": ..., "parameters": {{...}}}}}}',
+                code="invalid_value", param=where,
+            )  # fmt: skip
+        function = tool["function"]
+        name = function.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise OpenAIError(
+                400, f"{where}.function.name: must be 1-64 letters, digits, _ or -", code="invalid_value",
+                param=f"{where}.function.name",
+            )  # fmt: skip
+        if name in (t.name for t in tools):
+            raise OpenAIError(
+                400, f"{where}.function.name: {name!r} is declared twice", code="invalid_value",
+                param=f"{where}.function.name",
+            )  # fmt: skip
+        description = function.get("description") or ""
+        parameters = function.get("parameters")
+        try:
+            tools.append(
+                FunctionTool(name, str(description), parameters if parameters is not None else {"type": "object"})
+            )
+        except InvalidRequestError as exc:
+            param = f"{where}.function.parameters"
+            raise OpenAIError(400, f"{param}: {exc}", code="invalid_value", param=param) from None
+    named = None
+    if choice is None:
+        choice = "auto"
+    elif isinstance(choice, Mapping):
+        function = choice.get("function")
+        named = function.get("name") if isinstance(function, Mapping) else None
+        if choice.get("type") != "function" or not isinstance(named, str):
+            raise OpenAIError(
+                400, 'tool_choice: must be "none", "auto", "required" or '
+                '{"type": "function", "function": {"name": ...}}', code="invalid_value", param="tool_choice",
+            )  # fmt: skip
+        if named not in (t.name for t in tools):
+            raise OpenAIError(
+                400, f"tool_choice: names the function {named!r}, which is not in tools "
+                f"(declared: {', '.join(t.name for t in tools)})", code="invalid_value", param="tool_choice",
+            )  # fmt: skip
+        choice = "named"
+    elif choice not in ("none", "auto", "required"):
+        raise OpenAIError(
+            400, f'tool_choice: {choice!r} is not "none", "auto", "required" or a named function',
+            code="invalid_value", param="tool_choice",
+        )  # fmt: skip
+    return ToolSet(tuple(tools), choice, named, parsed.parallel_tool_calls is not False)
 
 
 def _validation_error(exc: ValidationError) -> OpenAIError:
@@ -201,7 +336,7 @@ def _validation_error(exc: ValidationError) -> OpenAIError:
         return OpenAIError(400, message, code="unsupported_parameter", param=param)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "literal_error" and param and param.endswith(".role"):
-        message = "role must be system, developer, user or assistant (tool messages are not supported)"
+        message = "role must be system, developer, user, assistant or tool"
     return OpenAIError(400, f"{param}: {message}", code="invalid_value", param=param)
 
 

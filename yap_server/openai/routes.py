@@ -26,13 +26,15 @@ from starlette.types import Receive, Scope, Send
 
 from yap_engines import ChatRequest, Delta
 from yap_engines.chat import render_ids
+from yap_engines.function_tools import tool_messages
 from yap_engines.thinking import ThinkSplit
+from yap_engines.tool_calls import ToolCall, ToolCallParser, detect_parser, template_renders_tools
 
 from ..auth import WHERE_KEYS_GO, authenticate
 from ..frames import encode_json
 from ..keys import ApiKey
 from ..quotas import Admission, QuotaExceededError
-from ..streaming import Failure, Generation, failure_for
+from ..streaming import Failure, Generation, Piece, failure_for
 from .request import ChatCall, OpenAIError, parse_chat_body
 from .strict_json import StrictJsonStream
 
@@ -105,8 +107,18 @@ async def _prepare(request: Request) -> Completion:
     if call.model not in models:
         message = f"the model {call.model!r} is not served here; use one of: {', '.join(models)} (see GET /v1/models)"
         raise OpenAIError(404, message, code="model_not_found", param="model")
+    messages, template_kwargs, structured = call.messages, call.template_kwargs, call.structured_output
+    parser: ToolCallParser | None = None
+    tools = call.tools
+    if (tools is not None and tools.active) or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
+        rendered = tool_messages(messages, tools, native=template_renders_tools(app.tokenizer))
+        messages, template_kwargs = rendered.messages, {**rendered.template_kwargs, **template_kwargs}
+    if tools is not None and tools.active:
+        fmt = settings.tool_call_parser
+        parser = tools.parser(detect_parser(app.tokenizer) if fmt == "auto" else fmt, app.tokenizer)
+        structured = tools.guided() or structured
     try:
-        prompt = render_ids(app.tokenizer, call.messages, **call.template_kwargs)
+        prompt = render_ids(app.tokenizer, messages, **template_kwargs)
     except Exception as exc:  # the model's own Jinja template refused these messages
         raise OpenAIError(
             400, f"the model's chat template rejected the messages: {exc}", code="invalid_value", param="messages"
@@ -122,15 +134,15 @@ async def _prepare(request: Request) -> Completion:
         request_id,
         prompt,
         call.sampling,
-        structured_output=call.structured_output,
+        structured_output=structured,
         session_id=request.headers.get(SESSION_HEADER),
-        messages=call.messages,
+        messages=messages,
     )
     try:
         admission = await app.quotas.admit(key, len(prompt) + call.sampling.max_tokens)
     except QuotaExceededError as exc:
         raise openai_error(failure_for(exc)) from None
-    return Completion(call, app, engine_request, admission)
+    return Completion(call, app, engine_request, admission, parser)
 
 
 def openai_error(failure: Failure) -> OpenAIError:
@@ -149,7 +161,14 @@ def openai_error(failure: Failure) -> OpenAIError:
 class Completion:
     """One completion: its generation, its OpenAI objects and its telemetry."""
 
-    def __init__(self, call: ChatCall, app: AppState, request: ChatRequest, admission: Admission) -> None:
+    def __init__(
+        self,
+        call: ChatCall,
+        app: AppState,
+        request: ChatRequest,
+        admission: Admission,
+        tool_calls: ToolCallParser | None = None,
+    ) -> None:
         self.call = call
         self.id = request.request_id
         self.created = int(time.time())
@@ -164,9 +183,10 @@ class Completion:
             self.telemetry,
             streamed=call.stream,
             reasoning=call.include_reasoning,
-            filters=[StrictJsonStream()] if kind in ("json_schema", "json_object") else (),
+            filters=[StrictJsonStream()] if kind in ("json_schema", "json_object") and tool_calls is None else (),
             flush_s=app.stream_flush_s,
             admission=admission,
+            tool_calls=tool_calls,
         )
         self.headers = admission.headers  # the key's rate-limit headers, on every answer
         self._sent_ids = 0  # how many generated ids a chunk has carried
@@ -174,6 +194,8 @@ class Completion:
 
     @property
     def finish_reason(self) -> str:
+        if self.generation.calls:
+            return "tool_calls"
         return _FINISH.get(str(self.generation.finish_reason), "stop")
 
     def usage_dict(self) -> dict[str, Any]:
@@ -211,9 +233,12 @@ class Completion:
 
     def whole(self, reasoning: str, content: str) -> dict[str, Any]:
         """The whole `chat.completion` object."""
-        message: dict[str, Any] = {"role": "assistant", "content": content}
+        calls = self.generation.calls
+        message: dict[str, Any] = {"role": "assistant", "content": content or (None if calls else "")}
         if reasoning:
             message["reasoning_content"] = reasoning
+        if calls:
+            message["tool_calls"] = [call.as_openai() for call in calls]
         choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason}
         if self.call.return_token_ids:
             choice["token_ids"] = self.generation.token_ids
@@ -254,6 +279,7 @@ class _Events:
         self.completion = completion
         self._send = send
         self.started = False
+        self.calls = 0  # tool calls streamed so far (the next one's index)
 
     async def start(self, _delta: Delta | None = None) -> bool:
         """Answer 200 and send the role chunk (at the first delta, or at the end of an empty stream)."""
@@ -275,8 +301,19 @@ class _Events:
             fields["reasoning_content"] = piece.reasoning
         if piece.content:
             fields["content"] = piece.content
-        await self.body(self.completion.chunk(fields))
+        if fields:
+            await self.body(self.completion.chunk(fields))
+        for call in piece.tool_calls if isinstance(piece, Piece) else ():
+            await self.tool_call(call)
         return True
+
+    async def tool_call(self, call: ToolCall) -> None:
+        """A complete call as OpenAI streams one: its index, id and name, then its arguments."""
+        index, self.calls = self.calls, self.calls + 1
+        head = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        await self.body(self.completion.chunk({"tool_calls": [head]}))
+        arguments = {"index": index, "function": {"arguments": call.arguments}}
+        await self.body(self.completion.chunk({"tool_calls": [arguments]}))
 
 
 class CompletionResponse(Response):

@@ -6,10 +6,12 @@ response was cut short (cancelled, or stopped at its token cap) and the new inpu
 assistant message, that message is what the client actually played, so it replaces the cut reply.
 
 Rendering for the chat template: `instructions` and the leading developer messages form the
-persona (system message); later developer messages stay in place as system messages; a
-`function_call_output` becomes a user message (the declared tool's result reads like a `/ws`
-followup: `SCREEN_ANALYSIS_PREFIX` + result); consecutive messages of one role are merged, since
-many chat templates insist that roles alternate.
+persona (system message); later developer messages stay in place as system messages; the
+classifier tool's `function_call_output` becomes a user message (its result reads like a `/ws`
+followup: `SCREEN_ANALYSIS_PREFIX` + result, its call is not rendered); a call of any other function
+becomes an assistant message's `tool_calls` and its output a `tool` message, which the chat template
+or the text fallback renders (`yap_engines.function_tools.tool_messages`); consecutive text messages
+of one role are merged, since many chat templates insist that roles alternate.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .events import FunctionCallInput, FunctionCallOutputInput, MessageInput, OutputItem
 
@@ -77,8 +80,8 @@ def chained(previous: EndedResponse | None, new_items: Sequence[Item]) -> list[I
 class ChatPrompt:
     """Chat-template messages: the persona (kept whole) and the history (trimmed oldest first)."""
 
-    persona: list[dict[str, str]]
-    history: list[dict[str, str]]
+    persona: list[dict[str, Any]]
+    history: list[dict[str, Any]]
 
 
 def chat_prompt(items: Sequence[Item], instructions: str | None, tool_name: str, tool_result_prefix: str) -> ChatPrompt:
@@ -94,20 +97,33 @@ def chat_prompt(items: Sequence[Item], instructions: str | None, tool_name: str,
             system.append(item.text.strip())
         start += 1
     persona = [{"role": "system", "content": "\n\n".join(system)}] if system else []
-    history: list[dict[str, str]] = []
+    history: list[dict[str, Any]] = []
     for item in items[start:]:
         if isinstance(item, FunctionCallInput):
-            continue  # the call itself says nothing; its output below does
+            if item.name == tool_name:
+                continue  # the classifier's call says nothing; its output below does
+            call = {
+                "id": item.call_id,
+                "type": "function",
+                "function": {"name": item.name, "arguments": item.arguments},
+            }
+            last = history[-1] if history else None
+            if last is not None and last["role"] == "assistant":
+                history[-1] = {**last, "tool_calls": [*last.get("tool_calls", ()), call]}
+            else:
+                history.append({"role": "assistant", "content": "", "tool_calls": [call]})
+            continue
+        if isinstance(item, FunctionCallOutputInput) and names.get(item.call_id, tool_name) != tool_name:
+            history.append({"role": "tool", "tool_call_id": item.call_id, "content": item.text})
+            continue
         if isinstance(item, FunctionCallOutputInput):
-            name = names.get(item.call_id, "a tool")
-            prefix = tool_result_prefix if name == tool_name else f"Result of {name}: "
-            role, text = "user", prefix + item.text
+            role, text = "user", tool_result_prefix + item.text
         else:
             role = "system" if item.role in ("developer", "system") else item.role
             text = item.text
         if not text.strip():
             continue
-        if history and history[-1]["role"] == role:
+        if history and history[-1]["role"] == role and not history[-1].get("tool_calls"):
             history[-1] = {"role": role, "content": history[-1]["content"] + "\n\n" + text}
         else:
             history.append({"role": role, "content": text})

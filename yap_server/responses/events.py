@@ -89,12 +89,18 @@ InputItem = Annotated[
 
 
 class ToolSpec(BaseModel):
-    """A declared tool (echoed back in the response object)."""
+    """A declared tool (echoed back in the response object). A function tool is flat, as in OpenAI's
+    Responses API: `{"type": "function", "name", "description", "parameters", "strict"}`."""
 
     model_config = ConfigDict(extra="allow")
 
     type: str
     name: str | None = None
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+ToolChoice = Literal["auto", "none", "required"] | dict[str, Any]
 
 
 class ResponseCreate(BaseModel):
@@ -108,7 +114,7 @@ class ResponseCreate(BaseModel):
     instructions: str | None = None
     previous_response_id: str | None = None
     tools: list[ToolSpec] = Field(default_factory=list)
-    tool_choice: Literal["auto", "none"] = "auto"
+    tool_choice: ToolChoice = "auto"
     temperature: float | None = None
     top_p: float | None = None
     max_output_tokens: int | None = None
@@ -234,7 +240,7 @@ class MessageOutput(BaseModel):
 
 
 class FunctionCallOutput(BaseModel):
-    """A call of the declared tool (the classifier's decision)."""
+    """A function call: the classifier's decision for its declared tool, or a call the chat model made."""
 
     id: str = Field(default_factory=lambda: new_id("fc"))
     type: Literal["function_call"] = "function_call"
@@ -303,7 +309,7 @@ class ResponseObject(BaseModel):
     temperature: float | None = None
     top_p: float | None = None
     tools: list[ToolSpec] = Field(default_factory=list)
-    tool_choice: Literal["auto", "none"] = "auto"
+    tool_choice: ToolChoice = "auto"
     parallel_tool_calls: bool = False
     store: bool = False
     metadata: dict[str, str] | None = None

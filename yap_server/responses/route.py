@@ -17,6 +17,8 @@ from starlette.websockets import WebSocket
 from yap_engines import ContextTooLongError
 from yap_engines.chat import fit_prompt
 from yap_engines.errors import InvalidSamplingError
+from yap_engines.function_tools import tool_messages
+from yap_engines.tool_calls import detect_parser, template_renders_tools
 
 from ..connection import Connection, serve_websocket
 from ..frames import WireError, encode_json, oversize_bytes
@@ -31,6 +33,7 @@ from .events import (
     parse_client_event,
 )
 from .run import ResponseRun, ToolCheck
+from .tools import check_outputs, client_tools
 
 RESPONSE = "response"  # the key of the one response a connection runs
 
@@ -135,6 +138,8 @@ class ResponsesRoute:
             key = "max_output_tokens" if exc.key == "max_tokens" else exc.key
             hint = " (the server's cap is CHAT_MAX_OUT)" if key == "max_output_tokens" else ""
             raise WireError("invalid_sampling", f"{exc}{hint}", extra={"param": key}) from None
+        check_outputs(conversation)
+        tools = client_tools(event, settings.responses_tool_name)
         tool = self._tool_check(event, conversation, new_items)
         if app.chat is None and tool is None:
             raise WireError(
@@ -142,13 +147,25 @@ class ResponsesRoute:
                 f"this server does not deploy the chat model (DEPLOY_MODE={settings.deploy_mode}); declare the tool "
                 f"{settings.responses_tool_name!r} to get the classifier's decision",
             )
-        prompt = None
+        prompt, parser, guided = None, None, None
         if app.chat is not None:
             rendered = chat_prompt(
                 conversation, event.instructions, settings.responses_tool_name, settings.screen_analysis_prefix
             )
+            persona, history, template_kwargs = rendered.persona, rendered.history, {}
+            if (tools is not None and tools.active) or any(m["role"] == "tool" for m in history):
+                # the text fallback adds the definitions to the persona (one system message first) and
+                # turns results into user messages; a template that renders tools gets them as they are
+                messages = tool_messages([*persona, *history], tools, native=template_renders_tools(app.tokenizer))
+                split = 1 if persona or (messages.messages and messages.messages[0]["role"] == "system") else 0
+                persona, history = messages.messages[:split], messages.messages[split:]
+                template_kwargs = messages.template_kwargs
+            if tools is not None and tools.active:
+                fmt = settings.tool_call_parser
+                parser = tools.parser(detect_parser(app.tokenizer) if fmt == "auto" else fmt, app.tokenizer)
+                guided = tools.guided()
             try:
-                prompt = fit_prompt(app.tokenizer, rendered.persona, rendered.history, app.chat_max_len)
+                prompt = fit_prompt(app.tokenizer, persona, history, app.chat_max_len, **template_kwargs)
             except ContextTooLongError as exc:
                 raise WireError("context_too_long", str(exc), extra={"param": "input"}) from None
         response = ResponseObject(
@@ -166,6 +183,7 @@ class ResponsesRoute:
         return ResponseRun(
             response, conversation, prompt, sampling, tool, self.send_event, telemetry, chat=app.chat,
             tokenizer=app.tokenizer, flush_s=app.stream_flush_s, gate=self.conn.quota,
+            tool_calls=parser, guided=guided,
         )  # fmt: skip
 
     def _tool_check(self, event: ResponseCreate, conversation: list[Any], new_items: list[Any]) -> ToolCheck | None:

@@ -22,13 +22,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from yap_engines import ChatRequest, InferenceEngine, Sampling, Usage
+from yap_engines import ChatRequest, InferenceEngine, Sampling, StructuredOutput, Usage
 from yap_engines.chat import FittedPrompt
 from yap_engines.thinking import ThinkSplit
+from yap_engines.tool_calls import ToolCall, ToolCallParser
 
 from ..connection import Terminal
 from ..quotas import QuotaExceededError, QuotaGate
-from ..streaming import Classifier, Generation, ToolVerdict
+from ..streaming import Classifier, Generation, Piece, ToolVerdict
 from .conversation import EndedResponse, Item
 from .events import (
     FunctionCallOutput,
@@ -101,6 +102,8 @@ class ResponseRun:
     tokenizer: Any = None
     flush_s: float = 0.0  # the coalescing interval (`Generation.flush_s`)
     gate: QuotaGate | None = None  # the connection key's quota (`Generation.gate`)
+    tool_calls: ToolCallParser | None = None  # the client's function tools: their calls parsed from the reply
+    guided: StructuredOutput | None = None  # a forced call (`tool_choice` required or named)
     _message: MessageOutput | None = field(default=None, repr=False)  # the open message, if any
     _verdict: ToolVerdict | None = field(default=None, repr=False)
     _generation: Generation | None = field(default=None, repr=False)
@@ -175,15 +178,17 @@ class ResponseRun:
         self._message = None
         await self._event("response.output_item.done", output_index=index, item=message.model_dump(mode="json"))
 
-    async def _function_call(self, name: str) -> None:
-        call = FunctionCallOutput(name=name)
+    async def _function_call(self, name: str, arguments: str = "{}", call_id: str | None = None) -> None:
+        call = FunctionCallOutput(name=name) if call_id is None else FunctionCallOutput(name=name, call_id=call_id)
         self.response.output.append(call)
         index = len(self.response.output) - 1
         await self._event("response.output_item.added", output_index=index, item=call.model_dump(mode="json"))
-        call.arguments = "{}"
-        await self._event("response.function_call_arguments.delta", item_id=call.id, output_index=index, delta="{}")
+        call.arguments = arguments
         await self._event(
-            "response.function_call_arguments.done", item_id=call.id, output_index=index, name=name, arguments="{}"
+            "response.function_call_arguments.delta", item_id=call.id, output_index=index, delta=arguments
+        )
+        await self._event(
+            "response.function_call_arguments.done", item_id=call.id, output_index=index, name=name, arguments=arguments
         )
         call.status = "completed"
         await self._event("response.output_item.done", output_index=index, item=call.model_dump(mode="json"))
@@ -249,7 +254,12 @@ class ResponseRun:
         stream is left (the engine aborts the request) and the response is the call alone."""
         prompt = fitted.token_ids
         request = ChatRequest(
-            self.engine_request_id, prompt, self.sampling, session_id=self.response.id, messages=fitted.messages
+            self.engine_request_id,
+            prompt,
+            self.sampling,
+            structured_output=self.guided,
+            session_id=self.response.id,
+            messages=fitted.messages,
         )
         generation = Generation.for_prompt(
             chat,
@@ -259,6 +269,7 @@ class ResponseRun:
             filters=[EdgeTrim()],
             flush_s=self.flush_s,
             gate=self.gate,
+            tool_calls=self.tool_calls,
         )
         self._generation = generation
         await generation.run(self)
@@ -277,15 +288,33 @@ class ResponseRun:
             return
         if generation.stopped or await self._decided_to_call():  # still pending only when nothing was said
             await self._complete_with_call()
+        elif generation.calls:
+            await self._complete_with_model_calls(generation.usage)
         else:
             await self._complete(generation.finish_reason or "stop", generation.usage)
 
     async def emit(self, piece: ThinkSplit) -> bool:
-        """The answer text as `response.output_text.delta` events; False (a tool call) stops the stream."""
+        """The answer text as `response.output_text.delta` events, the model's calls as `function_call`
+        items; False (the classifier's tool call) stops the stream."""
         if await self._decided_to_call():
             return False
         await self._text(piece.content)
+        for call in piece.tool_calls if isinstance(piece, Piece) else ():
+            await self._model_call(call)
         return True
+
+    async def _model_call(self, call: ToolCall) -> None:
+        """A call of one of the client's functions: the open message (text before it) closes first."""
+        await self._close_message("completed")
+        await self._function_call(call.name, call.arguments, call.id)
+
+    async def _complete_with_model_calls(self, usage: Usage | None) -> None:
+        self.response.status = "completed"
+        if usage is not None:
+            self.response.usage = ResponseUsage.of(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+        else:
+            self.response.usage = self._usage()
+        await self._terminal("response.completed", "done")
 
     async def _complete_with_call(self) -> None:
         assert self.tool is not None
