@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 # The quantization quality suite on SmolLM2 (every format built and scored) takes an hour or more of
 # CPU, so `make test` leaves it to `make quant-quality`.
 test: install
+	$(BIN)/yap install --test-tools
 	$(BIN)/python -m pytest -m "not quant_quality" $(PYTEST_ARGS)
 
 quant-quality: install

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from typing import Any
 
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 MISMATCHED_WITH_CPU_TORCH = ("torchvision", "torchaudio", "torchcodec")
+# program the tests run -> the Debian package that ships it (shared quota counters; the dashboard's browser test)
+TEST_TOOLS = {"redis-server": "redis-server", "chromium": "chromium"}
 
 
 def register(commands: Any) -> None:
@@ -25,6 +28,13 @@ def register(commands: Any) -> None:
         help="auto: the GPU build when nvidia-smi finds a GPU, else the CPU build",
     )
     install.add_argument("--project", type=Path, default=Path("."), help="the yap checkout to install")
+    install.add_argument(
+        "--test-tools",
+        action="store_true",
+        help="only the system programs the test suite drives for real (Debian's "
+        + " and ".join(TEST_TOOLS.values())
+        + "), with apt-get when missing",
+    )
     install.set_defaults(run=_install)
 
 
@@ -36,7 +46,24 @@ def has_nvidia_gpu() -> bool:
     return result.returncode == 0 and "GPU" in result.stdout
 
 
+def install_test_tools() -> int:
+    """Install the Debian packages of `TEST_TOOLS` whose program is missing (root with apt-get only; anyone
+    else is told the command). Their tests skip, naming the package, on a machine without them."""
+    missing = [package for program, package in TEST_TOOLS.items() if shutil.which(program) is None]
+    if not missing:
+        return 0
+    command = ["apt-get", "install", "-y", "-q", *missing]
+    if shutil.which("apt-get") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        print(f"yap: the tests that need {', '.join(missing)} will skip; install them with: {' '.join(command)}")
+        return 0
+    print(f"yap: installing the programs the tests drive: {' '.join(command)}", flush=True)
+    subprocess.run(["apt-get", "update", "-q"], check=False, stdout=subprocess.DEVNULL)
+    return 0 if subprocess.run(command, check=False, stdout=subprocess.DEVNULL).returncode == 0 else 1
+
+
 def _install(args: argparse.Namespace) -> int:
+    if args.test_tools:
+        return install_test_tools()
     gpu = has_nvidia_gpu() if args.backend == "auto" else args.backend == "gpu"
     extra = "vllm" if gpu else "cpu"
     pip = [sys.executable, "-m", "pip", "install", "-q", "-e", f"{args.project}[server,dev,quant,{extra}]"]
