@@ -51,15 +51,20 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailableError
 from ..settings import DEMO_TOOL_NAME
+from ..tool import DEFAULT_TOOL_HISTORY_TOKENS
+from ..tool_eval import Row
+
+if TYPE_CHECKING:
+    from ..tool import ToolClassifier
 from .tiny_chat import _require_build_deps, is_built, publish_dir, staging_dir
 
 TOOL_LABELS = {0: "no_tool", 1: "take_screenshot"}
 #: Bumped whenever the recipe changes, so an older build in engines/ is rebuilt rather than reused.
-DEMO_TOOL_RECIPE = 4
+DEMO_TOOL_RECIPE = 5
 VALIDATION_FAMILIES = (
     "games",
     "dating",
@@ -72,8 +77,12 @@ VALIDATION_FAMILIES = (
 )
 #: Examples per label and family (`tool_data.family_examples`): more fillings of each family's slots.
 TRAIN_PER_LABEL = 110
-#: History budget (tokens) used to encode the training examples: the served default (see the module docstring).
-TRAIN_HISTORY_TOKENS = 0
+#: History budget (tokens) the training inputs are rendered with: the served default (see the module docstring).
+TRAIN_HISTORY_TOKENS = DEFAULT_TOOL_HISTORY_TOKENS
+#: Generated conversations (`tool_conversations`) on each side of the split.
+TRAIN_CONVERSATIONS = 900
+VALIDATION_CONVERSATIONS = 240
+EPOCHS = 4
 SERVED_THRESHOLD = 0.66
 FP_COST = 2.0
 #: The cut on a calibrated probability with the lowest expected `FP_COST * FP + FN`: yes when p >= FP_COST * (1 - p).
@@ -104,12 +113,20 @@ def _current(path: Path) -> bool:
 
 
 def build_demo_tool(
-    dest: str | Path, *, seed: int = 0, epochs: int = 4, lr: float = 1e-3, overwrite: bool = False
+    dest: str | Path,
+    *,
+    seed: int = 0,
+    epochs: int = EPOCHS,
+    lr: float = 1e-3,
+    history_tokens: int = TRAIN_HISTORY_TOKENS,
+    overwrite: bool = False,
 ) -> Path:
     """Build the demo tool classifier into `dest` (labels: no_tool / take_screenshot); see the module docstring.
 
-    Records the validation figures (families left out of training), the calibration and the chosen
-    threshold in `yap_demo.json`. Deterministic for a given seed; about a minute of CPU on two cores.
+    `history_tokens` is the history budget the training inputs are rendered with (the served default;
+    another value is for measuring one). Records the validation figures (families left out of
+    training: their single utterances and their conversations), the calibration and the chosen
+    threshold in `yap_demo.json`. Deterministic for a given seed; about two minutes of CPU on two cores.
     """
     dest = Path(dest)
     if _current(dest) and not overwrite:
@@ -118,24 +135,25 @@ def build_demo_tool(
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ..tool import ToolClassifier, ToolSettings
-    from ..tool_eval import figures
+    from ..tool_eval import figures, multi_turn
     from . import tool_training as tt
-    from .tool_data import group_split, training_examples, with_history
+    from .tool_conversations import conversations
+    from .tool_data import group_split, training_examples
 
     started = time.process_time()
     torch.manual_seed(seed)
     train_rows, val_rows = group_split(training_examples(per_label=TRAIN_PER_LABEL, seed=seed), VALIDATION_FAMILIES)
-    train_set = train_rows + with_history(train_rows, count=len(train_rows) // 2, seed=seed + 1)
-    val_set = val_rows + with_history(val_rows, count=len(val_rows) // 2, seed=seed + 2)
+    train_steps = _steps(conversations(train_rows, count=TRAIN_CONVERSATIONS, seed=seed + 1))
+    val_steps = _steps(conversations(val_rows, count=VALIDATION_CONVERSATIONS, seed=seed + 2))
+    train_set = train_rows + train_steps
+    val_set = val_rows + val_steps
     base = minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=2, id2label=TOOL_LABELS, label2id={v: k for k, v in TOOL_LABELS.items()}
     ).eval()
-    settings = ToolSettings.from_env(tool_history_tokens=TRAIN_HISTORY_TOKENS, tool_max_length=None)
-    encoder = ToolClassifier(model, tokenizer, settings, model_id=str(base))
-    inputs = [encoder.encode(row.history, row.utterance) for row in [*train_set, *val_set]]
+    encoder = training_renderer(model, tokenizer, history_tokens=history_tokens)
+    inputs = [encoder.render(row.history, row.utterance) for row in [*train_set, *val_set]]
     cached = tt.cache_features(model, inputs)
     labels = torch.tensor([row.label for row in [*train_set, *val_set]])
     train_index = torch.arange(len(train_set))
@@ -147,8 +165,12 @@ def build_demo_tool(
     tt.train(model, cached.take(train_index), labels[train_index], epochs=epochs, lr=lr, seed=seed)
     val_margin = tt.margins(model, cached.take(val_index))
     scale, shift = tt.fit_platt(val_margin, labels[val_index])
-    probability = torch.sigmoid(scale * val_margin + shift)
-    validation = figures(labels[val_index].tolist(), [p >= BAYES_CUT for p in probability.tolist()]).as_dict()
+    predicted = [p >= BAYES_CUT for p in torch.sigmoid(scale * val_margin + shift).tolist()]
+    single = predicted[: len(val_rows)]
+    validation = {
+        **figures([r.label for r in val_rows], single).as_dict(),
+        "conversations": _conversation_figures(val_steps, predicted[len(val_rows) :], figures, multi_turn),
+    }
 
     # Final run: every family, the same recipe, then the calibration with the cut moved to SERVED_THRESHOLD.
     with torch.no_grad():
@@ -157,7 +179,7 @@ def build_demo_tool(
     tt.train(model, cached, labels, epochs=epochs, lr=lr, seed=seed)
     tt.fold_into_head(model, scale, shift + _logit(SERVED_THRESHOLD) - _logit(BAYES_CUT))
     probe = slice(None, None, max(1, len(inputs) // 16))  # 16 inputs through the full saved model
-    gap = tt.check_cached_path(model, inputs[probe], cached.take(probe))
+    gap = tt.check_cached_path(encoder, inputs[probe], cached.take(probe))
 
     tmp = staging_dir(dest)
     model.save_pretrained(tmp)
@@ -168,6 +190,7 @@ def build_demo_tool(
         "seed": seed,
         "epochs": epochs,
         "lr": lr,
+        "history_tokens": history_tokens,
         "train_examples": len(train_set),
         "final_examples": len(inputs),
         "validation_families": list(VALIDATION_FAMILIES),
@@ -181,6 +204,30 @@ def build_demo_tool(
     }
     (tmp / "yap_demo.json").write_text(json.dumps(meta) + "\n")
     return publish_dir(tmp, dest)
+
+
+def training_renderer(model: Any, tokenizer: Any, *, history_tokens: int = TRAIN_HISTORY_TOKENS) -> ToolClassifier:
+    """The classifier whose `render` (the server's own) makes the training inputs: the served class, the
+    served history budget and the model's own length, so that no served input is absent from training."""
+    from ..tool import ToolClassifier, ToolSettings
+
+    settings = ToolSettings.from_env(tool_history_tokens=history_tokens, tool_max_length=None)
+    return ToolClassifier(model, tokenizer, settings, model_id="training")
+
+
+def _steps(conversations: list[list[Row]]) -> list[Row]:
+    return [step for conversation in conversations for step in conversation]
+
+
+def _conversation_figures(steps: list[Row], predicted: list[bool], figures: Any, multi_turn: Any) -> dict[str, Any]:
+    """Step accuracy, recall on look steps and the after-a-look no-rate of the validation conversations."""
+    turns = multi_turn(steps, predicted)
+    return {
+        "step_accuracy": turns["step_accuracy"],
+        "recall": figures([r.label for r in steps], predicted).as_dict()["recall"],
+        "after_a_look_no_rate": turns["after_request_no_rate"],
+        "steps": len(steps),
+    }
 
 
 def _logit(p: float) -> float:
