@@ -1,9 +1,11 @@
 """`ToolClassifier`: a small sequence classifier that decides, before the chat model speaks, whether
 the client should take a screenshot (look at the screen).
 
-Input: the session's earlier user turns (oldest dropped first, within `TOOL_HISTORY_TOKENS`, 0 by
-default) as the first segment and the newest utterance as the second, tail-kept when it alone is too
-long (its end matters most). The decision is "yes" when the positive label's probability reaches `TOOL_THRESHOLD`.
+Input (`ToolClassifier.render`, the one renderer for serving and for training the demo classifier):
+the session's earlier user turns (whole turns, oldest dropped first, within `TOOL_HISTORY_TOKENS`
+clamped to the model's length; 0 by default), joined by the separator token, as the first segment and
+the newest utterance as the second, tail-kept when it alone is too long (its end matters most). The
+decision is "yes" when the positive label's probability reaches `TOOL_THRESHOLD`.
 
 Concurrent requests are micro-batched: gathered for up to `TOOL_BATCH_WINDOW_MS` or `TOOL_MAX_BATCH`
 requests, then run as one batch in a worker thread. The queue is bounded. A request that waits past
@@ -67,9 +69,10 @@ class ToolSettings(BaseSettings):
         ge=0,
         validation_alias=env_names("TOOL_HISTORY_TOKENS", "tool_history_tokens"),
         description=(
-            "tokens of earlier user turns given to the classifier; 0 (the default) judges the newest "
-            "utterance alone: earlier look requests then cannot make a later unrelated turn a 'yes' "
-            "(measured with `yap tool eval` on the demo classifier); raise it for a model trained on history"
+            "tokens of earlier user turns given to the classifier, clamped to the model's length; 0 (the "
+            "default) judges the newest utterance alone: the demo classifier, trained on conversations "
+            "with 0, 16 and 32 tokens, did best with 0 on its validation conversations (see "
+            "yap_engines.demo.tool_classifier); raise it for a model trained on history"
         ),
     )
     tool_threshold: float = Field(0.66, ge=0, le=1, validation_alias=env_names("TOOL_THRESHOLD", "tool_threshold"))

@@ -25,17 +25,23 @@ How it is built (`build_demo_tool`), and why:
   pass per epoch, which does not fit the build's minute of CPU on two cores. Recipe 4 trains four
   epochs instead of two (a cached epoch costs about two seconds of CPU): on tool_heldout.tsv
   accuracy 0.94 with two epochs, 0.95 with three, 0.96 with four, no better with six.
-- History: measured with `yap tool eval --history-tokens N` on the shipped conversations, any
-  history lowered precision after a look request, so `TOOL_HISTORY_TOKENS` defaults to 0 (see
-  `yap_engines.tool`). Recipe 3 (trained with 128 tokens of history), on tool_heldout.tsv: 0 tokens
-  gives after-request no-rate 1.00 and step accuracy 0.93; 16 tokens 0.67 / 0.74; 32 or 64 tokens
-  0.39 / 0.62 (the frozen lower layers cannot tell an earlier turn from the newest one, so an
-  earlier look request leaks into the decision). Follow-ups that need the earlier turn ("and the
-  one before it?") are the price of 0. Recipe 4 trains the way it serves: `TRAIN_HISTORY_TOKENS`
-  is the served default, 0, so a multi-turn example is its last utterance (encoded once, see
-  `tool_training.cache_features`), and a bare `after` follow-up is seen both as a yes and as a no.
-  Trained with 128 tokens and served with 0, the new families' build scored recall 0.63 on
-  tool_heldout.tsv (0.88 with 0 tokens), since the served inputs never occurred in training.
+- Conversations (recipe 5): besides the single utterances, `tool_conversations` generates whole
+  conversations from each side's families (`TRAIN_CONVERSATIONS` and `VALIDATION_CONVERSATIONS`):
+  looks at varying distances, repeated looks, follow-ups that refer back to a look and the same
+  words after chat, reactions, small talk and topic switches, every step labelled by what it asks.
+  Every training input is rendered by `training_renderer`, the served `ToolClassifier.render` with
+  the served history budget (`TRAIN_HISTORY_TOKENS` is `TOOL_HISTORY_TOKENS`' default), so no served
+  input is absent from training; `check_cached_path` runs the saved model through the served batching.
+- History: `TOOL_HISTORY_TOKENS` is chosen on the validation families' conversations (240 of them,
+  1408 steps), each budget trained and served alike (step accuracy / look recall / after-a-look
+  no-rate): 0 tokens 0.894 / 0.781 / 0.964; 16 tokens 0.856 / 0.733 / 0.886; 32 tokens 0.844 /
+  0.707 / 0.879. So the default stays 0: this model cannot use the earlier turns. Only the [CLS]
+  path of the last layer is trained; the five frozen layers below it mix the earlier turns into the
+  newest utterance's tokens, and an earlier look leaks into the decision, which a query over frozen
+  keys and values cannot undo. Follow-ups that need the earlier look ("and the one below it?") are
+  its price. Using context needs layers that train over every token (an encoder pass per epoch),
+  beyond the build's CPU budget on two cores. Recipe 3 (trained with 128 tokens, served with 0
+  to 64) and recipe 4 (trained with 0) measured the same direction.
 - Calibration: Platt scaling on the validation families, folded into the head. On calibrated
   probabilities the cut that minimises `FP_COST * false positives + false negatives` is
   `FP_COST / (1 + FP_COST)`; it is moved onto `SERVED_THRESHOLD` (the seed's `TOOL_THRESHOLD`

@@ -44,10 +44,14 @@ FOLLOWUPS_FLOOR_ACCURACY = 0.88
 FOLLOWUPS_CEILING_FPR = 0.08
 FOLLOWUPS_FLOOR_AFTER_REQUEST_NO_RATE = 0.91
 FOLLOWUPS_FLOOR_STEP_ACCURACY = 0.88
-# The conversations written before recipe 4 changed the training (tool_heldout_conversations.tsv): only
-# checked here to stay apart from the training set; its figures are reported, not floored.
+# The conversations written before recipe 4 changed the training (tool_heldout_conversations.tsv) and
+# before recipe 5 (tool_heldout_conversations2.tsv): measured, never tuned on. Recipe 5
+# (history budget 0) measured step accuracy 0.899 / 0.894, look recall 0.781 / 0.753, after-a-look
+# no-rate 0.978 / 0.975; the floors sit a little below, under the targets (0.93, 0.88, 0.97).
 CONVERSATIONS = FOLLOWUPS.with_name("tool_heldout_conversations.tsv")
 CONVERSATIONS_2 = FOLLOWUPS.with_name("tool_heldout_conversations2.tsv")
+CONVERSATIONS_FLOORS = {"step_accuracy": 0.86, "look_recall": 0.72, "after_request_no_rate": 0.94}
+CONVERSATIONS_2_FLOORS = {"step_accuracy": 0.86, "look_recall": 0.70, "after_request_no_rate": 0.94}
 #: Turns of up to this many words may equal a generic follow-up of the training conversations.
 SHARED_FOLLOWUP_WORDS = 5
 
@@ -165,3 +169,18 @@ def test_the_demo_classifier_clears_the_floor_on_the_follow_up_conversations(dem
     turns = result["multi_turn"]
     assert turns["after_request_no_rate"] >= FOLLOWUPS_FLOOR_AFTER_REQUEST_NO_RATE, turns
     assert turns["step_accuracy"] >= FOLLOWUPS_FLOOR_STEP_ACCURACY, turns
+
+
+@pytest.mark.parametrize(
+    ("path", "floors"),
+    [(CONVERSATIONS, CONVERSATIONS_FLOORS), (CONVERSATIONS_2, CONVERSATIONS_2_FLOORS)],
+    ids=["conversations", "conversations-2"],
+)
+def test_the_demo_classifier_clears_the_floor_on_the_held_out_conversations(
+    demo_tool_dir: Path, path: Path, floors: dict[str, float]
+) -> None:
+    turns = _eval(demo_tool_dir, path)["multi_turn"]
+    assert turns["steps"] == len(read_rows(path))
+    assert turns["by_distance"].keys() >= {"none", "1", "2"}
+    for name, floor in floors.items():
+        assert turns[name] >= floor, (name, turns)
