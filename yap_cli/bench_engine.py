@@ -80,19 +80,22 @@ async def bench_stream(settings: EngineSettings, *, requests: int = 10, max_toke
 
 
 async def bench_tool(model: str, *, concurrencies: tuple[int, ...] = (1, 16), rounds: int = 20) -> dict[str, Any]:
-    """Tool classifier latency p50/p95/p99 at each concurrency, with micro-batching and without it."""
+    """Tool classifier latency p50/p95/p99 and throughput at each concurrency, with micro-batching and
+    without it, on conversation steps with their earlier turns (`TOOL_HISTORY_TOKENS` of them reach the model)."""
     import random
+    import time
 
+    from yap_engines.demo.tool_conversations import conversations
     from yap_engines.demo.tool_data import training_examples
     from yap_engines.tool import ToolClassifier, ToolSettings
 
-    texts = [row.utterance for row in training_examples()]
-    random.Random(0).shuffle(texts)
+    steps = [(list(s.history), s.utterance) for c in conversations(training_examples(), count=200) for s in c]
+    random.Random(0).shuffle(steps)
     base = ToolClassifier.load(model, ToolSettings.from_env(tool_device="auto"))
-    report: dict[str, Any] = {"model": model}
+    report: dict[str, Any] = {"model": model, "history_tokens": base.history_budget}
     try:
-        for text in texts[:8]:  # warm-up: the first forward passes pay one-time start-up costs
-            await base.classify([], text)
+        for history, text in steps[:8]:  # warm-up: the first forward passes pay one-time start-up costs
+            await base.classify(history, text)
         for label, overrides in (
             ("batched", {"tool_max_batch": 16, "tool_batch_window_ms": 3.0}),
             ("unbatched", {"tool_max_batch": 1, "tool_batch_window_ms": 0.0}),
@@ -101,13 +104,16 @@ async def bench_tool(model: str, *, concurrencies: tuple[int, ...] = (1, 16), ro
             tool = ToolClassifier(base.model, base.tokenizer, settings, model_id=model)
             for level in concurrencies:
                 latencies: list[float] = []
+                started = time.perf_counter()
                 for r in range(rounds):
-                    batch = [texts[(r * level + i) % len(texts)] for i in range(level)]
-                    decisions = await asyncio.gather(*(tool.classify([], t) for t in batch))
+                    batch = [steps[(r * level + i) % len(steps)] for i in range(level)]
+                    decisions = await asyncio.gather(*(tool.classify(h, t) for h, t in batch))
                     latencies += [d.latency_ms for d in decisions]
+                elapsed = time.perf_counter() - started
                 cuts = percentiles(latencies, digits=2)
                 report[f"{label}_c{level}"] = {
                     **{f"{point}_ms": value for point, value in cuts.items()},
+                    "per_s": round(len(latencies) / elapsed, 1),
                     "batches": tool.batches_run,
                 }
                 tool.batches_run = 0

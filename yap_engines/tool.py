@@ -1,9 +1,11 @@
 """`ToolClassifier`: a small sequence classifier that decides, before the chat model speaks, whether
 the client should take a screenshot (look at the screen).
 
-Input: the session's earlier user turns (oldest dropped first, within `TOOL_HISTORY_TOKENS`, 0 by
-default) as the first segment and the newest utterance as the second, tail-kept when it alone is too
-long (its end matters most). The decision is "yes" when the positive label's probability reaches `TOOL_THRESHOLD`.
+Input (`ToolClassifier.render`, the one renderer for serving and for training the demo classifier):
+the session's earlier user turns (whole turns, oldest dropped first, within `TOOL_HISTORY_TOKENS`
+clamped to the model's length; 0 by default), joined by the separator token, as the first segment and
+the newest utterance as the second, tail-kept when it alone is too long (its end matters most). The
+decision is "yes" when the positive label's probability reaches `TOOL_THRESHOLD`.
 
 Concurrent requests are micro-batched: gathered for up to `TOOL_BATCH_WINDOW_MS` or `TOOL_MAX_BATCH`
 requests, then run as one batch in a worker thread. The queue is bounded. A request that waits past
@@ -35,6 +37,10 @@ TOOL_GPU_FRAC_SHARED = 0.2
 _MODEL_MAX_TOKENS = {"longformer": 1536, "bert": 512, "modernbert": 512, "distilbert": 512, "roberta": 512}
 
 
+#: `TOOL_HISTORY_TOKENS` unset: the demo classifier is trained with this budget (chosen on its validation families).
+DEFAULT_TOOL_HISTORY_TOKENS = 0
+
+
 class ToolSettings(BaseSettings):
     """The tool classifier's settings (environment first, then `.env`, then defaults)."""
 
@@ -59,13 +65,14 @@ class ToolSettings(BaseSettings):
         description="input cap in tokens, clamped to the model's limit",
     )
     tool_history_tokens: int = Field(
-        0,
+        DEFAULT_TOOL_HISTORY_TOKENS,
         ge=0,
         validation_alias=env_names("TOOL_HISTORY_TOKENS", "tool_history_tokens"),
         description=(
-            "tokens of earlier user turns given to the classifier; 0 (the default) judges the newest "
-            "utterance alone: earlier look requests then cannot make a later unrelated turn a 'yes' "
-            "(measured with `yap tool eval` on the demo classifier); raise it for a model trained on history"
+            "tokens of earlier user turns given to the classifier, clamped to the model's length; 0 (the "
+            "default) judges the newest utterance alone: the demo classifier, trained on conversations "
+            "with 0, 16 and 32 tokens, did best with 0 on its validation conversations (see "
+            "yap_engines.demo.tool_classifier); raise it for a model trained on history"
         ),
     )
     tool_threshold: float = Field(0.66, ge=0, le=1, validation_alias=env_names("TOOL_THRESHOLD", "tool_threshold"))
@@ -112,9 +119,17 @@ class ToolDecision:
     reason: Literal["classified", "timeout", "overloaded"] = "classified"
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """One step's model input: token ids and their segment ids (0 for earlier turns, 1 for the utterance)."""
+
+    ids: tuple[int, ...]
+    type_ids: tuple[int, ...]
+
+
 @dataclass
 class _Pending:
-    input_ids: list[int]
+    rendered: Rendered
     future: asyncio.Future[tuple[float, str]]
     deadline: float
 
@@ -132,6 +147,7 @@ class ToolClassifier:
         self.max_length = self.model_max_length(model.config, settings.tool_max_length)
         self.positive_index = self._positive_index(model.config, settings.tool_positive_label)
         self._backend = self._unpadded(tokenizer)
+        self._segments = self._takes_segments(model)
         self._queue: asyncio.Queue[_Pending] | None = None
         self._batcher: asyncio.Task[None] | None = None
         self._closed = False
@@ -180,6 +196,15 @@ class ToolClassifier:
         raise ValueError(f"TOOL_POSITIVE_LABEL={name!r} is not a label of the model; labels: {sorted(labels.values())}")
 
     @staticmethod
+    def _takes_segments(model: Any) -> bool:
+        """Whether the model reads segment ids (BERT-style: two or more token types and the argument)."""
+        import inspect
+
+        if int(getattr(model.config, "type_vocab_size", 0) or 0) < 2:
+            return False
+        return "token_type_ids" in inspect.signature(model.forward).parameters
+
+    @staticmethod
     def _unpadded(tokenizer: Any) -> Any:
         """A copy of the fast tokenizer's backend without fixed padding or truncation of its own.
 
@@ -194,11 +219,21 @@ class ToolClassifier:
         return backend
 
     # -- input ---------------------------------------------------------------------------------
-    def encode(self, history: Sequence[str], utterance: str) -> list[int]:
-        """Model input ids: earlier user turns (newest kept first) then the utterance (tail kept).
+    @property
+    def history_budget(self) -> int:
+        """`TOOL_HISTORY_TOKENS` clamped to what the model's length leaves beside its special tokens."""
+        pair_specials = self.tokenizer.num_special_tokens_to_add(pair=True)
+        return max(0, min(self.settings.tool_history_tokens, self.max_length - pair_specials))
 
-        Works on the fast tokenizer's own encodings, so the model's special-token template (BERT's
-        `[CLS] a [SEP] b [SEP]`, RoBERTa's `<s> a </s></s> b </s>`, ...) is applied by its post-processor.
+    def render(self, history: Sequence[str], utterance: str) -> Rendered:
+        """THE model input for one step, served and trained alike (the demo build calls this).
+
+        The utterance alone is tail-kept to the model's length (its end matters most). Earlier user
+        turns, newest first, fill what is left of the history budget, whole turns only (the oldest
+        dropped first), joined by the tokenizer's separator token. They form the first segment and the
+        utterance the second, through the fast tokenizer's own post-processor, so the model's
+        special-token template applies (BERT's `[CLS] a [SEP] b [SEP]` with segment ids 0 then 1,
+        RoBERTa's `<s> a </s></s> b </s>`, ...).
         """
         from tokenizers import Encoding
 
@@ -207,22 +242,38 @@ class ToolClassifier:
         single_specials = self.tokenizer.num_special_tokens_to_add(pair=False)
         current = backend.encode(utterance, add_special_tokens=False)
         current.truncate(max(self.max_length - single_specials, 0), direction="left")
-        room = min(self.settings.tool_history_tokens, self.max_length - pair_specials - len(current.ids))
+        room = min(self.history_budget, self.max_length - pair_specials - len(current.ids))
+        separator = self._turn_separator()
         kept: list[Encoding] = []
         used = 0
         for turn in reversed(history):
             encoding = backend.encode(turn, add_special_tokens=False)
-            if used + len(encoding.ids) > room:
+            cost = len(encoding.ids) + (len(separator.ids) if kept and separator is not None else 0)
+            if not encoding.ids or used + cost > room:
                 break
-            kept.insert(0, encoding)
-            used += len(encoding.ids)
+            kept[:0] = [encoding, separator] if kept and separator is not None else [encoding]
+            used += cost
         earlier = Encoding.merge(kept) if kept else None
         processor = backend.post_processor
         if processor is None:
-            return [*(earlier.ids if earlier else []), *current.ids]
-        if earlier is None:
-            return list(processor.process(current, add_special_tokens=True).ids)
-        return list(processor.process(earlier, current, add_special_tokens=True).ids)
+            ids = [*(earlier.ids if earlier else []), *current.ids]
+            return Rendered(tuple(ids), (0,) * len(ids))
+        done = processor.process(current, add_special_tokens=True) if earlier is None else None
+        if done is None:
+            done = processor.process(earlier, current, add_special_tokens=True)
+        return Rendered(tuple(done.ids), tuple(done.type_ids))
+
+    def encode(self, history: Sequence[str], utterance: str) -> list[int]:
+        """The input ids of `render`."""
+        return list(self.render(history, utterance).ids)
+
+    def _turn_separator(self) -> Any:
+        """The separator token between earlier turns as an encoding (None for a tokenizer without one)."""
+        sep = getattr(self.tokenizer, "sep_token", None)
+        if not sep:
+            return None
+        encoding = self._backend.encode(sep, add_special_tokens=False)
+        return encoding if encoding.ids else None
 
     # -- classification ------------------------------------------------------------------------
     async def classify(self, history: Sequence[str], utterance: str) -> ToolDecision:
@@ -231,7 +282,7 @@ class ToolClassifier:
         loop = asyncio.get_running_loop()
         queue = self._ensure_batcher()
         item = _Pending(
-            self.encode(history, utterance), loop.create_future(), time.monotonic() + self.settings.tool_timeout_s
+            self.render(history, utterance), loop.create_future(), time.monotonic() + self.settings.tool_timeout_s
         )
         try:
             queue.put_nowait(item)
@@ -284,7 +335,7 @@ class ToolClassifier:
             if not live:
                 continue
             try:
-                results = await asyncio.to_thread(self._infer, [item.input_ids for item in live])
+                results = await asyncio.to_thread(self._infer, [item.rendered for item in live])
             except Exception as exc:
                 for item in live:
                     if not item.future.done():
@@ -294,17 +345,30 @@ class ToolClassifier:
                 if not item.future.done():
                     item.future.set_result(result)
 
-    def _infer(self, batch: list[list[int]]) -> list[tuple[float, str]]:
+    def model_inputs(self, batch: Sequence[Rendered]) -> dict[str, Any]:
+        """The padded tensors for `batch` (right padding; segment ids for models that take them)."""
+        import torch
+
+        width = max(len(item.ids) for item in batch)
+        pad = self.tokenizer.pad_token_id or 0
+        inputs = {
+            "input_ids": torch.tensor([[*item.ids] + [pad] * (width - len(item.ids)) for item in batch]),
+            "attention_mask": torch.tensor([[1] * len(item.ids) + [0] * (width - len(item.ids)) for item in batch]),
+        }
+        if self._segments:
+            inputs["token_type_ids"] = torch.tensor(
+                [[*item.type_ids] + [0] * (width - len(item.ids)) for item in batch]
+            )
+        return inputs
+
+    def _infer(self, batch: list[Rendered]) -> list[tuple[float, str]]:
         """Run one padded batch through the model (in a worker thread); positive-label probabilities."""
         import torch
 
-        width = max(len(ids) for ids in batch)
-        pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in batch])
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch])
         device = next(self.model.parameters()).device
+        inputs = {name: tensor.to(device) for name, tensor in self.model_inputs(batch).items()}
         with torch.inference_mode():
-            logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            logits = self.model(**inputs).logits
         probs = torch.softmax(logits.float(), dim=-1)
         positive = probs[:, self.positive_index].tolist()
         best = probs.argmax(dim=-1).tolist()

@@ -21,6 +21,10 @@ a conversation that already asked for a look), where false alarms are most tempt
   rows together: of the looks taken after an earlier look, the share that were asked for.
 - `step_accuracy`: accuracy over every step of the file's conversations, i.e. the rows of every family
   that has at least one row with earlier turns (`steps` rows).
+- `look_recall`: recall over those steps (of the `look_steps` that ask for a look, the share answered yes).
+- `by_distance`: those steps grouped by the distance to their last look (`look_distances`: `1` right
+  after a look, `2`, `3`, `4+`, `none` before any look), each with its accuracy, its recall on look
+  steps and its no-rate on the others.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 HISTORY_SEPARATOR = " || "
+#: Look distances from this one up are reported together (`by_distance`).
+DISTANCE_CAP = 4
 AFTER_A_LOOK = "after-a-look"
 _LABELS = {"yes": 1, "1": 1, "take_screenshot": 1, "no": 0, "0": 0, "no_tool": 0}
 
@@ -135,10 +141,27 @@ def read_rows(path: str | Path | None = None) -> list[Row]:
         return parse_rows(handle, source=str(path))
 
 
+def look_distances(rows: Sequence[Row]) -> list[int | None]:
+    """For each row, how many steps back its last look is: 1 when the turn just before it is itself a row
+    labelled yes (same history prefix), 2 when the one before that is, ...; None when no earlier turn is."""
+    labels = {(row.history, row.utterance): row.label for row in rows}
+    out: list[int | None] = []
+    for row in rows:
+        looks = [i for i, turn in enumerate(row.history) if labels.get((row.history[:i], turn)) == 1]
+        out.append(len(row.history) - looks[-1] if looks else None)
+    return out
+
+
 def follows_a_look(rows: Sequence[Row]) -> list[bool]:
     """For each row, whether one of its earlier turns is itself a row labelled yes (same history prefix)."""
-    labels = {(row.history, row.utterance): row.label for row in rows}
-    return [any(labels.get((row.history[:i], turn)) == 1 for i, turn in enumerate(row.history)) for row in rows]
+    return [distance is not None for distance in look_distances(rows)]
+
+
+def distance_bucket(distance: int | None) -> str:
+    """The `by_distance` key of a look distance: `none`, `1`, `2`, `3` or `4+`."""
+    if distance is None:
+        return "none"
+    return str(distance) if distance < DISTANCE_CAP else f"{DISTANCE_CAP}+"
 
 
 def figures(labels: Sequence[int], predicted: Sequence[bool]) -> Figures:
@@ -176,20 +199,43 @@ def report(rows: Sequence[Row], predicted: Sequence[bool]) -> dict[str, Any]:
 
 
 def multi_turn(rows: Sequence[Row], predicted: Sequence[bool]) -> dict[str, Any]:
-    """`after_request_no_rate`, `after_a_look_precision` and `step_accuracy` (see the module docstring)."""
+    """The conversation figures (see the module docstring): over the steps of the file's conversations,
+    `step_accuracy`, `look_recall` and, after a look, `after_request_no_rate` and `after_a_look_precision`;
+    `by_distance` splits the steps by how far back their last look is."""
     after = _after_a_look(rows)
     after_figures = _figures_of(rows, predicted, after)
     after_no = [i for i in after if rows[i].label == 0]
     kept_no = sum(1 for i in after_no if not predicted[i])
     conversational = {r.family for r in rows if r.history}
     steps = [i for i, r in enumerate(rows) if r.family in conversational]
-    correct = sum(1 for i in steps if bool(rows[i].label) == bool(predicted[i]))
+    step_figures = _figures_of(rows, predicted, steps)
+    distances = look_distances(rows)
+    buckets: dict[str, list[int]] = {}
+    for i in sorted(steps, key=lambda i: (distances[i] is not None, distances[i] or 0)):
+        buckets.setdefault(distance_bucket(distances[i]), []).append(i)
     return {
         "after_request_no_rate": round(_ratio(kept_no, len(after_no)), 4),
         "after_request_no_n": len(after_no),
         "after_a_look_precision": round(after_figures.precision, 4),
-        "step_accuracy": round(_ratio(correct, len(steps)), 4),
+        "step_accuracy": round(step_figures.accuracy, 4),
         "steps": len(steps),
+        "look_recall": round(step_figures.recall, 4),
+        "look_steps": step_figures.tp + step_figures.fn,
+        "by_distance": {
+            name: _distance_figures(_figures_of(rows, predicted, index)) for name, index in buckets.items()
+        },
+    }
+
+
+def _distance_figures(f: Figures) -> dict[str, Any]:
+    """One `by_distance` entry: its steps, accuracy, recall on its look steps and no-rate on the others."""
+    return {
+        "n": f.n,
+        "accuracy": round(f.accuracy, 4),
+        "look_steps": f.tp + f.fn,
+        "recall": round(f.recall, 4),
+        "no_steps": f.tn + f.fp,
+        "no_rate": round(_ratio(f.tn, f.tn + f.fp), 4),
     }
 
 
@@ -221,7 +267,14 @@ def format_report(result: dict[str, Any]) -> str:
             "",
             f"multi-turn: after-request no-rate {m['after_request_no_rate']:.3f} (n={m['after_request_no_n']})  "
             f"after-a-look precision {m['after_a_look_precision']:.3f}  "
-            f"step accuracy {m['step_accuracy']:.3f} (n={m['steps']})",
+            f"step accuracy {m['step_accuracy']:.3f} (n={m['steps']})  "
+            f"look recall {m['look_recall']:.3f} (n={m['look_steps']})",
+            "last look     steps    acc  recall (n)   no-rate (n)",
+            *(
+                f"{name:<12} {d['n']:>6} {d['accuracy']:>6.3f}  {d['recall']:>6.3f} ({d['look_steps']:>3})"
+                f"   {d['no_rate']:>6.3f} ({d['no_steps']:>3})"
+                for name, d in m["by_distance"].items()
+            ),
         ]
     lines += [
         "",

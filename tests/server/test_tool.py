@@ -81,8 +81,46 @@ def test_history_is_budgeted_and_the_oldest_turns_go_first(classifier: ToolClass
     roomy = with_settings(classifier, tool_history_tokens=900)
     full = classifier.tokenizer.decode(roomy.encode(history, "what is this?"), skip_special_tokens=True)
     assert "cats" in full and full.endswith("what is this?")
-    alone = classifier.tokenizer.decode(classifier.encode(history, "what is this?"), skip_special_tokens=True)
-    assert alone == "what is this?"  # the default budget (0) judges the newest utterance alone
+    none = with_settings(classifier, tool_history_tokens=0)
+    alone = classifier.tokenizer.decode(none.encode(history, "what is this?"), skip_special_tokens=True)
+    assert alone == "what is this?"  # a budget of 0 judges the newest utterance alone
+
+
+def test_the_history_budget_clamps_to_the_model_length_and_the_utterance_stays_whole(
+    classifier: ToolClassifier,
+) -> None:
+    short = with_settings(classifier, tool_max_length=32, tool_history_tokens=10_000)
+    specials = classifier.tokenizer.num_special_tokens_to_add(pair=True)
+    assert short.history_budget == 32 - specials
+    assert with_settings(classifier, tool_history_tokens=10_000).history_budget == 512 - specials
+    history = [f"earlier turn number {n} about the weather" for n in range(20)]
+    utterance = "and what does the second line on this page say?"
+    words = classifier.tokenizer(utterance, add_special_tokens=False)["input_ids"]
+    rendered = short.render(history, utterance)
+    assert len(rendered.ids) <= 32
+    # the utterance is the second segment, whole; the newest earlier turns fill what is left, whole
+    assert [i for i, t in zip(rendered.ids, rendered.type_ids, strict=True) if t == 1] == [
+        *words,
+        short.tokenizer.sep_token_id,
+    ]
+    text = classifier.tokenizer.decode(rendered.ids, skip_special_tokens=True)
+    assert "number 19 about the weather" in text and "number 17" not in text
+    assert text.endswith(utterance)
+    # an utterance longer than the model alone: its end is kept, and no history fits beside it
+    long = "blah " * 100 + utterance
+    tail = short.render(history, long)
+    assert len(tail.ids) == 32 and set(tail.type_ids) == {0}
+    assert classifier.tokenizer.decode(tail.ids, skip_special_tokens=True).endswith("second line on this page say?")
+
+
+def test_the_model_reads_the_utterance_as_its_own_segment(classifier: ToolClassifier) -> None:
+    roomy = with_settings(classifier, tool_history_tokens=64)
+    rendered = roomy.render(["look at this", "nice"], "and the next one?")
+    inputs = roomy.model_inputs([rendered, roomy.render([], "hi")])
+    assert inputs["token_type_ids"][0].tolist() == list(rendered.type_ids)
+    assert inputs["token_type_ids"][1].tolist()[:3] == [0, 0, 0] and inputs["attention_mask"][1].sum() == 3
+    sep = classifier.tokenizer.sep_token_id
+    assert list(rendered.ids).count(sep) == 3  # between the earlier turns, after them, after the utterance
 
 
 @pytest.mark.parametrize(

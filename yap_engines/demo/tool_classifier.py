@@ -25,17 +25,26 @@ How it is built (`build_demo_tool`), and why:
   pass per epoch, which does not fit the build's minute of CPU on two cores. Recipe 4 trains four
   epochs instead of two (a cached epoch costs about two seconds of CPU): on tool_heldout.tsv
   accuracy 0.94 with two epochs, 0.95 with three, 0.96 with four, no better with six.
-- History: measured with `yap tool eval --history-tokens N` on the shipped conversations, any
-  history lowered precision after a look request, so `TOOL_HISTORY_TOKENS` defaults to 0 (see
-  `yap_engines.tool`). Recipe 3 (trained with 128 tokens of history), on tool_heldout.tsv: 0 tokens
-  gives after-request no-rate 1.00 and step accuracy 0.93; 16 tokens 0.67 / 0.74; 32 or 64 tokens
-  0.39 / 0.62 (the frozen lower layers cannot tell an earlier turn from the newest one, so an
-  earlier look request leaks into the decision). Follow-ups that need the earlier turn ("and the
-  one before it?") are the price of 0. Recipe 4 trains the way it serves: `TRAIN_HISTORY_TOKENS`
-  is the served default, 0, so a multi-turn example is its last utterance (encoded once, see
-  `tool_training.cache_features`), and a bare `after` follow-up is seen both as a yes and as a no.
-  Trained with 128 tokens and served with 0, the new families' build scored recall 0.63 on
-  tool_heldout.tsv (0.88 with 0 tokens), since the served inputs never occurred in training.
+- Conversations (recipe 5): besides the single utterances, `tool_conversations` generates whole
+  conversations from each side's families (`TRAIN_CONVERSATIONS` and `VALIDATION_CONVERSATIONS`):
+  looks at varying distances, repeated looks, follow-ups that refer back to a look and the same
+  words after chat, reactions, small talk and topic switches, every step labelled by what it asks.
+  Every training input is rendered by `training_renderer`, the served `ToolClassifier.render` with
+  the served history budget (`TRAIN_HISTORY_TOKENS` is `TOOL_HISTORY_TOKENS`' default), so no served
+  input is absent from training; `check_cached_path` runs the saved model through the served batching.
+- History: `TOOL_HISTORY_TOKENS` is chosen on the validation families' conversations (240 of them,
+  1408 steps), each budget trained and served alike (step accuracy / look recall / after-a-look
+  no-rate): 0 tokens 0.894 / 0.781 / 0.964; 16 tokens 0.856 / 0.733 / 0.886; 32 tokens 0.844 /
+  0.707 / 0.879. So the default stays 0: this model cannot use the earlier turns. Only the [CLS]
+  path of the last layer is trained; the five frozen layers below it mix the earlier turns into the
+  newest utterance's tokens, and an earlier look leaks into the decision, which a query over frozen
+  keys and values cannot undo. Follow-ups that need the earlier look ("and the one below it?") are
+  its price. Using context needs layers that train over every token (an encoder pass per epoch),
+  beyond the build's CPU budget on two cores. Training the last layer's key and value projections
+  too (its input cached instead of its keys and values; 194 s of CPU instead of 95 s) with 32 tokens
+  measured 0.897 / 0.816 / 0.930: more look recall, fewer follow-ups kept "no", the same step
+  accuracy, so it was not adopted. Recipe 3 (trained with 128 tokens, served with 0 to 64) and
+  recipe 4 (trained with 0) measured the same direction.
 - Calibration: Platt scaling on the validation families, folded into the head. On calibrated
   probabilities the cut that minimises `FP_COST * false positives + false negatives` is
   `FP_COST / (1 + FP_COST)`; it is moved onto `SERVED_THRESHOLD` (the seed's `TOOL_THRESHOLD`
@@ -51,15 +60,20 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailableError
 from ..settings import DEMO_TOOL_NAME
+from ..tool import DEFAULT_TOOL_HISTORY_TOKENS
+from ..tool_eval import Row
+
+if TYPE_CHECKING:
+    from ..tool import ToolClassifier
 from .tiny_chat import _require_build_deps, is_built, publish_dir, staging_dir
 
 TOOL_LABELS = {0: "no_tool", 1: "take_screenshot"}
 #: Bumped whenever the recipe changes, so an older build in engines/ is rebuilt rather than reused.
-DEMO_TOOL_RECIPE = 4
+DEMO_TOOL_RECIPE = 5
 VALIDATION_FAMILIES = (
     "games",
     "dating",
@@ -72,8 +86,12 @@ VALIDATION_FAMILIES = (
 )
 #: Examples per label and family (`tool_data.family_examples`): more fillings of each family's slots.
 TRAIN_PER_LABEL = 110
-#: History budget (tokens) used to encode the training examples: the served default (see the module docstring).
-TRAIN_HISTORY_TOKENS = 0
+#: History budget (tokens) the training inputs are rendered with: the served default (see the module docstring).
+TRAIN_HISTORY_TOKENS = DEFAULT_TOOL_HISTORY_TOKENS
+#: Generated conversations (`tool_conversations`) on each side of the split.
+TRAIN_CONVERSATIONS = 900
+VALIDATION_CONVERSATIONS = 240
+EPOCHS = 4
 SERVED_THRESHOLD = 0.66
 FP_COST = 2.0
 #: The cut on a calibrated probability with the lowest expected `FP_COST * FP + FN`: yes when p >= FP_COST * (1 - p).
@@ -104,12 +122,20 @@ def _current(path: Path) -> bool:
 
 
 def build_demo_tool(
-    dest: str | Path, *, seed: int = 0, epochs: int = 4, lr: float = 1e-3, overwrite: bool = False
+    dest: str | Path,
+    *,
+    seed: int = 0,
+    epochs: int = EPOCHS,
+    lr: float = 1e-3,
+    history_tokens: int = TRAIN_HISTORY_TOKENS,
+    overwrite: bool = False,
 ) -> Path:
     """Build the demo tool classifier into `dest` (labels: no_tool / take_screenshot); see the module docstring.
 
-    Records the validation figures (families left out of training), the calibration and the chosen
-    threshold in `yap_demo.json`. Deterministic for a given seed; about a minute of CPU on two cores.
+    `history_tokens` is the history budget the training inputs are rendered with (the served default;
+    another value is for measuring one). Records the validation figures (families left out of
+    training: their single utterances and their conversations), the calibration and the chosen
+    threshold in `yap_demo.json`. Deterministic for a given seed; about two minutes of CPU on two cores.
     """
     dest = Path(dest)
     if _current(dest) and not overwrite:
@@ -118,24 +144,25 @@ def build_demo_tool(
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ..tool import ToolClassifier, ToolSettings
-    from ..tool_eval import figures
+    from ..tool_eval import figures, multi_turn
     from . import tool_training as tt
-    from .tool_data import group_split, training_examples, with_history
+    from .tool_conversations import conversations
+    from .tool_data import group_split, training_examples
 
     started = time.process_time()
     torch.manual_seed(seed)
     train_rows, val_rows = group_split(training_examples(per_label=TRAIN_PER_LABEL, seed=seed), VALIDATION_FAMILIES)
-    train_set = train_rows + with_history(train_rows, count=len(train_rows) // 2, seed=seed + 1)
-    val_set = val_rows + with_history(val_rows, count=len(val_rows) // 2, seed=seed + 2)
+    train_steps = _steps(conversations(train_rows, count=TRAIN_CONVERSATIONS, seed=seed + 1))
+    val_steps = _steps(conversations(val_rows, count=VALIDATION_CONVERSATIONS, seed=seed + 2))
+    train_set = train_rows + train_steps
+    val_set = val_rows + val_steps
     base = minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=2, id2label=TOOL_LABELS, label2id={v: k for k, v in TOOL_LABELS.items()}
     ).eval()
-    settings = ToolSettings.from_env(tool_history_tokens=TRAIN_HISTORY_TOKENS, tool_max_length=None)
-    encoder = ToolClassifier(model, tokenizer, settings, model_id=str(base))
-    inputs = [encoder.encode(row.history, row.utterance) for row in [*train_set, *val_set]]
+    encoder = training_renderer(model, tokenizer, history_tokens=history_tokens)
+    inputs = [encoder.render(row.history, row.utterance) for row in [*train_set, *val_set]]
     cached = tt.cache_features(model, inputs)
     labels = torch.tensor([row.label for row in [*train_set, *val_set]])
     train_index = torch.arange(len(train_set))
@@ -147,8 +174,12 @@ def build_demo_tool(
     tt.train(model, cached.take(train_index), labels[train_index], epochs=epochs, lr=lr, seed=seed)
     val_margin = tt.margins(model, cached.take(val_index))
     scale, shift = tt.fit_platt(val_margin, labels[val_index])
-    probability = torch.sigmoid(scale * val_margin + shift)
-    validation = figures(labels[val_index].tolist(), [p >= BAYES_CUT for p in probability.tolist()]).as_dict()
+    predicted = [p >= BAYES_CUT for p in torch.sigmoid(scale * val_margin + shift).tolist()]
+    single = predicted[: len(val_rows)]
+    validation = {
+        **figures([r.label for r in val_rows], single).as_dict(),
+        "conversations": _conversation_figures(val_steps, predicted[len(val_rows) :], figures, multi_turn),
+    }
 
     # Final run: every family, the same recipe, then the calibration with the cut moved to SERVED_THRESHOLD.
     with torch.no_grad():
@@ -157,7 +188,7 @@ def build_demo_tool(
     tt.train(model, cached, labels, epochs=epochs, lr=lr, seed=seed)
     tt.fold_into_head(model, scale, shift + _logit(SERVED_THRESHOLD) - _logit(BAYES_CUT))
     probe = slice(None, None, max(1, len(inputs) // 16))  # 16 inputs through the full saved model
-    gap = tt.check_cached_path(model, inputs[probe], cached.take(probe))
+    gap = tt.check_cached_path(encoder, inputs[probe], cached.take(probe))
 
     tmp = staging_dir(dest)
     model.save_pretrained(tmp)
@@ -168,6 +199,7 @@ def build_demo_tool(
         "seed": seed,
         "epochs": epochs,
         "lr": lr,
+        "history_tokens": history_tokens,
         "train_examples": len(train_set),
         "final_examples": len(inputs),
         "validation_families": list(VALIDATION_FAMILIES),
@@ -181,6 +213,30 @@ def build_demo_tool(
     }
     (tmp / "yap_demo.json").write_text(json.dumps(meta) + "\n")
     return publish_dir(tmp, dest)
+
+
+def training_renderer(model: Any, tokenizer: Any, *, history_tokens: int = TRAIN_HISTORY_TOKENS) -> ToolClassifier:
+    """The classifier whose `render` (the server's own) makes the training inputs: the served class, the
+    served history budget and the model's own length, so that no served input is absent from training."""
+    from ..tool import ToolClassifier, ToolSettings
+
+    settings = ToolSettings.from_env(tool_history_tokens=history_tokens, tool_max_length=None)
+    return ToolClassifier(model, tokenizer, settings, model_id="training")
+
+
+def _steps(conversations: list[list[Row]]) -> list[Row]:
+    return [step for conversation in conversations for step in conversation]
+
+
+def _conversation_figures(steps: list[Row], predicted: list[bool], figures: Any, multi_turn: Any) -> dict[str, Any]:
+    """Step accuracy, recall on look steps and the after-a-look no-rate of the validation conversations."""
+    turns = multi_turn(steps, predicted)
+    return {
+        "step_accuracy": turns["step_accuracy"],
+        "recall": figures([r.label for r in steps], predicted).as_dict()["recall"],
+        "after_a_look_no_rate": turns["after_request_no_rate"],
+        "steps": len(steps),
+    }
 
 
 def _logit(p: float) -> float:

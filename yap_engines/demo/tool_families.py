@@ -449,8 +449,8 @@ FAMILIES: tuple[Family, ...] = (
     # case: their `yes` templates open a look (or keep looking, with the thing on view named), their
     # `no` templates are what a user says next without asking for another look (a reaction, thanks,
     # advice, a general question on the same topic, a joke), and `after` holds the bare follow-ups
-    # that need the earlier look ("is the trend going up?"). `tool_data.with_history` strings them into
-    # conversations whose label is always the last utterance's own.
+    # that need the earlier look ("is the trend going up?"). `tool_conversations` strings them into
+    # conversations whose every step is labelled by what it asks.
     Family(
         "charts",
         yes=(

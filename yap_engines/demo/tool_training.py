@@ -17,7 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..tool import Rendered, ToolClassifier
 
 #: The trainable parameters: the last layer except its key/value projections, the pooler, the head.
 _FROZEN_IN_LAST_LAYER = ("attention.self.key.", "attention.self.value.")
@@ -36,41 +39,43 @@ class Cached:
         return Cached(self.cls_in[index], self.keys[index], self.values[index], self.mask[index])
 
 
-def cache_features(model: Any, inputs: Sequence[Sequence[int]], *, batch: int = 64) -> Cached:
+def cache_features(model: Any, inputs: Sequence[Rendered], *, batch: int = 64) -> Cached:
     """Run the frozen part once per distinct input: length-sorted batches, padded to the longest input overall.
 
-    Repeated inputs (a multi-turn example whose history the budget drops is its last utterance again)
+    `inputs` are what the server feeds the model (`ToolClassifier.render`: ids and segment ids).
+    Repeated inputs (a step whose history the budget drops, the same opening of two conversations)
     are encoded once and share their features.
     """
     import torch
 
-    distinct = {tuple(ids): None for ids in inputs}
+    distinct = dict.fromkeys(inputs)
     if len(distinct) < len(inputs):
-        position = {ids: i for i, ids in enumerate(distinct)}
+        position = {item: i for i, item in enumerate(distinct)}
         return cache_features(model, list(distinct), batch=batch).take(
-            torch.tensor([position[tuple(ids)] for ids in inputs])
+            torch.tensor([position[item] for item in inputs])
         )
     layers = model.bert.encoder.layer
     last = layers[-1].attention.self
     heads, size = last.num_attention_heads, last.attention_head_size
-    width = max(len(ids) for ids in inputs)
+    width = max(len(item.ids) for item in inputs)
     count = len(inputs)
     cls_in = torch.zeros(count, model.config.hidden_size)
     keys = torch.zeros(count, heads, width, size)
     values = torch.zeros(count, heads, width, size)
     mask = torch.zeros(count, width)
-    order = sorted(range(count), key=lambda i: len(inputs[i]))
+    order = sorted(range(count), key=lambda i: len(inputs[i].ids))
     model.bert.encoder.layer = layers[:-1]
     try:
         with torch.inference_mode():
             for start in range(0, count, batch):
                 index = order[start : start + batch]
-                longest = max(len(inputs[i]) for i in index)
-                ids = torch.tensor([list(inputs[i]) + [0] * (longest - len(inputs[i])) for i in index])
+                longest = max(len(inputs[i].ids) for i in index)
+                ids = torch.tensor([[*inputs[i].ids] + [0] * (longest - len(inputs[i].ids)) for i in index])
+                types = torch.tensor([[*inputs[i].type_ids] + [0] * (longest - len(inputs[i].ids)) for i in index])
                 attention = (
-                    torch.arange(longest)[None, :] < torch.tensor([len(inputs[i]) for i in index])[:, None]
+                    torch.arange(longest)[None, :] < torch.tensor([len(inputs[i].ids) for i in index])[:, None]
                 ).long()
-                hidden = model.bert(input_ids=ids, attention_mask=attention).last_hidden_state
+                hidden = model.bert(input_ids=ids, attention_mask=attention, token_type_ids=types).last_hidden_state
                 where = torch.tensor(index)
                 cls_in[where] = hidden[:, 0]
                 keys[where, :, :longest] = last.key(hidden).view(len(index), longest, heads, size).transpose(1, 2)
@@ -200,12 +205,16 @@ def fold_into_head(model: Any, scale: float, shift: float) -> None:
         bias[0] -= shift / 2
 
 
-def check_cached_path(model: Any, inputs: Sequence[Sequence[int]], cached: Cached, *, atol: float = 1e-3) -> float:
-    """The largest gap between the full model's logits and the cached path's on `inputs`; raises past `atol`."""
+def check_cached_path(
+    classifier: ToolClassifier, inputs: Sequence[Rendered], cached: Cached, *, atol: float = 1e-3
+) -> float:
+    """The largest gap between the served model's logits (`classifier`'s own batching of `inputs`) and the
+    cached path's; raises past `atol`."""
     import torch
 
+    model = classifier.model
     with torch.inference_mode():
-        full = torch.cat([model(input_ids=torch.tensor([list(ids)])).logits for ids in inputs])
+        full = torch.cat([model(**classifier.model_inputs([item])).logits for item in inputs])
         fast = cls_logits(model, cached)
     gap = float((full - fast).abs().max())
     if gap > atol:

@@ -11,9 +11,11 @@ import pytest
 
 from yap_engines.tool_eval import (
     AFTER_A_LOOK,
+    distance_bucket,
     evaluate,
     follows_a_look,
     format_report,
+    look_distances,
     multi_turn,
     parse_label,
     parse_rows,
@@ -95,6 +97,14 @@ async def test_the_multi_turn_figures_match_a_hand_count(small: Path) -> None:
         "after_a_look_precision": 0.5,  # joke FP, screen bit TP
         "step_accuracy": 0.8,  # 4 of family c's 5 steps
         "steps": 5,
+        "look_recall": 1.0,  # look here, the screen bit
+        "look_steps": 2,
+        "by_distance": {  # look here and unrelated before any look; then the joke, thanks, the screen bit
+            "none": {"n": 2, "accuracy": 1.0, "look_steps": 1, "recall": 1.0, "no_steps": 1, "no_rate": 1.0},
+            "1": {"n": 1, "accuracy": 0.0, "look_steps": 0, "recall": 0.0, "no_steps": 1, "no_rate": 0.0},
+            "2": {"n": 1, "accuracy": 1.0, "look_steps": 0, "recall": 0.0, "no_steps": 1, "no_rate": 1.0},
+            "3": {"n": 1, "accuracy": 1.0, "look_steps": 1, "recall": 1.0, "no_steps": 0, "no_rate": 0.0},
+        },
     }
     # the small file: after the look, hello and bye both stay no; family b is the only conversation
     small_rows = read_rows(small)
@@ -105,6 +115,13 @@ async def test_the_multi_turn_figures_match_a_hand_count(small: Path) -> None:
         "after_a_look_precision": 0.0,
         "step_accuracy": 0.75,
         "steps": 4,
+        "look_recall": 0.5,  # "and this one" (a look two steps after the first) is missed
+        "look_steps": 2,
+        "by_distance": {  # bye follows "and this one", itself a look: distance 1
+            "none": {"n": 1, "accuracy": 1.0, "look_steps": 1, "recall": 1.0, "no_steps": 0, "no_rate": 0.0},
+            "1": {"n": 2, "accuracy": 1.0, "look_steps": 0, "recall": 0.0, "no_steps": 2, "no_rate": 1.0},
+            "2": {"n": 1, "accuracy": 0.0, "look_steps": 1, "recall": 0.0, "no_steps": 0, "no_rate": 0.0},
+        },
     }
     assert "after-request no-rate 0.500 (n=2)" in format_report(result)
 
@@ -115,6 +132,8 @@ def test_rows_carry_family_label_and_history_oldest_first(small: Path) -> None:
     assert rows[-1].history == ("check my screen", "hello there", "and this one")
     assert [r.label for r in rows] == [1, 0, 1, 0, 1, 0, 1, 0]
     assert follows_a_look(rows) == [False] * 5 + [True] * 3
+    assert look_distances(rows) == [None] * 5 + [1, 2, 1]
+    assert [distance_bucket(d) for d in (None, 1, 3, 4, 9)] == ["none", "1", "3", "4+", "4+"]
     assert parse_rows(["yes\tno family line\r\n"])[0].family == "all"
 
 
