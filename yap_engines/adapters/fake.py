@@ -6,6 +6,12 @@ behave like a real backend where it matters: deltas only, `max_tokens` -> "lengt
 -> "stop", cancellation and `abort()` free the request at once, usage with simulated prefix-cache
 hits (whole blocks of a previously seen prompt), and an optional failure after N tokens.
 
+Prefix cache, modelled: every prompt an engine has computed (a reply's, or a warm's through
+`prefill`) is remembered, and a later prompt's `cached_tokens` is its longest common prefix with one
+of them, cut down to whole blocks of `cache_block_size` (and never the last prompt token), as vLLM
+reports it. `prefill` takes `prefill_delay_s` (abortable, counted as running) and then holds the
+prompt's whole blocks.
+
 Coalescing, as vLLM does it: the first token is a delta of its own; after it, a delta goes out every
 `stream_interval` tokens (vLLM's `stream_interval`), and tokens that fell due while the consumer was
 busy (a paced engine whose reader is slower than its rate) go out together in one delta, as vLLM's
@@ -25,6 +31,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 from ..errors import EngineDeadError, GenerationError, InvalidRequestError, UnsupportedFeature
+from ..protocol import PrefillResult
 from ..types import ChatRequest, Delta, EngineHealth, FinishReason, StructuredOutput, Usage
 
 _WORDS = (
@@ -157,6 +164,7 @@ class _StreamingFake:
         tokenizer: Any = None,
         max_model_len: int | None = None,
         stream_interval: int = 1,
+        prefill_delay_s: float = 0.0,
     ) -> None:
         if stream_interval < 1:
             raise ValueError(f"stream_interval must be at least 1, got {stream_interval}")
@@ -172,6 +180,9 @@ class _StreamingFake:
         self._seen_prompts: deque[tuple[int, ...]] = deque(maxlen=64)
         self._dead_reason: str | None = None
         self.requests_started = 0
+        self.prefill_delay_s = prefill_delay_s
+        self.prefills_started = 0
+        self.prefills_completed = 0
 
     # -- subclass hook ---------------------------------------------------------------------------
     def _pieces(self, request: ChatRequest) -> AsyncIterator[str]:
@@ -244,6 +255,27 @@ class _StreamingFake:
         finally:
             self._running.pop(rid, None)
             await pieces.aclose()  # type: ignore[attr-defined]
+
+    async def prefill(self, request: ChatRequest) -> PrefillResult:
+        """Warm the prompt: after `prefill_delay_s` (abortable) its whole blocks are cached. Cancelled or
+        aborted, nothing is cached and nothing stays running."""
+        if self._dead_reason is not None:
+            raise EngineDeadError(f"{self.name} engine is dead: {self._dead_reason}")
+        rid = request.request_id
+        if rid in self._running:
+            raise InvalidRequestError(f"request_id {rid!r} is already running; use a fresh id per request")
+        run = self._running[rid] = _Run()
+        self.prefills_started += 1
+        try:
+            await run.pause(self.prefill_delay_s)
+            prompt = tuple(request.prompt_token_ids)
+            if run.aborted:
+                return PrefillResult(len(prompt), 0)
+            self._seen_prompts.append(prompt)
+            self.prefills_completed += 1
+            return PrefillResult(len(prompt), len(prompt) - len(prompt) % self.cache_block_size)
+        finally:
+            self._running.pop(rid, None)
 
     async def abort(self, request_id: str) -> None:
         run = self._running.get(request_id)
@@ -350,7 +382,7 @@ class FakeEngine(_StreamingFake):
     ) -> None:
         """`options` are the streaming knobs shared with `FunctionEngine`: `tokens_per_s`,
         `first_token_delay_s`, `fail_after`, `cache_block_size`, `model_id`, `tokenizer`, `max_model_len`,
-        `stream_interval`."""
+        `stream_interval`, `prefill_delay_s`."""
         super().__init__(**options)
         if script is not None and not script:
             raise ValueError("script must hold at least one reply")

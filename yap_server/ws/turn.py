@@ -53,6 +53,7 @@ class Turn:
     engine_request_id: str = field(default_factory=lambda: f"yap-{uuid.uuid4().hex}")
     verdict: ToolVerdict | None = None
     started: float = field(default_factory=time.perf_counter)
+    after: Callable[[], Awaitable[None]] | None = None  # run once the turn has ended by itself (the next warm)
 
     def _frame(self, kind: str, **payload: Any) -> dict[str, Any]:
         return frame(kind, self.session.session_id, self.request_id, **payload)
@@ -88,6 +89,8 @@ class Turn:
         finally:
             if self.verdict is not None:
                 self.verdict.drop()
+        if self.after is not None:
+            await self.after()
 
     async def stopped(self, reason: str, notify: bool) -> bool:
         if self.terminal_sent:
@@ -168,6 +171,8 @@ class Turn:
         done = time.perf_counter()
         ttft = (first_token_at or done) - self.started
         decision = self.verdict.decision if self.verdict is not None else None
+        if usage is not None:
+            self.app.telemetry.prompt_cached(usage.prompt_tokens, usage.cached_tokens)
         await self._terminal(
             self._frame(
                 "done",
