@@ -1,8 +1,10 @@
 """Chat prompts with the model's own tokenizer: render the chat template, count tokens, fit a budget.
 
-`fit_prompt` keeps the persona (system messages) and drops whole oldest turns until the rendered
-prompt fits the budget; a turn is a user message and the replies that follow it. It raises
-`ContextTooLongError` when the persona alone (or the persona plus the newest turn) cannot fit.
+`stable_prefix` gives the token ids of a prompt still being spoken that every continuation of it
+starts with (what a warm computes into the prefix cache). `fit_prompt` keeps the persona (system
+messages) and drops whole oldest turns until the rendered prompt fits the budget; a turn is a user
+message and the replies that follow it. It raises `ContextTooLongError` when the persona alone (or
+the persona plus the newest turn) cannot fit.
 """
 
 from __future__ import annotations
@@ -47,6 +49,34 @@ def render_text(
         [dict(m) for m in messages], add_generation_prompt=add_generation_prompt, tokenize=False, **template_kwargs
     )
     return str(text)
+
+
+CONTINUATIONS = ("", " a", "a", "A", "1", " 1", ".", "?", " ?", "'s", "-", "\n", " ", "\u00e9", "\u3042")
+"""What may follow the stable text in the final message. The warm's prefix is common to the renders with
+each of them, so no token the final text could merge with, or the template could place after it, is in it."""
+
+
+def common_prefix(rows: Sequence[Sequence[int]]) -> list[int]:
+    """The longest common prefix of token id lists."""
+    first = list(rows[0])
+    end = len(first)
+    for row in rows[1:]:
+        n = 0
+        limit = min(end, len(row))
+        while n < limit and row[n] == first[n]:
+            n += 1
+        end = n
+    return first[:end]
+
+
+def stable_prefix(tokenizer: Any, messages: Sequence[Mapping[str, str]], role: str, partial: str) -> list[int]:
+    """Token ids of `messages` plus a `role` message that starts with `partial`, cut where any continuation
+    of `partial` could change them (see `CONTINUATIONS`): a strict prefix of every such render."""
+    rows = [
+        render_ids(tokenizer, [*messages, {"role": role, "content": partial + tail}], add_generation_prompt=True)
+        for tail in CONTINUATIONS
+    ]
+    return common_prefix(rows)
 
 
 def count_tokens(tokenizer: Any, text: str) -> int:

@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket
 from yap_engines import ContextTooLongError
 from yap_engines.chat import fit_prompt
 from yap_engines.errors import InvalidSamplingError
+from yap_engines.protocol import SupportsPrefill
 
 from ..connection import Connection, serve_websocket
 from ..frames import WireError, encode_json, oversize_bytes
@@ -135,7 +136,14 @@ class ResponsesRoute:
             key = "max_output_tokens" if exc.key == "max_tokens" else exc.key
             hint = " (the server's cap is CHAT_MAX_OUT)" if key == "max_output_tokens" else ""
             raise WireError("invalid_sampling", f"{exc}{hint}", extra={"param": key}) from None
-        tool = self._tool_check(event, conversation, new_items)
+        tool = self._tool_check(event, conversation, new_items) if event.generate else None
+        if not event.generate and not isinstance(app.chat, SupportsPrefill):
+            raise WireError(
+                "not_deployed",
+                "generate: false warms the chat model's prefix cache, and this server deploys no chat model that "
+                f"can (DEPLOY_MODE={settings.deploy_mode}); send the request with generate: true",
+                extra={"param": "generate"},
+            )
         if app.chat is None and tool is None:
             raise WireError(
                 "not_deployed",
@@ -165,7 +173,7 @@ class ResponsesRoute:
         telemetry = self.conn.observed.turn(response.id)
         return ResponseRun(
             response, conversation, prompt, sampling, tool, self.send_event, telemetry, chat=app.chat,
-            tokenizer=app.tokenizer, flush_s=app.stream_flush_s,
+            tokenizer=app.tokenizer, flush_s=app.stream_flush_s, generate=event.generate,
         )  # fmt: skip
 
     def _tool_check(self, event: ResponseCreate, conversation: list[Any], new_items: list[Any]) -> ToolCheck | None:

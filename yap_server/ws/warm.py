@@ -6,9 +6,9 @@ A warm renders persona, history and the stable part of the interim transcript as
 - the last, still-moving word of the interim transcript is dropped (`stable_text`): the speech-to-text
   service may still revise it ("Boston" -> "Austin");
 - the prefix is the longest common prefix of the chat template rendered with that stable text followed
-  by several different continuations (`CONTINUATIONS`). So it stops before anything the final text could
-  change: a token that a following letter, digit or mark could merge with, the end-of-turn tokens and
-  the generation prompt. It holds for any chat template and tokenizer, not only ChatML.
+  by several different continuations (`yap_engines.chat.stable_prefix`). So it stops before anything
+  the final text could change: a token that a following letter, digit or mark could merge with, the
+  end-of-turn tokens and the generation prompt. It holds for any chat template and tokenizer, not only ChatML.
 
 A warm is the connection's second kind of work (key `WARM`): one per session at a time; a newer one
 supersedes (cancels, so aborts in the engine) an older one; a `message`, `start`, `end` or disconnect
@@ -24,12 +24,12 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from yap_engines import ChatRequest, EngineError
-from yap_engines.chat import fit_prompt, render_ids
+from yap_engines.chat import fit_prompt, render_ids, stable_prefix
 from yap_engines.protocol import SupportsPrefill
 
 from ..streaming import failure_for
@@ -43,10 +43,6 @@ log = logging.getLogger("yap.ws.warm")
 
 WARM = "warm"  # the connection's work key of the one warm a session runs
 
-CONTINUATIONS = ("", " a", "a", "A", "1", " 1", ".", "?", " ?", "'s", "-", "\n", " ", "\u00e9", "\u3042")
-"""What may follow the stable text in the final message. The warm's prefix is common to the renders with
-each of them, so no token the final text could merge with, or the template could place after it, is in it."""
-
 _LAST_WORD = re.compile(r"\s*\S*\s*$")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -55,29 +51,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 def stable_text(utterance: str) -> str:
     """The interim transcript without its last (still-moving) word; leading whitespace dropped."""
     return _LAST_WORD.sub("", utterance.lstrip(), count=1)
-
-
-def common_prefix(rows: Sequence[Sequence[int]]) -> list[int]:
-    """The longest common prefix of token id lists."""
-    first = list(rows[0])
-    end = len(first)
-    for row in rows[1:]:
-        n = 0
-        limit = min(end, len(row))
-        while n < limit and row[n] == first[n]:
-            n += 1
-        end = n
-    return first[:end]
-
-
-def stable_prefix(tokenizer: Any, messages: Sequence[Mapping[str, str]], role: str, partial: str) -> list[int]:
-    """Token ids of `messages` plus a `role` message that starts with `partial`, cut where any continuation
-    of `partial` could change them (see the module doc): a strict prefix of every such render."""
-    rows = [
-        render_ids(tokenizer, [*messages, {"role": role, "content": partial + tail}], add_generation_prompt=True)
-        for tail in CONTINUATIONS
-    ]
-    return common_prefix(rows)
 
 
 def warm_prompt(
