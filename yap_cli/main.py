@@ -18,6 +18,7 @@ from yap_engines.registry import engine_class
 from yap_engines.settings import EngineSettings, SettingsError
 from yap_server.settings import ServerSettings
 
+from .bench_voice import add_voice_command
 from .client import add_client_commands
 from .harness import add_harness_commands
 from .soak import add_soak_command
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     tool_bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 16], help="requests at once")
     tool_bench.set_defaults(run=_bench_tool)
     add_soak_command(bench_commands)  # `yap bench soak` (yap_cli/soak.py)
+    add_voice_command(bench_commands)  # `yap bench voice` (yap_cli/bench_voice.py)
 
     add_client_commands(commands)
     add_quant_commands(commands)
