@@ -135,9 +135,10 @@ class VllmEngine:
         else:
             memory = {"gpu_memory_utilization": settings.chat_gpu_frac}
         eager = settings.vllm_enforce_eager if settings.vllm_enforce_eager is not None else on_cpu
+        dtype: Any = cls.dtype_for(settings).dtype  # one of vLLM's names: bfloat16, float16, float32
         return AsyncEngineArgs(
             model=settings.resolved_model(),
-            dtype=cls.dtype_for(settings).dtype,
+            dtype=dtype,
             scheduling_policy=settings.vllm_scheduling_policy,
             kv_cache_dtype=settings.kv_dtype,
             max_model_len=settings.max_model_len,
