@@ -218,7 +218,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 ws_warm_after_start=warms,
                 ws_warm_after_turn=warms,
             )
-            app = create_app(settings, engines={"chat": engine}, engine_settings=EngineSettings.from_env(chat_max_len=4096))
+            budgets = EngineSettings.from_env(chat_max_len=4096)
+            app = create_app(settings, engines={"chat": engine}, engine_settings=budgets)
             persona = persona_text(engine.tokenizer, args.persona_tokens)
             async with serve_on_loopback(app) as port:
                 turns = await run_script(
