@@ -243,6 +243,7 @@ def write_png(report: dict[str, Any], path: Path) -> None:
     for offset, name in ((-width / 2, "without_warms"), (width / 2, "with_warms")):
         turns = report["runs"][name]["turns"]
         ax.bar([t["turn"] + offset for t in turns], [t["ttft_ms"] for t in turns], width, label=name.replace("_", " "))
+    ax.set_xticks([t["turn"] for t in report["runs"]["with_warms"]["turns"]])
     ax.set_xlabel("turn (1: new session; 3: barge-in)")
     ax.set_ylabel("first token after the final message (ms)")
     ax.set_yscale("log")
