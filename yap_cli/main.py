@@ -15,7 +15,7 @@ from quant.cli import add_quant_commands
 from yap_engines.errors import BackendUnavailableError
 from yap_engines.settings import SettingsError
 
-from . import bench, client, demo, harness, install, keys, serve, soak, tool
+from . import bench, bench_voice, client, demo, harness, install, keys, serve, soak, tool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(commands)  # yap demo build
     benches = bench.register(commands)  # yap bench stream|server|telemetry|tool
     soak.register(benches)  # yap bench soak
+    bench_voice.register(benches)  # yap bench voice
     client.register(commands)  # yap client <command>
     add_quant_commands(commands)  # yap quant plan|build|eval|push|env
     harness.register(commands)  # yap infer, yap scenario run, yap server start|status|stop

@@ -1,8 +1,10 @@
 """Chat prompts with the model's own tokenizer: render the chat template, count tokens, fit a budget.
 
-`fit_prompt` keeps the persona (system messages) and drops whole oldest turns until the rendered
-prompt fits the budget; a turn is a user message and the replies that follow it. It raises
-`ContextTooLongError` when the persona alone (or the persona plus the newest turn) cannot fit.
+`stable_prefix` gives the token ids of a prompt still being spoken that every continuation of it
+starts with (what a warm computes into the prefix cache). `fit_prompt` keeps the persona (system
+messages) and drops whole oldest turns until the rendered prompt fits the budget; a turn is a user
+message and the replies that follow it. It raises `ContextTooLongError` when the persona alone (or
+the persona plus the newest turn) cannot fit.
 """
 
 from __future__ import annotations
@@ -47,6 +49,60 @@ def render_text(
         [dict(m) for m in messages], add_generation_prompt=add_generation_prompt, tokenize=False, **template_kwargs
     )
     return str(text)
+
+
+CONTINUATIONS = ("", " a", "a", "A", "1", " 1", ".", "?", " ?", "'s", "-", "\n", " ", "\u00e9", "\u3042")
+"""What may follow the stable text in the final message. The warm's prefix is common to the renders with
+each of them, so no token the final text could merge with, or the template could place after it, is in it."""
+
+
+def common_prefix(rows: Sequence[Sequence[Any]]) -> list[Any]:
+    """The longest common prefix of sequences (token id lists, or texts as characters)."""
+    first = list(rows[0])
+    end = len(first)
+    for row in rows[1:]:
+        n = 0
+        limit = min(end, len(row))
+        while n < limit and row[n] == first[n]:
+            n += 1
+        end = n
+    return first[:end]
+
+
+def stable_prefix(tokenizer: Any, messages: Sequence[Message], role: str, partial: str) -> list[int]:
+    """Token ids of `messages` plus a `role` message that starts with `partial`, cut where any continuation
+    of `partial` could change them (see `CONTINUATIONS`): a strict prefix of every such render.
+
+    With a Hugging Face tokenizer the renders' shared head (persona and history, up to the last special
+    token before they differ) is tokenized once: special tokens are split out before anything else, so
+    the text on either side of one tokenizes on its own. Only the tails are tokenized per continuation."""
+    rows_messages = [[*messages, {"role": role, "content": partial + tail}] for tail in CONTINUATIONS]
+    cut = 0
+    specials = _special_tokens(tokenizer)
+    if specials:
+        texts = [render_text(tokenizer, rendered) for rendered in rows_messages]
+        head = "".join(common_prefix(texts))
+        cut = max((head.rfind(token) + len(token) for token in specials if token in head), default=0)
+    if cut == 0:
+        return common_prefix([render_ids(tokenizer, rendered) for rendered in rows_messages])
+    head_ids = tokenizer.encode(texts[0][:cut], add_special_tokens=False)
+    return list(head_ids) + common_prefix([tokenizer.encode(text[cut:], add_special_tokens=False) for text in texts])
+
+
+def _special_tokens(tokenizer: Any) -> list[str]:
+    """The special tokens a Hugging Face tokenizer splits text on first; none for other tokenizers."""
+    try:
+        from transformers import PreTrainedTokenizerBase
+    except ImportError:
+        return []
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        return []
+    return [str(token) for token, added in _added(tokenizer) if added]
+
+
+def _added(tokenizer: Any) -> list[tuple[str, bool]]:
+    """(content, special) of every added token: the ones split out before the model's own tokenization."""
+    return [(token.content, bool(token.special)) for token in tokenizer.added_tokens_decoder.values()]
 
 
 def count_tokens(tokenizer: Any, text: str) -> int:

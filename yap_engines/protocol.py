@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .types import ChatRequest, Delta, EngineHealth
+
+if TYPE_CHECKING:
+    from .dtype import DtypeChoice
 
 
 @runtime_checkable
@@ -55,6 +59,51 @@ class InferenceEngine(Protocol):
 
     async def aclose(self) -> None:
         """Shut the engine down and release its resources. Safe to call twice."""
+        ...
+
+
+# -- optional capabilities -----------------------------------------------------------------------
+# An engine declares each one by providing its methods; callers test with `isinstance(engine, Cap)`
+# (these protocols are runtime-checkable), never by probing attribute names.
+
+
+@dataclass(frozen=True)
+class PrefillResult:
+    """What a warm did: `prompt_tokens` it was given, and `cached_tokens`: how many of them the engine's
+    prefix cache now holds (whole cache blocks; see each adapter), so a later prompt that starts with
+    them skips computing those."""
+
+    prompt_tokens: int
+    cached_tokens: int
+
+
+@runtime_checkable
+class SupportsPrefill(Protocol):
+    """An engine that can warm a prompt: compute `request.prompt_token_ids` into its prefix cache and
+    stream nothing. Cancelling the awaiting task aborts the work in the engine (nothing keeps running);
+    `request.sampling` is ignored (the warm asks for at most one token and discards it)."""
+
+    async def prefill(self, request: ChatRequest) -> PrefillResult:
+        """Warm `request`'s prompt; the prefix-cache tokens it now holds."""
+        ...
+
+
+@runtime_checkable
+class SupportsPrefixCacheReset(Protocol):
+    """An engine whose prefix cache can be dropped (`CACHE_RESET_INTERVAL_SECONDS`)."""
+
+    async def reset_prefix_cache(self) -> bool:
+        """Drop the prefix cache; False when the engine could not do it now."""
+        ...
+
+
+@runtime_checkable
+class ReportsDtype(Protocol):
+    """An engine that chose its weights dtype (`YAP_DTYPE`, `auto` by the processor) and says why."""
+
+    @property
+    def dtype_choice(self) -> DtypeChoice:
+        """The dtype the weights run in and the reason (start-up log, `/status`)."""
         ...
 
 

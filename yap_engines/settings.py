@@ -137,7 +137,8 @@ class EngineSettings(BaseSettings):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
         validation_alias=env_names("YAP_DTYPE", "TRT_DTYPE", "dtype"),
-        description="model weights dtype",
+        description="model weights dtype; auto = bfloat16 on a GPU and on a CPU with native bf16 (avx512_bf16 or "
+        "amx_bf16), float32 on any other CPU",
     )
     seed: int = Field(0, validation_alias=env_names("YAP_SEED", "seed"), description="engine-level random seed")
     vllm_max_num_seqs: int = Field(
@@ -155,6 +156,11 @@ class EngineSettings(BaseSettings):
         True,
         validation_alias=env_names("YAP_VLLM_ENABLE_PREFIX_CACHING", "vllm_enable_prefix_caching"),
         description="vLLM: automatic prefix caching",
+    )
+    vllm_scheduling_policy: Literal["fcfs", "priority"] = Field(
+        "fcfs",
+        validation_alias=env_names("YAP_VLLM_SCHEDULING_POLICY", "vllm_scheduling_policy"),
+        description="vLLM: `priority` runs prompt warms (prefill) at the lowest priority, behind every reply",
     )
     vllm_tensor_parallel_size: int = Field(
         1,

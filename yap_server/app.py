@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from yap_engines import EngineSettings
+from yap_engines.protocol import ReportsDtype
 from yap_engines.tool import ToolSettings
 
 from . import dashboard, docs, embeddings
@@ -156,6 +157,9 @@ async def status(request: Request) -> JSONResponse:
             "engines": {name: part.name for name, part in parts.items()},
             "models": {name: part.model_id for name, part in parts.items()},
             "embeddings_loaded": state.encoder.loaded,
+            "dtype": {
+                name: part.dtype_choice.as_dict() for name, part in parts.items() if isinstance(part, ReportsDtype)
+            },
         }
     )
 

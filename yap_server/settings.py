@@ -153,6 +153,25 @@ class ServerSettings(BaseSettings):
     ws_cancel_window_seconds: float = Field(
         60.0, ge=0, validation_alias=env_names("WS_CANCEL_WINDOW_SECONDS", "ws_cancel_window_seconds")
     )
+    ws_max_prefills_per_window: int = Field(
+        300,
+        ge=0,
+        validation_alias=env_names("WS_MAX_PREFILLS_PER_WINDOW", "ws_max_prefills_per_window"),
+        description="`prefill` frames (interim transcripts) per connection per window; 0 = unlimited",
+    )
+    ws_prefill_window_seconds: float = Field(
+        60.0, ge=0, validation_alias=env_names("WS_PREFILL_WINDOW_SECONDS", "ws_prefill_window_seconds")
+    )
+    ws_warm_after_start: bool = Field(
+        True,
+        validation_alias=env_names("WS_WARM_AFTER_START", "ws_warm_after_start"),
+        description="after a `start`, warm persona and history into the prefix cache for the first message",
+    )
+    ws_warm_after_turn: bool = Field(
+        True,
+        validation_alias=env_names("WS_WARM_AFTER_TURN", "ws_warm_after_turn"),
+        description="after each turn, warm the history with the reply as kept (the spoken part after a barge-in)",
+    )
     chat_prompt_update_max_per_window: int = Field(
         4, ge=0, validation_alias=env_names("CHAT_PROMPT_UPDATE_MAX_PER_WINDOW", "chat_prompt_update_max_per_window")
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from yap_engines import EngineHealth, EngineSettings, InferenceEngine, Sampling, load_engine
+from yap_engines.protocol import SupportsPrefixCacheReset
 from yap_engines.settings import SettingsError
 from yap_engines.tool import ToolClassifier, ToolSettings
 
@@ -70,7 +71,7 @@ def load_parts(
     return parts
 
 
-async def reset_prefix_cache_every(interval_s: float, engine: Any, telemetry: Telemetry) -> None:
+async def reset_prefix_cache_every(interval_s: float, engine: SupportsPrefixCacheReset, telemetry: Telemetry) -> None:
     """`CACHE_RESET_INTERVAL_SECONDS`: reset `engine`'s prefix cache every `interval_s` seconds, each
     reset counted by the cache-reset metric, until cancelled. A failed reset is logged and retried next time."""
     while True:
@@ -90,9 +91,9 @@ def cache_reset_task(engine_settings: EngineSettings, chat: Any, telemetry: Tele
     interval = engine_settings.cache_reset_interval_s
     if not interval or chat is None:
         return None
-    if not callable(getattr(chat, "reset_prefix_cache", None)):
+    if not isinstance(chat, SupportsPrefixCacheReset):
         raise SettingsError(
-            f"CACHE_RESET_INTERVAL_SECONDS={interval:g}: the {getattr(chat, 'name', 'chat')} engine has no "
+            f"CACHE_RESET_INTERVAL_SECONDS={interval:g}: the {chat.name} engine has no "
             "prefix cache to reset (only ENGINE=vllm does); unset it or set it to 0"
         )
     return asyncio.create_task(reset_prefix_cache_every(interval, chat, telemetry), name="yap-cache-reset")

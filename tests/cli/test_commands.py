@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from quant import cli as quant_cli
-from yap_cli import bench, client, demo, harness, install, keys, main, serve, soak, tool
+from yap_cli import bench, bench_voice, client, demo, harness, install, keys, main, serve, soak, tool
 
 COMMANDS = ("serve", "demo", "bench", "client", "quant", "infer", "scenario", "server", "tool", "install", "keys")
-BENCHMARKS = ("stream", "server", "telemetry", "tool", "soak")
+BENCHMARKS = ("stream", "server", "telemetry", "tool", "soak", "voice")
 REGISTERS: list[tuple[ModuleType, tuple[str, ...]]] = [
     (serve, ("serve",)),
     (demo, ("demo",)),
@@ -63,6 +63,7 @@ def test_each_module_registers_its_own_commands(module: ModuleType, names: tuple
 def test_benchmarks_register_under_bench() -> None:
     benches = bench.register(subparsers())
     soak.register(benches)
+    bench_voice.register(benches)
     assert tuple(benches.choices) == BENCHMARKS
     assert benches.choices["soak"].get_default("run").__module__ == soak.__name__
 

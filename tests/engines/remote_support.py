@@ -5,6 +5,7 @@ chat endpoint."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from starlette.routing import Route
 
 from yap_cli.loopback import free_port
 from yap_engines import ChatRequest, Delta, EngineHealth
+from yap_engines.protocol import PrefillResult
 
 API_KEY = "remote-test-key"
 _CHATML = re.compile(r"<\|im_start\|>(\w+)\n(.*?)<\|im_end\|>\n", re.S)
@@ -128,6 +130,11 @@ class ChatMLMessages:
                 messages,
             )
         )
+
+    async def prefill(self, request: ChatRequest) -> PrefillResult:
+        messages = list(request.messages) or self.messages(tuple(request.prompt_token_ids))
+        result: PrefillResult = await self.engine.prefill(dataclasses.replace(request, messages=messages))
+        return result
 
     async def abort(self, request_id: str) -> None:
         await self.engine.abort(request_id)

@@ -16,6 +16,7 @@ import pytest
 
 from yap_engines import ChatRequest, Delta, FakeEngine, InferenceEngine, Sampling, StructuredOutput, normalize_json
 from yap_engines.chat import render_ids
+from yap_engines.protocol import SupportsPrefill
 
 
 class Subject:
@@ -207,3 +208,43 @@ async def test_choice_output_is_exactly_one_option(subject: Subject, prompt_ids:
 async def test_health_is_ok_while_serving(subject: Subject) -> None:
     health = await subject.engine.health()
     assert health.ok, health.detail
+
+
+# -- warms (prefill) -----------------------------------------------------------------------------
+
+
+def warm_messages() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """A persona unique from its first token (engines are shared), and the final prompt's messages after it."""
+    persona = [{"role": "system", "content": uuid.uuid4().hex + " You are a helpful voice assistant." * 40}]
+    return persona, [*persona, {"role": "user", "content": "What is the weather in Austin?"}]
+
+
+async def test_a_warm_caches_the_prompt_for_the_next_request(subject: Subject, demo_tokenizer: Any) -> None:
+    assert isinstance(subject.engine, SupportsPrefill)
+    persona, final = warm_messages()
+    warm_ids = render_ids(demo_tokenizer, persona, add_generation_prompt=False)
+    final_ids = render_ids(demo_tokenizer, final)
+    assert final_ids[: len(warm_ids)] == warm_ids and len(warm_ids) > 300
+    result = await subject.engine.prefill(request_for(warm_ids, subject.sampling(), messages=persona))
+    assert subject.unfinished() == 0
+    assert result.prompt_tokens >= len(warm_ids) and 0 < result.cached_tokens <= result.prompt_tokens
+    usage = (await collect(subject.engine, request_for(final_ids, subject.sampling(max_tokens=2), messages=final)))[
+        -1
+    ].usage
+    assert usage is not None and usage.cached_tokens > 0
+    if subject.engine.name != "openai":  # a remote does not say what it cached; the others count whole blocks
+        assert usage.cached_tokens >= result.cached_tokens
+
+
+async def test_a_cancelled_warm_leaves_nothing_running(subject: Subject, demo_tokenizer: Any) -> None:
+    assert isinstance(subject.engine, SupportsPrefill)
+    persona, _ = warm_messages()
+    ids = render_ids(demo_tokenizer, persona, add_generation_prompt=False)
+    for yields in (0, 1, 3):  # cancelled before it reaches the engine, just after, and while it runs
+        task = asyncio.create_task(subject.engine.prefill(request_for(ids, subject.sampling(), messages=persona)))
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert subject.unfinished() == 0

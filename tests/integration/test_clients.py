@@ -180,6 +180,18 @@ def test_tool_replays_cases_and_fails_on_a_missing_decision(server: str) -> None
     assert strict.returncode == 1 and "below --min-accuracy" in strict.stderr
 
 
+def test_live_sends_interim_lines_as_prefill_and_shows_the_cached_share(server: str) -> None:
+    command = [sys.executable, "-m", "yap_cli", "client", "live", "-p", "Be brief. " * 40]
+    typed = "what is the...\nwhat is the weather in Bos...\nwhat is the weather in Austin\n"
+    out = subprocess.run(command, env=client_env(server), input=typed, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "[warmed: " in out.stdout and "tokens cached]" in out.stdout
+    assert "% of " in out.stdout and "prompt tokens" in out.stdout
+    (turn,) = report_of(out.stdout)["turns"]  # interim lines are no turns
+    assert turn["utterance"] == "what is the weather in Austin" and turn["outcome"] == "done"
+    assert turn["cached_tokens"] > 0 and turn["prompt_tokens"] > turn["cached_tokens"]
+
+
 def test_live_warm_with_an_opener_and_a_refused_connection(server: str) -> None:
     command = [sys.executable, "-m", "yap_cli", "client", "live", "--warm", "-p", "Be brief.", "Do you remember me?"]
     out = subprocess.run(command, env=client_env(server), input="", capture_output=True, text=True, timeout=60)

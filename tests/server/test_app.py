@@ -9,6 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from yap_engines import EngineSettings, FakeEngine
+from yap_engines.dtype import choose_dtype
 from yap_server.app import create_app
 from yap_server.settings import ServerSettings
 
@@ -24,6 +25,21 @@ def test_the_lifespan_builds_the_engine_settings_ask_for() -> None:
         assert client.get("/healthz").json() == {"status": "ok"}
         body = client.get("/status", headers={"X-API-Key": "app-test-key"}).json()
         assert body["engines"] == {"chat": "fake"}
+
+
+class DtypeFake(FakeEngine):
+    """A fake that reports its weights dtype, as the vLLM and TensorRT-LLM engines do."""
+
+    dtype_choice = choose_dtype("auto", accelerator=False, flags={"avx2"})
+
+
+def test_status_shows_the_chosen_dtype_and_why() -> None:
+    with TestClient(create_app(settings(), engines={"chat": DtypeFake()})) as client:
+        body = client.get("/status", headers={"X-API-Key": "app-test-key"}).json()
+    assert body["dtype"]["chat"]["dtype"] == "float32"
+    assert "no native bfloat16" in body["dtype"]["chat"]["reason"]
+    with TestClient(create_app(settings(), engines={"chat": FakeEngine()})) as client:
+        assert client.get("/status", headers={"X-API-Key": "app-test-key"}).json()["dtype"] == {}
 
 
 def test_injected_engines_belong_to_the_caller() -> None:

@@ -306,6 +306,13 @@ SEED_INSTRUMENTS = {  # seed 001 "Metrics Reference": name -> (unit, OTLP data k
 }
 
 
+YAP_INSTRUMENTS = {  # beyond the seed's: prompt warms and the prefix cache's share of each turn's prompt
+    "text_inference.warms_total": ("{warm}", "sum"),
+    "text_inference.warm_tokens_total": ("{token}", "sum"),
+    "text_inference.prompt_cached_share": ("1", "histogram"),
+}
+
+
 def test_a_local_otlp_collector_receives_the_seed_instruments_units_and_dimensions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -327,8 +334,9 @@ def test_a_local_otlp_collector_receives_the_seed_instruments_units_and_dimensio
     metrics, resource = otlp_metrics(posts)
     assert resource["service.name"] == "yap-text-inference-api"
     assert resource["deployment.environment"] == "production"
-    assert sorted(metrics) == sorted(SEED_INSTRUMENTS), "exactly the seed's 27 instruments"
-    for name, (unit, kind) in SEED_INSTRUMENTS.items():
+    expected = {**SEED_INSTRUMENTS, **YAP_INSTRUMENTS}
+    assert sorted(metrics) == sorted(expected), "exactly the seed's 27 instruments and Yap's own"
+    for name, (unit, kind) in expected.items():
         assert (metrics[name].unit, metrics[name].WhichOneof("data")) == (unit, kind), name
     assert point_attributes(metrics["text_inference.requests_total"]) == [{"status": "done"}]
     assert point_attributes(metrics["text_inference.errors_total"]) == [{"error.type": "rate_limited"}]

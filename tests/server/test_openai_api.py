@@ -97,6 +97,23 @@ async def test_models_and_a_plain_completion() -> None:
     assert reply.usage.total_tokens == prompt_tokens + len(split_pieces(text))
 
 
+async def test_usage_reports_the_prompt_tokens_served_from_the_prefix_cache() -> None:
+    engine = FakeEngine(text="Fine.", cache_block_size=16)
+    persona = {"role": "system", "content": "You are a brief and friendly voice assistant. " * 12}
+    async with openai_server(engine) as base:
+        client = sdk(base)
+        first = await client.chat.completions.create(
+            model="fake", messages=[persona, {"role": "user", "content": "Hi"}]
+        )
+        again = await client.chat.completions.create(
+            model="fake", messages=[persona, {"role": "user", "content": "Yo"}]
+        )
+    assert first.usage is not None and again.usage is not None
+    assert first.usage.prompt_tokens_details is not None and first.usage.prompt_tokens_details.cached_tokens == 0
+    cached = again.usage.prompt_tokens_details.cached_tokens  # type: ignore[union-attr]
+    assert cached is not None and 64 <= cached < again.usage.prompt_tokens and cached % 16 == 0
+
+
 async def test_streaming_chunks_finish_usage_and_done() -> None:
     text = "One two three four five six."
     engine = FakeEngine(text=text)

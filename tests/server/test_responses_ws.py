@@ -438,3 +438,34 @@ async def test_the_demo_model_on_vllm_streams_and_cancels(vllm_engine: Any) -> N
             final = (await probe.until_final())[-1]
             assert final["response"]["incomplete_details"] == {"reason": "cancelled"}
             assert vllm_engine.num_unfinished_requests() == 0
+
+
+# -- generate: false (a warm) ----------------------------------------------------------------------
+
+
+async def test_generate_false_warms_answers_no_output_and_chains(probe_factory: Any) -> None:
+    engine = FakeEngine(text="Sunny and warm.", cache_block_size=16)
+    probe = await probe_factory(engine)
+    persona = "You are a brief and friendly voice assistant who answers in one short sentence. " * 8
+    events = await probe.respond(instructions=persona, input=[user("hi")], generate=False)
+    assert [e["type"] for e in events] == ["response.created", "response.completed"]
+    warmed = events[-1]["response"]
+    assert warmed["output"] == []
+    usage = warmed["usage"]
+    assert usage["output_tokens"] == 0 and usage["input_tokens"] > 64
+    assert usage["input_tokens_details"]["cached_tokens"] == usage["input_tokens"] - usage["input_tokens"] % 16
+    assert engine.requests_started == 0 and engine.prefills_completed == 1
+    events = await probe.respond(
+        instructions=persona, previous_response_id=warmed["id"], input=[user("what is the weather?")]
+    )
+    final = events[-1]["response"]
+    assert output_text(final) == "Sunny and warm."
+    assert final["usage"]["input_tokens_details"]["cached_tokens"] >= usage["input_tokens_details"]["cached_tokens"]
+    assert engine.num_unfinished_requests() == 0
+
+
+async def test_generate_false_without_chat_is_not_deployed(probe_factory: Any) -> None:
+    probe = await probe_factory(FakeEngine(), {"tool": KeywordClassifier()}, deploy_mode="tool")
+    events = await probe.respond(input=[user("hi")], generate=False)
+    assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "not_deployed"
+    assert "generate" in events[-1]["error"]["message"]

@@ -98,6 +98,16 @@ class TurnResult:
         return (self.usage or {}).get("completion_tokens")
 
     @property
+    def prompt_tokens(self) -> int | None:
+        """The prompt's length in tokens, from the terminal frame's usage (None without one)."""
+        return (self.usage or {}).get("prompt_tokens")
+
+    @property
+    def cached_tokens(self) -> int | None:
+        """How many prompt tokens came from the engine's prefix cache (None without usage)."""
+        return (self.usage or {}).get("cached_tokens")
+
+    @property
     def toolcall(self) -> dict[str, Any] | None:
         """The payload of the turn's `toolcall` frame (None when none came)."""
         return next((f["payload"] for f in self.frames if f["type"] == "toolcall"), None)

@@ -3,6 +3,11 @@
 `--persona/-p` is the system prompt (chat_prompt), `--warm` starts from the pre-built history (recall),
 `--recv-timeout`/`--timeout` bounds the wait for the end of a reply, `--max-tokens` caps each reply,
 and an optional positional opener is sent first.
+
+Interim transcripts: a line ending in `...` is what a speech-to-text service streams while the user is
+still speaking. It is sent as a `prefill` (the server warms the prompt the next message will send) and
+is no turn; the next plain line is the final message. Each reply shows the share of its prompt the
+prefix cache served.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from .options import session
 from .report import ms as _ms
 from .scripts import WARM_HISTORY
 
+INTERIM_SUFFIX = "..."  # a line ending so is an interim transcript: sent as `prefill`, not as a turn
 PING_EVERY_S = 20.0  # `yap client live` pings a quiet session well inside the server's idle timeout
 
 
@@ -29,6 +35,8 @@ def _row(turn: TurnResult) -> dict[str, Any]:
         "ttfb_ms": None if turn.ttfb_ms is None else round(turn.ttfb_ms, 1),
         "text": turn.text,
         "completion_tokens": turn.completion_tokens,
+        "prompt_tokens": turn.prompt_tokens,
+        "cached_tokens": turn.cached_tokens,
     }
     if turn.spoken_text is not None:
         row["spoken_text"] = turn.spoken_text
@@ -95,7 +103,11 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
             payload = frame["payload"]
             if turn is running:
                 detail = payload.get("message") or payload.get("finish_reason") or payload.get("reason")
-                say(f"\n  [{turn.outcome}: {detail}; first token {_ms(turn.ttfb_ms)}]", flush=True)
+                cache = ""
+                if turn.prompt_tokens:
+                    share = (turn.cached_tokens or 0) / turn.prompt_tokens
+                    cache = f"; cached {share:.0%} of {turn.prompt_tokens} prompt tokens"
+                say(f"\n  [{turn.outcome}: {detail}; first token {_ms(turn.ttfb_ms)}{cache}]", flush=True)
 
         line_task: asyncio.Task[str | None] | None = None
         frame_task = asyncio.create_task(client.recv())
@@ -117,6 +129,9 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
                     line, line_task = line_task.result(), None
                     if line is None:
                         ended = True
+                    elif line.rstrip().endswith(INTERIM_SUFFIX):  # still speaking: warm, no turn
+                        interim = line.rstrip().removesuffix(INTERIM_SUFFIX).strip()
+                        await client.send("prefill", f"prefill-{uuid.uuid4().hex[:8]}", user_utterance=interim)
                     elif line.strip():
                         if running is not None:
                             running.spoken_text = running.text  # the user heard what was shown
@@ -138,7 +153,10 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
                     turn = by_id.get(str(frame.get("request_id")))
                     kind = frame["type"]
                     if turn is None:
-                        if kind == "error":
+                        if kind == "ack" and frame["payload"].get("for") == "prefill":
+                            warmed = frame["payload"]
+                            say(f"  [warmed: {warmed['cached_tokens']} of {warmed['prompt_tokens']} tokens cached]")
+                        elif kind == "error":
                             say(f"\n  [error: {frame['payload'].get('message')}]", flush=True)
                         continue
                     if kind == "token" and turn is running:

@@ -6,6 +6,12 @@ behave like a real backend where it matters: deltas only, `max_tokens` -> "lengt
 -> "stop", cancellation and `abort()` free the request at once, usage with simulated prefix-cache
 hits (whole blocks of a previously seen prompt), and an optional failure after N tokens.
 
+Prefix cache, modelled: every prompt an engine has computed (a reply's, or a warm's through
+`prefill`) is remembered, and a later prompt's `cached_tokens` is its longest common prefix with one
+of them, cut down to whole blocks of `cache_block_size` (and never the last prompt token), as vLLM
+reports it. `prefill` takes `prefill_delay_s` (abortable, counted as running) and then holds the
+prompt's whole blocks.
+
 Coalescing, as vLLM does it: the first token is a delta of its own; after it, a delta goes out every
 `stream_interval` tokens (vLLM's `stream_interval`), and tokens that fell due while the consumer was
 busy (a paced engine whose reader is slower than its rate) go out together in one delta, as vLLM's
@@ -26,6 +32,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 from ..errors import EngineDeadError, GenerationError, InvalidRequestError, UnsupportedFeature
+from ..protocol import PrefillResult
 from ..types import ChatRequest, Delta, EngineHealth, FinishReason, StructuredOutput, Usage
 from ._schema import example_for_schema
 from ._text import FakeTokenizer, find_stop, held_back, piece_token_id, split_pieces
@@ -87,6 +94,8 @@ class _StreamingFake:
         tokenizer: Any = None,
         max_model_len: int | None = None,
         stream_interval: int = 1,
+        prefill_delay_s: float = 0.0,
+        prefill_s_per_token: float = 0.0,
     ) -> None:
         if stream_interval < 1:
             raise ValueError(f"stream_interval must be at least 1, got {stream_interval}")
@@ -102,6 +111,10 @@ class _StreamingFake:
         self._seen_prompts: deque[tuple[int, ...]] = deque(maxlen=64)
         self._dead_reason: str | None = None
         self.requests_started = 0
+        self.prefill_delay_s = prefill_delay_s
+        self.prefill_s_per_token = prefill_s_per_token
+        self.prefills_started = 0
+        self.prefills_completed = 0
 
     # -- subclass hook ---------------------------------------------------------------------------
     def _pieces(self, request: ChatRequest) -> AsyncIterator[str]:
@@ -131,13 +144,14 @@ class _StreamingFake:
         run = self._running[rid] = _Run()
         self.requests_started += 1
         usage_cached = self._cached_tokens(request.prompt_token_ids)
+        compute_s = (len(request.prompt_token_ids) - usage_cached) * self.prefill_s_per_token
         sampling = request.sampling
         text, emitted, count, sent = "", 0, 0, 0
         held: list[int] = []  # token ids not yet sent in a delta
         finish: FinishReason = "stop"
         loop = asyncio.get_running_loop()
         try:
-            await run.pause(self.first_token_delay_s)
+            await run.pause(self.first_token_delay_s + compute_s)
             # Pace by deadline (token n is due n/rate after the first), so the rate holds even when
             # the event loop's timers are coarser than one token interval.
             paced_from = loop.time()
@@ -178,6 +192,39 @@ class _StreamingFake:
             self._running.pop(rid, None)
             await pieces.aclose()  # type: ignore[attr-defined]
 
+    async def prefill(self, request: ChatRequest) -> PrefillResult:
+        """Warm the prompt: after `prefill_delay_s` (abortable) its whole blocks are cached. Cancelled or
+        aborted, nothing stays running, and only the whole blocks computed so far (at `prefill_s_per_token`)
+        stay cached."""
+        if self._dead_reason is not None:
+            raise EngineDeadError(f"{self.name} engine is dead: {self._dead_reason}")
+        rid = request.request_id
+        if rid in self._running:
+            raise InvalidRequestError(f"request_id {rid!r} is already running; use a fresh id per request")
+        run = self._running[rid] = _Run()
+        self.prefills_started += 1
+        prompt = tuple(request.prompt_token_ids)
+        known = self._common_prefix(prompt)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        completed = False
+        try:
+            await run.pause(self.prefill_delay_s + (len(prompt) - known) * self.prefill_s_per_token)
+            if run.aborted:
+                return PrefillResult(len(prompt), 0)
+            completed = True
+            self._seen_prompts.append(prompt)
+            self.prefills_completed += 1
+            return PrefillResult(len(prompt), len(prompt) - len(prompt) % self.cache_block_size)
+        finally:
+            self._running.pop(rid, None)
+            if not completed and self.prefill_s_per_token > 0:
+                # Cut short: the tokens computed so far stay cached (whole blocks), as in vLLM.
+                computed = int((loop.time() - began - self.prefill_delay_s) / self.prefill_s_per_token)
+                done = known + max(0, computed)
+                if done >= self.cache_block_size:
+                    self._seen_prompts.append(prompt[: done - done % self.cache_block_size])
+
     async def abort(self, request_id: str) -> None:
         run = self._running.get(request_id)
         if run is not None:
@@ -201,7 +248,8 @@ class _StreamingFake:
         await self.aclose()
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _cached_tokens(self, prompt: Sequence[int]) -> int:
+    def _common_prefix(self, prompt: Sequence[int]) -> int:
+        """The longest prefix `prompt` shares with a prompt this engine has computed."""
         best = 0
         for seen in self._seen_prompts:
             common = 0
@@ -210,6 +258,10 @@ class _StreamingFake:
                     break
                 common += 1
             best = max(best, common)
+        return best
+
+    def _cached_tokens(self, prompt: Sequence[int]) -> int:
+        best = self._common_prefix(prompt)
         self._seen_prompts.append(tuple(prompt))
         # Like a real prefix cache: whole blocks only, and the last prompt token is always computed.
         best = min(best, len(prompt) - 1)
@@ -265,7 +317,8 @@ class FakeEngine(_StreamingFake):
     ) -> None:
         """`options` are the streaming knobs shared with `FunctionEngine`: `tokens_per_s`,
         `first_token_delay_s`, `fail_after`, `cache_block_size`, `model_id`, `tokenizer`, `max_model_len`,
-        `stream_interval`."""
+        `stream_interval`, `prefill_delay_s`, `prefill_s_per_token` (the compute time of each prompt token
+        the cache does not hold, before the first token and in a warm)."""
         super().__init__(**options)
         if script is not None and not script:
             raise ValueError("script must hold at least one reply")

@@ -24,6 +24,9 @@ Contract, beyond `InferenceEngine`:
   (nothing was sent yet); nothing is retried once a request went out. Non-2xx answers raise
   `RemoteStatusError` (`.status_code`), a silent server past `YAP_OPENAI_READ_TIMEOUT_S`
   `RemoteTimeoutError`, a body that is not the chat-completions stream `RemoteProtocolError`.
+- **Warms.** `prefill` sends the request's messages with `max_tokens=1` and drops the token: the
+  server renders them and its own prefix cache keeps what it computed. The remote does not say
+  what it cached; `cached_tokens` reports the prompt tokens it was given, an upper bound.
 - **Cancellation.** Each stream is read by one task that owns the HTTP response; cancelling or
   closing the generator, or `abort(request_id)`, cancels it, which closes the connection — the
   server sees the disconnect and aborts the request. `num_unfinished_requests()` counts open streams.
@@ -33,13 +36,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ..errors import EngineDeadError, GenerationError, InvalidRequestError
-from ..types import ChatRequest, Delta, EngineHealth, FinishReason
+from ..protocol import PrefillResult
+from ..types import ChatRequest, Delta, EngineHealth, FinishReason, Sampling
 from ._openai_wire import (
     CHAT_PATH,
     FINISH,
@@ -183,6 +188,17 @@ class RemoteEngine:
             except httpx.TimeoutException as exc:
                 raise RemoteTimeoutError(f"{self.base_url} timed out: {exc!r}") from exc
         raise AssertionError("unreachable")
+
+    async def prefill(self, request: ChatRequest) -> PrefillResult:
+        """Warm the remote's prefix cache: the request's messages with `max_tokens=1`, the token dropped.
+        Cancelling closes the connection, which aborts the request on the server."""
+        warm = dataclasses.replace(request, sampling=Sampling(temperature=0.0, max_tokens=1))
+        usage = None
+        async with contextlib.aclosing(self.generate(warm)) as stream:
+            async for delta in stream:
+                usage = delta.usage or usage
+        prompt = usage.prompt_tokens if usage is not None else len(request.prompt_token_ids)
+        return PrefillResult(prompt, prompt)
 
     async def generate(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         if self._closed:

@@ -7,6 +7,10 @@ Sampling is translated with nothing dropped: `max_tokens` and temperature/top-p/
 explicit (TensorRT-LLM otherwise stops at 32 tokens, greedily), `logit_bias` becomes an
 `embedding_bias` tensor over the vocabulary, `choice` becomes an anchored regex. A prebuilt engine
 dir (config.json with `build_config`, `rank*.engine`) runs on the TensorRT-engine backend instead.
+
+Weights dtype: `YAP_DTYPE=auto` is bfloat16 (TensorRT-LLM runs on a GPU). Warms (`prefill`): block
+reuse keeps whole KV blocks of `tokens_per_block`, so a warm sends the prompt's whole blocks with
+`max_tokens=1` and drops the token; the LLM API has no request priority, so it runs as any request.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import random
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..dtype import DtypeChoice, choose_dtype
 from ..errors import (
     BackendUnavailableError,
     ContextTooLongError,
@@ -31,12 +37,15 @@ from ..errors import (
     InvalidSamplingError,
     UnsupportedFeature,
 )
+from ..protocol import PrefillResult
 from ..settings import SettingsError
-from ..types import ChatRequest, Delta, EngineHealth, FinishReason, StructuredOutput, Usage
+from ..types import ChatRequest, Delta, EngineHealth, FinishReason, Sampling, StructuredOutput, Usage
 from ._text import held_back
 
 if TYPE_CHECKING:
     from ..settings import EngineSettings
+
+log = logging.getLogger("yap.engines.trt")
 
 try:
     import tensorrt_llm
@@ -152,6 +161,11 @@ def use_engine_backend(settings: EngineSettings) -> bool:
     return settings.trt_legacy_engine if settings.trt_legacy_engine is not None else is_engine_dir(model)
 
 
+def trt_dtype(settings: EngineSettings) -> DtypeChoice:
+    """`YAP_DTYPE` for TensorRT-LLM: `auto` is bfloat16, as on every GPU."""
+    return choose_dtype(settings.dtype, accelerator=True, flags=())
+
+
 def llm_kwargs(settings: EngineSettings, limits: TrtLimits, *, engine_backend: bool, prebuilt: bool) -> dict[str, Any]:
     """The keyword arguments of `LLM(...)`: every limit explicit, block reuse on, xgrammar enabled."""
     kv_dtype = KV_CACHE_DTYPES.get(settings.kv_dtype)
@@ -169,7 +183,7 @@ def llm_kwargs(settings: EngineSettings, limits: TrtLimits, *, engine_backend: b
     }
     if prebuilt:  # lengths and dtype are baked into the engine; passing them again only logs warnings
         return kwargs
-    kwargs.update(dtype=settings.dtype, max_input_len=limits.max_input_len, max_seq_len=limits.max_seq_len)
+    kwargs.update(dtype=trt_dtype(settings).dtype, max_input_len=limits.max_input_len, max_seq_len=limits.max_seq_len)
     if engine_backend:  # TensorRT-LLM compiles an engine first: build it for the ceiling, run at batch_size
         kwargs["build_config"] = BuildConfig(
             max_batch_size=limits.max_batch_size,
@@ -265,8 +279,20 @@ class TrtEngine:
 
     name = "trt"
 
-    def __init__(self, llm: Any, *, limits: TrtLimits, vocab_size: int, model_id: str, seed: int = 0) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        *,
+        limits: TrtLimits,
+        vocab_size: int,
+        model_id: str,
+        seed: int = 0,
+        tokens_per_block: int = 32,
+        dtype_choice: DtypeChoice | None = None,
+    ) -> None:
         self._llm = llm
+        self.tokens_per_block = tokens_per_block
+        self.dtype_choice = dtype_choice or DtypeChoice("auto", "the engine's own")
         self.limits = limits
         self.vocab_size = vocab_size
         self.model_id = model_id
@@ -284,6 +310,8 @@ class TrtEngine:
         limits = TrtLimits.resolve(settings, baked_build_config(model) if prebuilt else None)
         kwargs = llm_kwargs(settings, limits, engine_backend=engine_backend, prebuilt=prebuilt)
         llm_class = _engine_llm_class() if engine_backend else LLM
+        choice = DtypeChoice("baked into the engine", "prebuilt engine") if prebuilt else trt_dtype(settings)
+        log.info("TensorRT-LLM weights dtype: %s (%s)", choice.dtype, choice.reason)
         try:
             llm = llm_class(**kwargs)
         except (ValueError, RuntimeError) as exc:
@@ -291,7 +319,15 @@ class TrtEngine:
         if llm.tokenizer is None:
             llm.shutdown()
             raise EngineError(f"TensorRT-LLM found no tokenizer for {model}; put the model's tokenizer files there")
-        return cls(llm, limits=limits, vocab_size=model_vocab_size(model, prebuilt), model_id=model, seed=settings.seed)
+        return cls(
+            llm,
+            limits=limits,
+            vocab_size=model_vocab_size(model, prebuilt),
+            model_id=model,
+            seed=settings.seed,
+            tokens_per_block=int(kwargs["kv_cache_config"].tokens_per_block),
+            dtype_choice=choice,
+        )
 
     @property
     def llm(self) -> Any:
@@ -371,6 +407,19 @@ class TrtEngine:
             raise
         finally:
             self._running.pop(rid, None)
+
+    async def prefill(self, request: ChatRequest) -> PrefillResult:
+        """Warm the prompt's whole blocks (`tokens_per_block`): one discarded greedy token. Cancelling aborts
+        the request (`result.abort()`); blocks already computed stay reusable."""
+        ids = list(request.prompt_token_ids)
+        whole = len(ids) - len(ids) % self.tokens_per_block
+        if whole == 0:
+            return PrefillResult(len(ids), 0)
+        warm = ChatRequest(request.request_id, ids[:whole], Sampling(temperature=0.0, max_tokens=1))
+        async with contextlib.aclosing(self.generate(warm)) as stream:
+            async for _ in stream:
+                pass
+        return PrefillResult(len(ids), whole)
 
     @staticmethod
     def _abort_result(result: Any) -> None:

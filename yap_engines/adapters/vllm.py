@@ -3,17 +3,25 @@
 Token ids in, deltas out (`RequestOutputKind.DELTA`); cancelling or closing the stream aborts the
 request in the engine; structured outputs through `StructuredOutputsParams`; usage with
 prefix-cache hits (`num_cached_tokens`).
+
+Warms (`prefill`): vLLM caches only *full* KV blocks (`cache_config.block_size`: 16 on GPU, 128 on
+the CPU build), so a warm sends the prompt cut down to its whole blocks, asks for one token and drops
+it. The cut-off tail could not have been cached anyway; the real request computes it. With
+`YAP_VLLM_SCHEDULING_POLICY=priority` a warm runs at the lowest priority, behind every reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..dtype import DtypeChoice, choose_dtype, cpu_flags
 from ..errors import BackendUnavailableError, EngineDeadError, GenerationError, InvalidRequestError
-from ..types import ChatRequest, Delta, EngineHealth, FinishReason, StructuredOutput, Usage
+from ..protocol import PrefillResult
+from ..types import ChatRequest, Delta, EngineHealth, FinishReason, Sampling, StructuredOutput, Usage
 
 if TYPE_CHECKING:
     from ..settings import EngineSettings
@@ -30,6 +38,13 @@ except ImportError as exc:  # pragma: no cover - exercised only where vllm is mi
     raise BackendUnavailableError(
         'vLLM is not installed: run `make install`, or `pip install "yap[cpu]"` (CPU) / `pip install "yap[vllm]"` (GPU)'
     ) from exc
+
+log = logging.getLogger("yap.engines.vllm")
+
+WARM_PRIORITY = 2**31 - 1
+"""A warm's priority under vLLM's `priority` scheduling policy (lower values run first): the lowest."""
+WARM_SAMPLING = Sampling(temperature=0.0, max_tokens=1)
+"""A warm asks for one greedy token, which it discards."""
 
 _FINISH: dict[str | None, FinishReason] = {
     "stop": "stop",
@@ -89,10 +104,11 @@ class VllmEngine:
 
     name = "vllm"
 
-    def __init__(self, engine: Any, *, model_id: str) -> None:
+    def __init__(self, engine: Any, *, model_id: str, dtype_choice: DtypeChoice | None = None) -> None:
         self._engine = engine
         self.model_id = model_id
         self._closed = False
+        self._dtype_choice = dtype_choice
 
     @staticmethod
     def is_cpu() -> bool:
@@ -100,6 +116,12 @@ class VllmEngine:
         from vllm.platforms import current_platform
 
         return bool(current_platform.is_cpu())
+
+    @classmethod
+    def dtype_for(cls, settings: EngineSettings) -> DtypeChoice:
+        """`YAP_DTYPE` resolved for this machine (`auto`: by the GPU, or by the CPU's flags)."""
+        on_cpu = cls.is_cpu()
+        return choose_dtype(settings.dtype, accelerator=not on_cpu, flags=cpu_flags() if on_cpu else ())
 
     @classmethod
     def engine_args(cls, settings: EngineSettings) -> Any:
@@ -113,9 +135,11 @@ class VllmEngine:
         else:
             memory = {"gpu_memory_utilization": settings.chat_gpu_frac}
         eager = settings.vllm_enforce_eager if settings.vllm_enforce_eager is not None else on_cpu
+        dtype: Any = cls.dtype_for(settings).dtype  # one of vLLM's names: bfloat16, float16, float32
         return AsyncEngineArgs(
             model=settings.resolved_model(),
-            dtype=settings.dtype,
+            dtype=dtype,
+            scheduling_policy=settings.vllm_scheduling_policy,
             kv_cache_dtype=settings.kv_dtype,
             max_model_len=settings.max_model_len,
             max_num_seqs=settings.vllm_max_num_seqs,
@@ -136,13 +160,28 @@ class VllmEngine:
     @classmethod
     def from_settings(cls, settings: EngineSettings) -> VllmEngine:
         """Start vLLM for `settings` (slow: loads weights, starts the engine-core process)."""
-        return cls.from_engine_args(cls.engine_args(settings))
+        choice = cls.dtype_for(settings)
+        log.info("vLLM weights dtype: %s (%s)", choice.dtype, choice.reason)
+        return cls.from_engine_args(cls.engine_args(settings), dtype_choice=choice)
 
     @classmethod
-    def from_engine_args(cls, args: Any) -> VllmEngine:
+    def from_engine_args(cls, args: Any, *, dtype_choice: DtypeChoice | None = None) -> VllmEngine:
         with _map_errors():
             engine = AsyncLLM.from_engine_args(args)
-        return cls(engine, model_id=str(args.model))
+        return cls(engine, model_id=str(args.model), dtype_choice=dtype_choice)
+
+    @property
+    def dtype_choice(self) -> DtypeChoice:
+        """The weights dtype and why (`YAP_DTYPE`; `auto` follows the processor)."""
+        if self._dtype_choice is None:  # built from engine args directly: report what vLLM loaded
+            loaded = str(self._engine.model_config.dtype).removeprefix("torch.")
+            self._dtype_choice = DtypeChoice(loaded, "set in the engine args")
+        return self._dtype_choice
+
+    @property
+    def cache_block_size(self) -> int:
+        """Tokens per KV-cache block: the prefix cache's unit (only full blocks are cached)."""
+        return int(self._engine.vllm_config.cache_config.block_size)
 
     @property
     def tokenizer(self) -> Any:
@@ -157,14 +196,31 @@ class VllmEngine:
         """Requests the engine still tracks (0 once every stream has finished or been aborted)."""
         return int(self._engine.output_processor.get_num_unfinished_requests())
 
-    async def generate(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
+    def generate(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
+        return self._stream(request, priority=0)
+
+    async def prefill(self, request: ChatRequest) -> PrefillResult:
+        """Warm the prompt's whole blocks (see the module doc); one discarded token at the lowest priority.
+        Cancelling aborts the request in vLLM; blocks it already computed stay cached."""
+        ids = list(request.prompt_token_ids)
+        whole = len(ids) - len(ids) % self.cache_block_size
+        if whole == 0:
+            return PrefillResult(len(ids), 0)
+        warm = ChatRequest(request.request_id, ids[:whole], WARM_SAMPLING, session_id=request.session_id)
+        priority = WARM_PRIORITY if self._engine.vllm_config.scheduler_config.policy == "priority" else 0
+        async with contextlib.aclosing(self._stream(warm, priority=priority)) as stream:
+            async for _ in stream:
+                pass
+        return PrefillResult(len(ids), whole)
+
+    async def _stream(self, request: ChatRequest, *, priority: int) -> AsyncGenerator[Delta, None]:
         if self._closed:
             raise EngineDeadError("the vLLM engine is closed")
         with _map_errors():
             params = sampling_params(request)
         prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
         rid = request.request_id
-        stream = self._engine.generate(prompt, params, rid)
+        stream = self._engine.generate(prompt, params, rid, priority=priority)
         completion_tokens = 0
         try:
             with _map_errors():

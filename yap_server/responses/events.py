@@ -127,6 +127,7 @@ class ResponseCreate(BaseModel):
     frequency_penalty: float | None = None
     stop: list[str] | None = None
     logit_bias: dict[int, float] | None = None
+    generate: bool = True  # false: warm the conversation into the prefix cache, answer with no output
     # accepted and without effect here: no server-side storage, no reasoning in output, text only
     store: bool | None = None
     stream: bool | None = None

@@ -18,6 +18,7 @@ from yap_engines import ContextTooLongError
 from yap_engines.chat import fit_prompt
 from yap_engines.errors import InvalidSamplingError
 from yap_engines.function_tools import tool_messages
+from yap_engines.protocol import SupportsPrefill
 from yap_engines.tool_calls import detect_parser, template_renders_tools
 
 from ..connection import Connection, serve_websocket
@@ -140,7 +141,14 @@ class ResponsesRoute:
             raise WireError("invalid_sampling", f"{exc}{hint}", extra={"param": key}) from None
         check_outputs(conversation)
         tools = client_tools(event, settings.responses_tool_name)
-        tool = self._tool_check(event, conversation, new_items)
+        tool = self._tool_check(event, conversation, new_items) if event.generate else None
+        if not event.generate and not isinstance(app.chat, SupportsPrefill):
+            raise WireError(
+                "not_deployed",
+                "generate: false warms the chat model's prefix cache, and this server deploys no chat model that "
+                f"can (DEPLOY_MODE={settings.deploy_mode}); send the request with generate: true",
+                extra={"param": "generate"},
+            )
         if app.chat is None and tool is None:
             raise WireError(
                 "not_deployed",
@@ -183,7 +191,7 @@ class ResponsesRoute:
         return ResponseRun(
             response, conversation, prompt, sampling, tool, self.send_event, telemetry, chat=app.chat,
             tokenizer=app.tokenizer, flush_s=app.stream_flush_s, gate=self.conn.quota,
-            tool_calls=parser, guided=guided,
+            tool_calls=parser, guided=guided, generate=event.generate,
         )  # fmt: skip
 
     def _tool_check(self, event: ResponseCreate, conversation: list[Any], new_items: list[Any]) -> ToolCheck | None:

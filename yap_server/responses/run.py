@@ -17,19 +17,21 @@ trailing whitespace, so `output` equals what was streamed and what a client stor
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from yap_engines import ChatRequest, InferenceEngine, Sampling, StructuredOutput, Usage
-from yap_engines.chat import FittedPrompt
+from yap_engines import ChatRequest, EngineError, InferenceEngine, Sampling, StructuredOutput, Usage
+from yap_engines.chat import FittedPrompt, stable_prefix
+from yap_engines.protocol import SupportsPrefill
 from yap_engines.thinking import ThinkSplit
 from yap_engines.tool_calls import ToolCall, ToolCallParser
 
 from ..connection import Terminal
 from ..quotas import QuotaExceededError, QuotaGate
-from ..streaming import Classifier, Generation, Piece, ToolVerdict
+from ..streaming import Classifier, Generation, Piece, ToolVerdict, failure_for
 from .conversation import EndedResponse, Item
 from .events import (
     FunctionCallOutput,
@@ -104,6 +106,7 @@ class ResponseRun:
     gate: QuotaGate | None = None  # the connection key's quota (`Generation.gate`)
     tool_calls: ToolCallParser | None = None  # the client's function tools: their calls parsed from the reply
     guided: StructuredOutput | None = None  # a forced call (`tool_choice` required or named)
+    generate: bool = True  # False: a warm (`generate: false`), answered with no output
     _message: MessageOutput | None = field(default=None, repr=False)  # the open message, if any
     _verdict: ToolVerdict | None = field(default=None, repr=False)
     _generation: Generation | None = field(default=None, repr=False)
@@ -212,6 +215,9 @@ class ResponseRun:
             check = self.tool
             self._verdict = ToolVerdict(check.classifier, check.history, check.utterance, self.telemetry)
         try:
+            if not self.generate:
+                await self._warm()
+                return
             if self.chat is None or self.prompt is None:
                 if await self._decided_to_call():
                     await self._complete_with_call()
@@ -292,6 +298,30 @@ class ResponseRun:
             await self._complete_with_model_calls(generation.usage)
         else:
             await self._complete(generation.finish_reason or "stop", generation.usage)
+
+    async def _warm(self) -> None:
+        """`generate: false`: compute the conversation, up to where the next user message will start, into the
+        prefix cache (OpenAI's "prepare state"); then `response.completed` with no output and 0 output tokens.
+        Its id chains with `previous_response_id` like any response's."""
+        assert isinstance(self.chat, SupportsPrefill) and self.prompt is not None
+        ids = stable_prefix(self.tokenizer, self.prompt.messages, "user", "")
+        request = ChatRequest(self.engine_request_id, ids, session_id=self.response.id, messages=self.prompt.messages)
+        telemetry = self.telemetry.connection.telemetry
+        telemetry.warm_started("responses")
+        try:
+            result = await self.chat.prefill(request)
+        except asyncio.CancelledError:
+            telemetry.warm_ended("responses", "cancelled")
+            raise
+        except EngineError as exc:
+            telemetry.warm_ended("responses", "error")
+            failure = failure_for(exc)
+            await self._fail("server_error" if failure.status >= 500 else failure.openai_code, failure.message)
+            return
+        telemetry.warm_ended("responses", "completed", result.prompt_tokens)
+        self.response.status = "completed"
+        self.response.usage = ResponseUsage.of(result.prompt_tokens, 0, result.cached_tokens)
+        await self._terminal("response.completed", "done")
 
     async def emit(self, piece: ThinkSplit) -> bool:
         """The answer text as `response.output_text.delta` events, the model's calls as `function_call`

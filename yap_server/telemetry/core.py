@@ -40,6 +40,10 @@ and dimension keys (`text_inference.ttft` ..., `status`, `error.type`, `gpu.devi
     yap_limits_backend_failures_total{mode} counter   rate-limit store (Redis) calls that failed (open/closed)
     yap_tool_classifications_total{status} counter    tool decisions (yes/no)
     yap_cache_resets_total                 counter    prefix-cache resets
+    yap_warms_total{event,kind}            counter    prompt warms: started/completed/superseded/cancelled/error,
+                                                      by what started them (prefill/start/turn)
+    yap_warm_tokens_total                  counter    prompt tokens of completed warms
+    yap_prompt_cached_share                histogram  share of each /ws turn's prompt served from the prefix cache
     yap_active_connections                 gauge
     yap_active_generations                 gauge
     yap_gpu_memory_{used,free,total}_bytes{gpu}, yap_gpu_utilization_percent{gpu}   NVML, when present
@@ -174,6 +178,22 @@ class Telemetry:
 
     def cache_reset(self) -> None:
         self._count(self.prom.cache_resets, "text_inference.cache_resets_total")
+
+    def warm_started(self, kind: str) -> None:
+        self._count(self.prom.warms, "text_inference.warms_total", event="started", kind=kind)
+
+    def warm_ended(self, kind: str, event: str, prompt_tokens: int = 0) -> None:
+        """A warm ended: `completed` (with its prompt tokens), `superseded`, `cancelled` or `error`."""
+        self._count(self.prom.warms, "text_inference.warms_total", event=event, kind=kind)
+        if prompt_tokens:
+            self._count(self.prom.warm_tokens, "text_inference.warm_tokens_total", prompt_tokens)
+
+    def prompt_cached(self, prompt_tokens: int, cached_tokens: int) -> None:
+        """A /ws turn's prompt: the share of it the prefix cache served."""
+        if prompt_tokens > 0:
+            self._observe(
+                self.prom.prompt_cached_share, "text_inference.prompt_cached_share", cached_tokens / prompt_tokens
+            )
 
     def tool_classified(self, status: str, latency_s: float) -> None:
         self._count(self.prom.tool, "text_inference.tool_classifications_total", status=status)

@@ -43,6 +43,10 @@ INSTRUMENTS: dict[str, tuple[Kind, str, str]] = {
     "text_inference.cache_resets_total": ("counter", "{reset}", "vLLM prefix-cache resets"),
     "text_inference.active_connections": ("up_down", "{connection}", "Current WebSocket connections"),
     "text_inference.active_generations": ("up_down", "{generation}", "Currently running generations"),
+    # Yap's own, beyond the seed's: prompt warms (`prefill`) and how much of each prompt the cache served.
+    "text_inference.warms_total": ("counter", "{warm}", "Prompt warms (event: started/completed/superseded/...)"),
+    "text_inference.warm_tokens_total": ("counter", "{token}", "Prompt tokens of completed warms"),
+    "text_inference.prompt_cached_share": ("histogram", "1", "Share of a turn's prompt served from the prefix cache"),
 }
 """The seed's OpenTelemetry instruments (seed 001 "Metrics Reference"): name -> (kind, unit, description).
 The gauges are up-down counters; the four GPU observables are `GPU_OBSERVABLES`."""

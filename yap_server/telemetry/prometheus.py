@@ -73,6 +73,9 @@ class GpuCollector(Collector):
         yield from families.values()
 
 
+SHARE_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
+
+
 class PrometheusMetrics:
     """Yap's own metrics, registered in a registry of their own (one per app)."""
 
@@ -122,6 +125,11 @@ class PrometheusMetrics:
         self.key_tokens = Counter("yap_key_tokens", "tokens used per API key id", ["key_id", "kind"], registry=r)
         self.limits_failures = Counter(
             "yap_limits_backend_failures", "rate-limit store calls that failed", ["mode"], registry=r
+        )
+        self.warms = Counter("yap_warms", "prompt warms by event", ["event", "kind"], registry=r)
+        self.warm_tokens = Counter("yap_warm_tokens", "prompt tokens of completed warms", registry=r)
+        self.prompt_cached_share = histogram(
+            "yap_prompt_cached_share", "share of a /ws turn's prompt served from the prefix cache", SHARE_BUCKETS
         )
         self.active_connections = Gauge("yap_active_connections", "open WebSocket connections", registry=r)
         self.active_generations = Gauge("yap_active_generations", "generations streaming", registry=r)

@@ -12,6 +12,9 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
+from yap_engines import ContextTooLongError
+from yap_engines.protocol import SupportsPrefill
+
 from .. import frames
 from ..connection import Connection, serve_websocket
 from ..frames import WireError
@@ -19,9 +22,10 @@ from ..limits import SlidingWindowLimiter
 from . import wire
 from .session import Persona, Session, TurnOptions
 from .turn import Turn
+from .warm import WARM, Warm, stable_text, warm_prompt
 from .wire import UNKNOWN, error_frame, frame, parse_sampling
 
-UNMETERED = ("ping", "pong", "end", "cancel")
+UNMETERED = ("ping", "pong", "end", "cancel", "prefill")  # prefill has its own quota
 TURN = "turn"  # the key of the one turn a connection runs
 
 
@@ -46,6 +50,7 @@ class WsRoute:
         self.session: Session | None = None
         self.messages = SlidingWindowLimiter(s.ws_max_messages_per_window, s.ws_message_window_seconds)
         self.cancels = SlidingWindowLimiter(s.ws_max_cancels_per_window, s.ws_cancel_window_seconds)
+        self.prefills = SlidingWindowLimiter(s.ws_max_prefills_per_window, s.ws_prefill_window_seconds)
         self.prompt_updates: dict[str, SlidingWindowLimiter] = {}
         self.sentinels = {s.ws_end_sentinel: "end", s.ws_cancel_sentinel: "cancel"}
         # Sentinels are short: longer frames skip the strip-and-compare (the reader's hot path).
@@ -77,6 +82,8 @@ class WsRoute:
             await self.on_message(env, wire.parse_payload(env))
         elif env.type == "followup":
             await self.on_followup(env, wire.parse_payload(env))
+        elif env.type == "prefill":
+            await self.on_prefill(env, wire.parse_payload(env))
         return True
 
     # -- frame handlers ------------------------------------------------------------------------
@@ -104,6 +111,7 @@ class WsRoute:
                     extra={"retry_after_s": wait},
                 )
         await self.conn.cancel([TURN], "barge_in")
+        await self.conn.cancel([WARM], "cancelled", notify=False)
         persona = Persona(chat_prompt, payload.personality, payload.gender)
         history = [item.model_dump() for item in payload.history]
         self.session = Session.create(env.session_id, persona, self.app.tokenizer, history, sampling, options)
@@ -123,6 +131,8 @@ class WsRoute:
         )
         if payload.user_utterance and payload.user_utterance.strip():
             self.start_turn(env.request_id, payload.user_utterance, sampling, options, classify=True)
+        elif settings.ws_warm_after_start and self.app.chat is not None:
+            await self.start_warm(None, "", kind="start", replying=False)
 
     async def on_message(self, env: wire.Envelope, payload: wire.MessagePayload) -> None:
         session = self._require_session()
@@ -130,6 +140,9 @@ class WsRoute:
             raise WireError("not_deployed", "message needs the chat model or the tool classifier; neither is deployed")
         sampling, options = parse_sampling(payload.sampling, session.sampling, session.options)
         await self.conn.cancel([TURN], "barge_in")
+        # A running warm is aborted: the blocks it computed stay cached, and the turn computes the rest
+        # (left to finish, it would compute them a second time beside the turn).
+        await self.conn.cancel([WARM], "cancelled", notify=False)
         await self.conn.send(wire.ack_frame(env.session_id, env.request_id, "message", ok=True))
         self.start_turn(env.request_id, payload.user_utterance, sampling, options, classify=True)
 
@@ -142,6 +155,7 @@ class WsRoute:
                 "not_deployed", f"followup needs the chat model, which this server does not deploy (DEPLOY_MODE={mode})"
             )
         await self.conn.cancel([TURN], "barge_in")
+        await self.conn.cancel([WARM], "cancelled", notify=False)
         await self.conn.send(wire.ack_frame(env.session_id, env.request_id, "followup", ok=True))
         text = self.settings.screen_analysis_prefix + payload.analysis_text
         self.start_turn(env.request_id, text, session.sampling, session.options, classify=False)
@@ -156,15 +170,33 @@ class WsRoute:
             assert isinstance(turn, Turn)
             turn.spoken_text = payload.spoken_text
         if await self.conn.cancel([TURN], "client_request"):
+            if payload.spoken_text is not None:  # a barge-in: history now holds the spoken part of the reply
+                await self.warm_after_turn()
             return
         if payload.spoken_text is not None and self.session is not None:
             # The reply finished generating but the client was still speaking it: keep only what was said.
-            self.session.history.replace_last_assistant(payload.spoken_text)
+            if self.session.history.replace_last_assistant(payload.spoken_text):
+                await self.warm_after_turn()
         await self.conn.send(
             frame("cancelled", env.session_id, env.request_id, reason="client_request", nothing_running=True)
         )
 
+    async def on_prefill(self, env: wire.Envelope, payload: wire.PrefillPayload) -> None:
+        """Warm the prompt the next `message` will send while the user is still speaking (see `warm.py`)."""
+        self._require_session()
+        if self.app.chat is None:
+            mode = self.settings.deploy_mode
+            raise WireError(
+                "not_deployed", f"prefill warms the chat model, which this server does not deploy (DEPLOY_MODE={mode})"
+            )
+        if (wait := self.prefills.acquire()) is not None:
+            self.app.telemetry.rate_limited("prefills")
+            raise WireError("rate_limited", f"too many prefills; retry in {wait:.1f} s", extra={"retry_after_s": wait})
+        replying = TURN in self.conn.work
+        await self.start_warm(env.request_id, stable_text(payload.user_utterance), kind="prefill", replying=replying)
+
     async def on_end(self, env: wire.Envelope) -> bool:
+        await self.conn.cancel([WARM], "cancelled", notify=False)
         await self.conn.cancel([TURN], "client_request")
         await self.conn.send(frame("session_end", env.session_id, env.request_id))
         await self.conn.close(frames.CLOSE_NORMAL, "session ended")
@@ -172,7 +204,9 @@ class WsRoute:
 
     def _require_session(self) -> Session:
         if self.session is None:
-            raise WireError("session_not_started", "send a start frame (with chat_prompt) before message or followup")
+            raise WireError(
+                "session_not_started", "send a start frame (with chat_prompt) before message, followup or prefill"
+            )
         return self.session
 
     # -- turns ---------------------------------------------------------------------------------
@@ -184,7 +218,58 @@ class WsRoute:
             self.session, request_id, text, sampling, options, telemetry, self.app, tool, self.conn.send,
             gate=self.conn.quota,
         )  # fmt: skip
+        turn.after = self.warm_after_turn
         self.conn.start(TURN, turn)
+
+    # -- warms ---------------------------------------------------------------------------------
+    async def warm_after_turn(self) -> None:
+        """The turn ended: warm its history (with the reply as kept) for the next turn, when settings ask."""
+        if self.settings.ws_warm_after_turn and self.session is not None and self.app.chat is not None:
+            await self.start_warm(None, "", kind="turn", replying=False)
+
+    async def start_warm(self, request_id: str | None, partial: str, *, kind: str, replying: bool) -> None:
+        """Supersede the running warm (aborted in the engine) with one for `partial` (the stable part of the
+        interim transcript). `request_id` is the `prefill` frame's, whose `ack` reports the cache; None for
+        the automatic warms, which answer nothing. While a turn runs, only persona and history up to its
+        reply can be warmed: the reply's text is not known yet."""
+        session, chat = self.session, self.app.chat
+        assert session is not None and chat is not None
+        if not isinstance(chat, SupportsPrefill):
+            if request_id is not None:
+                raise WireError("not_deployed", f"the {chat.name} engine cannot warm prompts; send the message alone")
+            return
+        settings = self.settings
+        try:
+            messages, ids = warm_prompt(
+                session,
+                self.app.tokenizer,
+                self.app.chat_max_len,
+                min(settings.history_max_tokens, self.app.chat_max_len),
+                settings.history_trim_ratio,
+                partial="" if replying else partial,
+                role="assistant" if replying else "user",
+            )
+        except ContextTooLongError as exc:
+            if request_id is None:
+                return
+            raise WireError("context_too_long", str(exc)) from None
+        running = self.conn.work.get(WARM)
+        if running is not None and isinstance(running[0], Warm):
+            running[0].stop_reason = "superseded"
+        await self.conn.cancel([WARM], "superseded", notify=False)
+        send = self.conn.send
+        warm = Warm(
+            chat,
+            session.session_id,
+            request_id or "",
+            ids,
+            messages,
+            send,
+            self.app.telemetry,
+            ack=request_id is not None,
+            kind=kind,
+        )
+        self.conn.start(WARM, warm)
 
 
 async def ws_endpoint(websocket: WebSocket) -> None:

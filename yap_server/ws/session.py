@@ -103,14 +103,25 @@ class History:
 
     def trim(self, budget: int, ratio: float) -> int:
         """When over `budget` tokens, drop whole oldest turns (never the newest) to `ratio * budget`."""
-        if self.tokens <= budget:
+        dropped = self.trim_count(budget, ratio)
+        del self._turns[:dropped]
+        return dropped
+
+    def trim_count(self, budget: int, ratio: float, extra_tokens: int = 0) -> int:
+        """How many oldest turns `trim` would drop (with `extra_tokens` of a turn still to come); changes nothing."""
+        total = self.tokens + extra_tokens
+        if total <= budget:
             return 0
         target = int(budget * ratio)
         dropped = 0
-        while len(self._turns) > 1 and self.tokens > target:
-            self._turns.pop(0)
+        while len(self._turns) - dropped > 1 and total > target:
+            total -= self._turns[dropped].tokens
             dropped += 1
         return dropped
+
+    def messages_after(self, dropped: int) -> list[dict[str, str]]:
+        """The messages of every turn but the `dropped` oldest."""
+        return [m for turn in self._turns[dropped:] for m in turn.messages]
 
 
 @dataclass

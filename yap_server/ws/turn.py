@@ -56,6 +56,7 @@ class Turn:
     verdict: ToolVerdict | None = None
     started: float = field(default_factory=time.perf_counter)
     gate: QuotaGate | None = None  # the connection key's quota (`Generation.gate`)
+    after: Callable[[], Awaitable[None]] | None = None  # run once the turn has ended by itself (the next warm)
 
     def _frame(self, kind: str, **payload: Any) -> dict[str, Any]:
         return frame(kind, self.session.session_id, self.request_id, **payload)
@@ -92,6 +93,8 @@ class Turn:
         finally:
             if self.verdict is not None:
                 self.verdict.drop()
+        if self.after is not None:
+            await self.after()
 
     async def stopped(self, reason: str, notify: bool) -> bool:
         if not self.terminal.claim():
@@ -171,6 +174,8 @@ class Turn:
         done = time.perf_counter()
         ttft = (first_token_at or done) - self.started
         decision = self.verdict.decision if self.verdict is not None else None
+        if usage is not None:
+            self.app.telemetry.prompt_cached(usage.prompt_tokens, usage.cached_tokens)
         await self._terminal(
             self._frame(
                 "done",

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from yap_engines.errors import InvalidSamplingError
 from yap_engines.types import Sampling
@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 
 UNKNOWN = "unknown"
 
-CLIENT_TYPES = ("start", "message", "followup", "cancel", "end", "ping", "pong")
+CLIENT_TYPES = ("start", "message", "followup", "prefill", "cancel", "end", "ping", "pong")
+
+PREFILL_MAX_CHARS = 8192
+"""The longest interim transcript a `prefill` takes (a minute of speech is about 1,000 characters)."""
 
 IDLE_CLOSE_REASON = "idle_timeout"  # the reason of the idle close (4000), as the seed system's clients expect it
 
@@ -72,6 +75,14 @@ class FollowupPayload(BaseModel):
     analysis_text: str = Field(min_length=1)
 
 
+class PrefillPayload(BaseModel):
+    """`prefill`: the interim transcript so far (may be empty: then persona and history are warmed)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    user_utterance: StrictStr = Field(max_length=PREFILL_MAX_CHARS)
+
+
 class CancelPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -84,6 +95,7 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "message": MessagePayload,
     "followup": FollowupPayload,
     "cancel": CancelPayload,
+    "prefill": PrefillPayload,
 }
 
 
@@ -144,7 +156,8 @@ def ack_frame(session_id: str, request_id: str, answered: str, /, **payload: Any
     """The `ack` of a `start`, `message` or `followup` frame: payload `{"for": <that frame's type>, ...}`.
 
     `message` and `followup` get `{"for": ..., "ok": true}` before their turn's first frame (the seed
-    system's clients wait for it); `start` adds its session details."""
+    system's clients wait for it); `start` adds its session details; a finished `prefill` its
+    `prompt_tokens` and `cached_tokens`."""
     return frame("ack", session_id, request_id, **{"for": answered}, **payload)
 
 
