@@ -329,9 +329,6 @@ async def test_errors_come_in_the_openai_shape_and_the_sdk_raises_the_right_clas
         with pytest.raises(openai.BadRequestError) as role:
             await client.chat.completions.create(model="fake", messages=[{"role": "tool", "content": "x"}])
         assert role.value.param == "messages.0.role"
-        with pytest.raises(openai.BadRequestError) as unknown:
-            await client.chat.completions.create(model="fake", messages=MESSAGES, extra_body={"best_of": 2})
-        assert unknown.value.param == "best_of" and unknown.value.code == "unsupported_parameter"
         with pytest.raises(openai.BadRequestError) as fmt:
             await client.chat.completions.create(
                 model="fake", messages=MESSAGES, response_format={"type": "choice", "choice": []}
@@ -348,6 +345,30 @@ async def test_errors_come_in_the_openai_shape_and_the_sdk_raises_the_right_clas
     error = raw.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["code"] == "invalid_json" and "not valid JSON" in error["message"]
+
+
+async def test_a_routers_unknown_fields_are_accepted_logged_once_and_typed_fields_still_checked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`vllm-router` adds `no_stop_trim` (and others): accepted and ignored as vLLM does, logged once per
+    field; a known field with the wrong type is still refused, naming it."""
+    extra = {"no_stop_trim": True, "rid": "r-1"}
+    async with openai_server(FakeEngine(text="one two")) as base:
+        client = sdk(base)
+        with caplog.at_level("WARNING", logger="yap.app"):
+            for _ in range(3):
+                reply = await client.chat.completions.create(model="fake", messages=MESSAGES, extra_body=extra)
+                assert reply.choices[0].message.content == "one two"
+        with pytest.raises(openai.BadRequestError) as typed:
+            await client.chat.completions.create(
+                model="fake", messages=MESSAGES, extra_body={"no_stop_trim": True, "stream_options": "yes"}
+            )
+        assert typed.value.param == "stream_options" and typed.value.code == "invalid_value"
+        with pytest.raises(openai.BadRequestError) as ranged:
+            await client.chat.completions.create(model="fake", messages=MESSAGES, extra_body={"top_k": "many"})
+        assert ranged.value.param == "top_k"
+    logged = [r.getMessage() for r in caplog.records if "ignoring unknown request fields" in r.getMessage()]
+    assert len(logged) == 1 and "no_stop_trim" in logged[0] and "rid" in logged[0]
 
 
 async def test_a_prompt_over_the_budget_is_refused() -> None:

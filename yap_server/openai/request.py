@@ -2,8 +2,11 @@
 
 Sampling fields go through `yap_engines.Sampling` (the protocol's ranges, one place); structured
 outputs through `StructuredOutput`. Errors carry the OpenAI error shape and name the offending
-parameter as the client spelled it. Parameters Yap cannot honour are refused, never dropped; a few
-that do not change the generated text (`user`, `metadata`, `store`, ...) are accepted and ignored.
+parameter as the client spelled it. Parameters Yap reads but cannot honour are refused, never dropped;
+a few that do not change the generated text (`user`, `metadata`, `store`, ...) are accepted and ignored.
+A field Yap does not know at all is accepted and ignored, as vLLM does (routers such as `vllm-router`
+add their own, e.g. `no_stop_trim`): `ChatCall.ignored` names them so the route can log each once.
+Known fields stay typed and validated.
 """
 
 from __future__ import annotations
@@ -74,9 +77,9 @@ def _off(name: str, value: Any) -> bool:
 
 
 class ChatCompletionBody(BaseModel):
-    """The request fields Yap reads. Unknown fields are refused, naming the field."""
+    """The request fields Yap reads. Unknown fields are kept aside (`model_extra`) and ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
@@ -135,6 +138,7 @@ class ChatCall:
     include_reasoning: bool = True
     return_token_ids: bool = False
     template_kwargs: dict[str, Any] = field(default_factory=dict)
+    ignored: tuple[str, ...] = ()  # unknown top-level fields, accepted and ignored
 
 
 _SAMPLING_FIELDS = (
@@ -185,6 +189,7 @@ def parse_chat_body(body: Any, base: Sampling) -> ChatCall:
         include_reasoning=parsed.include_reasoning,
         return_token_ids=parsed.return_token_ids,
         template_kwargs=dict(parsed.chat_template_kwargs or {}),
+        ignored=tuple(sorted(parsed.model_extra or ())),
     )
 
 

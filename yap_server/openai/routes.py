@@ -89,6 +89,7 @@ async def _prepare(request: Request) -> Completion:
     app: AppState = request.state.app
     settings = app.settings
     call = parse_chat_body(body, app.sampling)
+    app.note_ignored(call.ignored)
     if app.chat is None:
         raise OpenAIError(
             503,
