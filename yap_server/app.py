@@ -93,6 +93,7 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute("/ws", ws_endpoint),
         Route("/v1/chat/completions", openai_routes.chat_completions, methods=["POST"]),
+        Route("/v1/completions", openai_routes.completions, methods=["POST"]),
         Route("/v1/models", openai_routes.list_models, methods=["GET"]),
         WebSocketRoute("/ws/completions", completions_endpoint),
         WebSocketRoute("/v1/responses", responses_endpoint),

@@ -474,3 +474,26 @@ async def test_vllm_structured_outputs_through_the_sdk(vllm_engine: Any) -> None
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     assert picked.choices[0].message.content in ("left", "right", "stay")
     assert await until_idle(vllm_engine, within_s=5) == 0
+
+
+async def test_a_raw_token_prompt_on_v1_completions_continues_the_reply_it_ends_with() -> None:
+    """`/v1/completions` with `prompt: [ids]` (how a turn resumes on another replica): a prompt ending with
+    the first tokens of the reply streams the rest of it, as text-completion chunks with their ids."""
+    engine = FakeEngine(seed=5)
+    prompt = render_ids(engine.tokenizer, MESSAGES)
+    whole = engine.reply_text(ChatRequest("w", prompt))
+    pieces = split_pieces(whole)
+    head = [piece_token_id(p) for p in pieces[:3]]
+    body = {"model": "fake", "prompt": [*prompt, *head], "stream": True, "return_token_ids": True, "rid": "x"}
+    async with openai_server(engine) as base, httpx.AsyncClient(timeout=30) as http:
+        async with http.stream("POST", f"{base}/completions", json=body, headers={"X-API-Key": KEY}) as response:
+            assert response.status_code == 200
+            events = [json.loads(line[6:]) for line in [x async for x in response.aiter_lines()] if line[6:7] == "{"]
+        refused = await http.post(
+            f"{base}/completions", json={"model": "fake", "prompt": "text"}, headers={"X-API-Key": KEY}
+        )
+    assert {e["object"] for e in events} == {"text_completion"}
+    assert "".join(e["choices"][0]["text"] for e in events) == "".join(pieces[3:])
+    assert [t for e in events for t in e["choices"][0].get("token_ids", [])] == [piece_token_id(p) for p in pieces[3:]]
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "prompt"

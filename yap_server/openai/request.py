@@ -12,7 +12,7 @@ Known fields stay typed and validated.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -139,6 +139,7 @@ class ChatCall:
     return_token_ids: bool = False
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     ignored: tuple[str, ...] = ()  # unknown top-level fields, accepted and ignored
+    prompt_ids: tuple[int, ...] | None = None  # `/v1/completions`: the raw token prompt (no messages)
 
 
 _SAMPLING_FIELDS = (
@@ -191,6 +192,31 @@ def parse_chat_body(body: Any, base: Sampling) -> ChatCall:
         template_kwargs=dict(parsed.chat_template_kwargs or {}),
         ignored=tuple(sorted(parsed.model_extra or ())),
     )
+
+
+def parse_completion_body(body: Any, base: Sampling) -> ChatCall:
+    """`POST /v1/completions` with a raw token prompt (`prompt: [ids]`, as vLLM accepts it): how a router
+    or a Yap edge resumes a turn from the tokens already streamed. Every other field is read as on the
+    chat endpoint (same validation); text prompts are refused (the chat endpoint renders text)."""
+    if not isinstance(body, dict):
+        raise OpenAIError(400, "the request body must be a JSON object", code="invalid_request")
+    prompt = body.get("prompt")
+    if not (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt)
+    ):
+        raise OpenAIError(
+            400,
+            "prompt: send a non-empty list of token ids (for text, use POST /v1/chat/completions)",
+            code="invalid_value",
+            param="prompt",
+        )
+    if "messages" in body:
+        raise OpenAIError(400, "messages: not allowed with a token prompt", code="invalid_value", param="messages")
+    rest = {key: value for key, value in body.items() if key != "prompt"}
+    call = parse_chat_body({**rest, "messages": [{"role": "user", "content": ""}]}, base)
+    return replace(call, messages=[], prompt_ids=tuple(prompt))
 
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
