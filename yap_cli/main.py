@@ -19,6 +19,7 @@ from yap_engines.settings import EngineSettings, SettingsError
 from yap_server.settings import ServerSettings
 
 from .client import add_client_commands
+from .cluster import add_cluster_commands
 from .harness import add_harness_commands
 from .soak import add_soak_command
 
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     add_client_commands(commands)
     add_quant_commands(commands)
     add_harness_commands(commands)  # `yap infer`, `yap scenario run`, `yap server start|status|stop`
+    add_cluster_commands(commands, bench_commands)  # `yap cluster up|status|down`, `yap bench cluster`
 
     tool = commands.add_parser("tool", help="the tool classifier")
     tool_commands = tool.add_subparsers(dest="tool_command", required=True)

@@ -68,6 +68,7 @@ class ReplicatedEngine:
         health_interval_s: float = 2.0,
         max_attempts: int = 3,
         load_factor: float = 1.25,
+        retry_backoff_s: float = 0.2,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -75,6 +76,7 @@ class ReplicatedEngine:
         self.balancer = SessionBalancer(list(self.replicas), load_factor=load_factor)
         self.health_interval_s = health_interval_s
         self.max_attempts = max_attempts
+        self.retry_backoff_s = retry_backoff_s
         self.counters = ReplicaStats()
         self._first = next(iter(self.replicas.values()))
         self.name = self._first.name  # the engine it is (e.g. "openai"), replicated
@@ -152,6 +154,10 @@ class ReplicatedEngine:
                 if streamed and len(streamed) >= request.sampling.max_tokens:
                     yield Delta("", (), "length", _whole_usage(request, streamed, None))
                     return
+                if avoid >= set(self.replicas):
+                    # Only failed replicas are left (one URL: a router): give its health check time to
+                    # take the dead replica out before trying again.
+                    await asyncio.sleep(min(self.retry_backoff_s * 2 ** (attempt - 1), 2.0))
             finally:
                 self._running.pop(request.request_id, None)
 

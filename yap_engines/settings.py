@@ -287,7 +287,7 @@ class EngineSettings(BaseSettings):
         "that reject unknown fields",
     )
     openai_max_attempts: int = Field(
-        3,
+        4,
         ge=1,
         validation_alias=env_names("YAP_OPENAI_MAX_ATTEMPTS", "openai_max_attempts"),
         description="remote engine: attempts per turn across replicas (retry before the first token, "
@@ -303,7 +303,7 @@ class EngineSettings(BaseSettings):
         None,
         validation_alias=env_names("YAP_OPENAI_TOKENIZER", "openai_tokenizer"),
         description="remote engine: HF id or path of the served model's tokenizer, for prompt budgeting in "
-        "the server; unset = none",
+        "the server; `fake` = the fake engine's (replicas serving ENGINE=fake); unset = none",
     )
 
     @field_validator("kv_dtype", mode="before")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from yap_engines import EngineSettings
+from yap_engines.replicas import ReplicatedEngine
 from yap_engines.tool import ToolSettings
 
 from . import dashboard, embeddings
@@ -67,16 +68,21 @@ def create_app(
         built = {} if engines is not None else load_parts(settings, engine_config, tool_settings)
         state: AppState | None = None
         cache_resets: asyncio.Task[None] | None = None
+        unwatch: Callable[[], None] | None = None
         try:
             parts = dict(engines) if engines is not None else built
             owned = list(built.values())
             cache_resets = cache_reset_task(engine_config, parts.get("chat"), app_telemetry)
             state = AppState.build(settings, engine_config, parts, app_telemetry, live_connections, owned)
+            if isinstance(state.chat, ReplicatedEngine):  # attempts, retries, migrations on /metrics
+                unwatch = app_telemetry.prom.watch_replicas(state.chat.stats)
             if settings.embed_preload:
                 state.encoder.preload()
             app_telemetry.started_up(time.perf_counter() - starting)
             yield {"app": state}
         finally:
+            if unwatch is not None:
+                unwatch()
             if cache_resets is not None:
                 cache_resets.cancel()
                 await asyncio.gather(cache_resets, return_exceptions=True)
@@ -143,6 +149,7 @@ async def status(request: Request) -> JSONResponse:
             "engines": {name: part.name for name, part in parts.items()},
             "models": {name: part.model_id for name, part in parts.items()},
             "embeddings_loaded": state.encoder.loaded,
+            **({"replicas": state.chat.stats()} if isinstance(state.chat, ReplicatedEngine) else {}),
         }
     )
 

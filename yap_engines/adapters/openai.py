@@ -123,7 +123,11 @@ class RemoteEngine:
         if not urls:
             raise SettingsError("OPENAI_BASE_URL: required for ENGINE=openai (e.g. http://127.0.0.1:8000)")
         tokenizer = None
-        if settings.openai_tokenizer:
+        if settings.openai_tokenizer == "fake":  # replicas that run the fake engine (`yap cluster up`)
+            from .fake import FakeTokenizer
+
+            tokenizer = FakeTokenizer()
+        elif settings.openai_tokenizer:
             from ..chat import load_tokenizer
 
             tokenizer = load_tokenizer(settings.openai_tokenizer)

@@ -274,6 +274,7 @@ class TurnTelemetry:
         if usage is not None:
             t._count(t.prom.tokens, "text_inference.tokens_generated_total", usage.completion_tokens)
             t._count(t.prom.prompt_tokens_total, "text_inference.prompt_tokens_total", usage.prompt_tokens)
+            t.prom.cached_prompt_tokens.inc(usage.cached_tokens)  # Prometheus only: the seed's OTel set has none
             t._observe(t.prom.completion_tokens, "text_inference.completion_tokens", usage.completion_tokens)
             t._observe(t.prom.prompt_tokens, "text_inference.prompt_tokens", usage.prompt_tokens)
         if t.otel is not None and self._gaps:
