@@ -162,6 +162,13 @@ class EngineSettings(BaseSettings):
         validation_alias=env_names("YAP_VLLM_TENSOR_PARALLEL_SIZE", "TENSOR_PARALLEL", "vllm_tensor_parallel_size"),
         description="vLLM: GPUs per model",
     )
+    vllm_data_parallel_size: int = Field(
+        1,
+        gt=0,
+        validation_alias=env_names("YAP_VLLM_DATA_PARALLEL_SIZE", "vllm_data_parallel_size"),
+        description="vLLM: engine replicas on this host (one per GPU group); each session is pinned to a "
+        "rank through `data_parallel_rank`",
+    )
     cache_reset_interval_s: float = Field(
         0.0,
         ge=0,
