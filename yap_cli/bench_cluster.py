@@ -107,7 +107,7 @@ async def death_trials(procs: Processes, trials: int, kill_after: int) -> dict[s
     replicas = [procs.replica() for _ in range(2)]
     for member, process in replicas:
         wait_healthy(member, process, 120)
-    lost = mismatched = 0
+    lost = mismatched = skipped = 0
     gaps: list[float] = []
     intervals: list[float] = []
     for trial in range(trials):
@@ -130,7 +130,7 @@ async def death_trials(procs: Processes, trials: int, kill_after: int) -> dict[s
             pid = replicas[victim][1].pid
 
             def kill(n: int, pid: int = pid, killed_at: list[float] = killed_at) -> None:
-                if n == kill_after and not killed_at:
+                if n >= kill_after and not killed_at:
                     os.killpg(pid, signal.SIGKILL)
                     killed_at.append(time.perf_counter())
 
@@ -146,13 +146,17 @@ async def death_trials(procs: Processes, trials: int, kill_after: int) -> dict[s
                 gaps.append(after[0] - killed_at[0])
         finally:
             await engine.aclose()
+        if not killed_at:  # the reply ended before `kill_after` deltas: not a trial
+            skipped += 1
+            continue
         replicas[victim][1].wait(timeout=10)
         replacement = procs.replica()  # a fresh replica for the next trial
         wait_healthy(replacement[0], replacement[1], 120)
         replicas[victim] = replacement
     typical = statistics.median(intervals) if intervals else 0.0
     return {
-        "trials": trials,
+        "trials": trials - skipped,
+        "skipped_short_replies": skipped,
         "turns_lost": lost,
         "texts_differing": mismatched,
         "resume_gap_s": {"p50": percentile(gaps, 50), "p99": percentile(gaps, 99), "max": max(gaps)} if gaps else None,
@@ -328,8 +332,8 @@ def add_bench_cluster(bench_commands: Any) -> None:
     bench = bench_commands.add_parser("cluster", help="replica death, router overhead, sticky vs round-robin")
     bench.add_argument("--parts", nargs="+", choices=("death", "overhead", "sticky"), default=["death", "overhead"])
     bench.add_argument("--trials", type=int, default=50, help="replica deaths (default 50)")
-    bench.add_argument("--kill-after", type=int, default=5, help="tokens streamed before the SIGKILL")
-    bench.add_argument("--tokens-per-s", type=float, default=50.0, help="fake replicas' rate")
+    bench.add_argument("--kill-after", type=int, default=3, help="deltas streamed before the SIGKILL")
+    bench.add_argument("--tokens-per-s", type=float, default=30.0, help="fake replicas' rate")
     bench.add_argument("--rounds", type=int, default=200, help="overhead: turns per path")
     bench.add_argument("--model", default="engines/smollm2-135m-instruct", help="sticky: the vLLM replicas' model")
     bench.add_argument("--sessions", type=int, default=16)
