@@ -286,7 +286,7 @@ def bench_cluster(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {"TEXT_API_KEY": KEY, "YAP_FAKE_TOKENS_PER_S": str(args.tokens_per_s), "YAP_SEED": "0"}
-    procs = Processes(out.parent / f"{out.name}-logs", env)
+    procs = Processes(Path(os.environ.get("YAP_RUNS_DIR") or "runs") / "bench-cluster-logs", env)
     try:
         report = asyncio.run(_run(args, procs))
     finally:

@@ -348,7 +348,7 @@ def add_cluster_commands(commands: Any, bench_commands: Any = None) -> None:
     up.add_argument("--engine", choices=("fake", "vllm"), default="fake", help="what the replicas run")
     up.add_argument("--model", help="the replicas' model (vllm)")
     up.add_argument("--worker-urls", help="replicas already running elsewhere (comma-separated): start none here")
-    up.add_argument("--port", type=int, default=int(os.environ.get("YAP_PORT", "8000")), help="the front's port")
+    up.add_argument("--port", type=int, default=8000, help="the front's port (default 8000)")
     up.add_argument("--startup-timeout", type=float, default=300.0)
     up.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL at shutdown")
     up.set_defaults(run=cluster_up)
