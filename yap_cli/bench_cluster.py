@@ -108,6 +108,7 @@ async def death_trials(procs: Processes, trials: int, kill_after: int) -> dict[s
     for member, process in replicas:
         wait_healthy(member, process, 120)
     lost = mismatched = skipped = 0
+    errors: list[str] = []
     gaps: list[float] = []
     intervals: list[float] = []
     for trial in range(trials):
@@ -136,8 +137,9 @@ async def death_trials(procs: Processes, trials: int, kill_after: int) -> dict[s
 
             try:
                 text, times = await timed_turn(engine, request("kill"), kill)
-            except Exception:
+            except Exception as exc:
                 lost += 1
+                errors.append(f"{type(exc).__name__}: {exc}"[:300])
                 text, times = "", []
             if text and text != reference:
                 mismatched += 1
@@ -158,6 +160,7 @@ async def death_trials(procs: Processes, trials: int, kill_after: int) -> dict[s
         "trials": trials - skipped,
         "skipped_short_replies": skipped,
         "turns_lost": lost,
+        "errors": errors,
         "texts_differing": mismatched,
         "resume_gap_s": {"p50": percentile(gaps, 50), "p99": percentile(gaps, 99), "max": max(gaps)} if gaps else None,
         "typical_token_interval_s": typical,

@@ -83,10 +83,16 @@ class SessionBalancer:
     def pick(self, session: str | None, *, avoid: Iterable[str] = ()) -> str:
         """The replica for `session`: its current one while that is up and not in `avoid`, else the first
         replica of its ranking that is up, not avoided and under the bound (then remembered). With no
-        session id (a one-off request), the least loaded replica. When every replica is down or avoided,
-        the avoided-but-up ones are tried, then all of them: a stale health view must not refuse work."""
+        session id (a one-off request), the least loaded replica. When every replica that is up is
+        avoided, a replica marked down but not avoided comes next (a health check may be slow or stale:
+        a replica that just failed this request is the worst choice), then the avoided ones."""
         avoided = set(avoid)
-        candidates = [r for r in self.up() if r not in avoided] or self.up() or list(self.replicas)
+        candidates = (
+            [r for r in self.up() if r not in avoided]
+            or [r for r in self.replicas if r not in avoided]
+            or self.up()
+            or list(self.replicas)
+        )
         loads = self.loads()
         if session is None:
             return min(candidates, key=lambda r: loads[r])

@@ -201,7 +201,7 @@ class ReplicatedEngine:
 
     async def _check(self, replica: InferenceEngine) -> EngineHealth:
         try:
-            return await asyncio.wait_for(replica.health(), timeout=max(self.health_interval_s, 1.0))
+            return await asyncio.wait_for(replica.health(), timeout=max(self.health_interval_s, 5.0))
         except Exception as exc:  # a health check that fails is an answer, not an error
             return EngineHealth(False, f"health check failed: {exc!r}")
 

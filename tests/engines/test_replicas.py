@@ -77,6 +77,16 @@ def test_with_every_replica_up_sessions_spread_and_stay() -> None:
     assert moved == {s for s, r in first.items() if r == "a"}  # only the dead replica's sessions move
 
 
+def test_a_replica_that_failed_the_request_is_the_last_choice_even_when_the_others_look_down() -> None:
+    balancer = SessionBalancer(["a", "b"])
+    home = balancer.pick("s")
+    other = "b" if home == "a" else "a"
+    balancer.mark_down(other)  # a slow health check on a loaded host
+    balancer.mark_down(home)  # it just failed
+    assert balancer.pick("s", avoid={home}) == other
+    assert balancer.pick("s", avoid={"a", "b"}) in ("a", "b")
+
+
 def test_idle_sessions_are_forgotten() -> None:
     now = [0.0]
     balancer = SessionBalancer(["a", "b"], idle_s=10, clock=lambda: now[0])
