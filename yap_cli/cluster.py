@@ -90,9 +90,10 @@ def router_binary() -> str:
 def replica_command(engine: str, model: str | None, port: int) -> tuple[list[str], dict[str, str], str]:
     """argv, environment and health path of one replica on `port`."""
     if engine == "vllm":
-        argv = ["vllm", "serve", model or "HuggingFaceTB/SmolLM2-135M-Instruct", "--port", str(port)]
+        vllm = shutil.which("vllm") or str(Path(sys.executable).with_name("vllm"))
+        argv = [vllm, "serve", model or "HuggingFaceTB/SmolLM2-135M-Instruct", "--port", str(port)]
         argv += ["--host", "127.0.0.1", "--enable-prefix-caching", "--max-model-len", "4096"]
-        return argv, {}, "/health"
+        return argv, {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}, "/health"
     argv = [sys.executable, "-m", "yap_cli", "serve", "--engine", "fake", "--port", str(port)]
     return argv, {"DEPLOY_MODE": "chat", "MAX_CONCURRENT_CONNECTIONS": _connections()}, "/healthz"
 
