@@ -214,54 +214,58 @@ async def overhead(procs: Processes, rounds: int) -> dict[str, Any]:
 
 
 async def sticky(procs: Processes, model: str, sessions: int, turns: int, persona_tokens: int) -> dict[str, Any]:
+    """Two vLLM replicas, started once; each setup uses its own personas (a setup tag and the session
+    number open each one), so no setup hits another's cache. `single` uses the first replica alone."""
     from yap_engines.chat import load_tokenizer
 
     tokenizer = load_tokenizer(model)
-    words = "You are a patient, warm voice assistant for a travel company. " * 200
-    persona = tokenizer.decode(tokenizer.encode(words)[:persona_tokens])
+    replicas = [procs.replica("vllm", model) for _ in range(2)]
+    for member, process in replicas:
+        wait_healthy(member, process, 900)
+    urls = [m.url for m, _ in replicas]
+    words = tokenizer.encode("You are a patient, warm voice assistant for a travel company. " * 200)
     setups: dict[str, Any] = {}
     for setup in ("single", "round_robin", "router_sticky", "yap_sticky"):
-        count = 1 if setup == "single" else 2
-        replicas = [procs.replica("vllm", model) for _ in range(count)]
-        for member, process in replicas:
-            wait_healthy(member, process, 600)
-        urls = [m.url for m, _ in replicas]
+        used = urls[:1] if setup == "single" else urls
+        router_process = None
         if setup in ("round_robin", "router_sticky"):
             policy = "round_robin" if setup == "round_robin" else "consistent_hash"
-            router, process = procs.router(urls, policy, "/health")
-            wait_healthy(router, process, 300)
+            router, router_process = procs.router(used, policy, "/health")
+            wait_healthy(router, router_process, 300)
             engine: Any = ReplicatedEngine({router.url: remote(router.url, model=model, tokenizer=tokenizer)})
         else:
-            engine = ReplicatedEngine({u: remote(u, model=model, tokenizer=tokenizer) for u in urls})
-        before = [_prefix(u) for u in urls]
+            engine = ReplicatedEngine({u: remote(u, model=model, tokenizer=tokenizer) for u in used})
+        before = [_prefix(u) for u in used]
         firsts: list[float] = []
-        histories = {s: [{"role": "system", "content": persona}] for s in range(sessions)}
+        histories = {
+            s: [{"role": "system", "content": f"[{setup} {s}] " + tokenizer.decode(words[:persona_tokens])}]
+            for s in range(sessions)
+        }
         try:
             for turn in range(turns):
                 for s in range(sessions):
                     histories[s].append({"role": "user", "content": f"Question {turn} from traveller {s}?"})
                     prompt = render_ids(tokenizer, histories[s])
-                    request = ChatRequest(
-                        f"{setup}-{s}-{turn}",
-                        prompt,
-                        Sampling(max_tokens=8, temperature=0.0),
-                        session_id=f"sess-{s}",
-                        messages=histories[s],
-                    )
+                    sampling = Sampling(max_tokens=8, temperature=0.0)
+                    rid = f"{setup}-{s}-{turn}"
+                    request = ChatRequest(rid, prompt, sampling, session_id=f"{setup}-{s}", messages=histories[s])
                     started = time.perf_counter()
                     text, times = await timed_turn(engine, request)
                     firsts.append(times[0] - started if times else float("nan"))
                     histories[s].append({"role": "assistant", "content": text})
         finally:
             await engine.aclose()
-        after = [_prefix(u) for u in urls]
-        hits = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
-        queries = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+        after = [_prefix(u) for u in used]
+        hits = sum(x[0] - y[0] for x, y in zip(after, before, strict=True))
+        queries = sum(x[1] - y[1] for x, y in zip(after, before, strict=True))
         setups[setup] = {
+            "replicas": len(used),
             "prefix_cache_hit_rate": hits / queries if queries else None,
             "first_token_p50_s": statistics.median(firsts),
+            "first_token_p90_s": percentile(firsts, 90),
         }
-        stop([p for _, p in replicas] + ([process] if setup in ("round_robin", "router_sticky") else []), grace_s=5)
+        if router_process is not None:
+            stop([router_process], grace_s=5)
     return setups
 
 
