@@ -57,11 +57,13 @@ class Processes:
         self.log_dir, self.env = log_dir, env
         self.running: list[subprocess.Popen[bytes]] = []
 
-    def replica(self, engine: str = "fake", model: str | None = None) -> tuple[Member, subprocess.Popen[bytes]]:
+    def replica(
+        self, engine: str = "fake", model: str | None = None, **extra_env: str
+    ) -> tuple[Member, subprocess.Popen[bytes]]:
         port = free_port()
         argv, env, health = replica_command(engine, model, port)
         member = Member("replica", f"http://127.0.0.1:{port}", health, command=argv)
-        process = start(member, {**self.env, **env}, self.log_dir)
+        process = start(member, {**self.env, **env, **extra_env}, self.log_dir)
         self.running.append(process)
         return member, process
 
@@ -219,7 +221,9 @@ async def sticky(procs: Processes, model: str, sessions: int, turns: int, person
     from yap_engines.chat import load_tokenizer
 
     tokenizer = load_tokenizer(model)
-    replicas = [procs.replica("vllm", model) for _ in range(2)]
+    # one core each (vLLM's automatic binding would put both on the same core of a 2-core host)
+    cores = os.cpu_count() or 2
+    replicas = [procs.replica("vllm", model, VLLM_CPU_OMP_THREADS_BIND=str(i % cores)) for i in range(2)]
     for member, process in replicas:
         wait_healthy(member, process, 900)
     urls = [m.url for m, _ in replicas]
@@ -294,6 +298,11 @@ def bench_cluster(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {"TEXT_API_KEY": KEY, "YAP_FAKE_TOKENS_PER_S": str(args.tokens_per_s), "YAP_SEED": "0"}
     procs = Processes(Path(os.environ.get("YAP_RUNS_DIR") or "runs") / "bench-cluster-logs", env)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise SystemExit(143)  # so `finally` stops every process this benchmark started
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         report = asyncio.run(_run(args, procs))
     finally:
