@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -246,8 +247,11 @@ async def sticky(procs: Processes, model: str, sessions: int, turns: int, person
             for s in range(sessions)
         }
         try:
+            order = random.Random(0)  # the same shuffled arrival order for every setup
             for turn in range(turns):
-                for s in range(sessions):
+                # Sessions arrive in a shuffled order each round: in a fixed order, round-robin over an
+                # even number of sessions would send each session to the same replica every time.
+                for s in order.sample(range(sessions), sessions):
                     histories[s].append({"role": "user", "content": f"Question {turn} from traveller {s}?"})
                     prompt = render_ids(tokenizer, histories[s])
                     sampling = Sampling(max_tokens=8, temperature=0.0)
