@@ -15,7 +15,7 @@ from quant.cli import add_quant_commands
 from yap_engines.errors import BackendUnavailableError
 from yap_engines.settings import SettingsError
 
-from . import bench, bench_voice, client, demo, harness, install, keys, serve, soak, tool
+from . import bench, bench_cluster, bench_voice, client, cluster, demo, harness, install, keys, serve, soak, tool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,12 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     benches = bench.register(commands)  # yap bench stream|server|telemetry|tool
     soak.register(benches)  # yap bench soak
     bench_voice.register(benches)  # yap bench voice
+    bench_cluster.register(benches)  # yap bench cluster
     client.register(commands)  # yap client <command>
     add_quant_commands(commands)  # yap quant plan|build|eval|push|env
     harness.register(commands)  # yap infer, yap scenario run, yap server start|status|stop
     tool.register(commands)  # yap tool classify|eval
     install.register(commands)  # yap install
     keys.register(commands)  # yap keys add|list|revoke
+    cluster.register(commands)  # yap cluster up|status|down
     return parser
 
 

@@ -168,6 +168,13 @@ class EngineSettings(BaseSettings):
         validation_alias=env_names("YAP_VLLM_TENSOR_PARALLEL_SIZE", "TENSOR_PARALLEL", "vllm_tensor_parallel_size"),
         description="vLLM: GPUs per model",
     )
+    vllm_data_parallel_size: int = Field(
+        1,
+        gt=0,
+        validation_alias=env_names("YAP_VLLM_DATA_PARALLEL_SIZE", "vllm_data_parallel_size"),
+        description="vLLM: engine replicas on this host (one per GPU group); each session is pinned to a "
+        "rank through `data_parallel_rank`",
+    )
     cache_reset_interval_s: float = Field(
         0.0,
         ge=0,
@@ -248,7 +255,8 @@ class EngineSettings(BaseSettings):
     openai_base_url: str | None = Field(
         None,
         validation_alias=env_names("OPENAI_BASE_URL", "YAP_OPENAI_BASE_URL", "openai_base_url"),
-        description="remote engine: server origin, e.g. http://10.0.0.5:8000 (a trailing /v1 is accepted)",
+        description="remote engine: server origin, e.g. http://10.0.0.5:8000 (a trailing /v1 is accepted); "
+        "a comma-separated list = replicas without a router (sessions kept on one by rendezvous hashing)",
     )
     openai_api_key: str | None = Field(
         None,
@@ -291,11 +299,24 @@ class EngineSettings(BaseSettings):
         description="remote engine: ask for streamed token ids (vLLM's `return_token_ids`); off for servers "
         "that reject unknown fields",
     )
+    openai_max_attempts: int = Field(
+        4,
+        ge=1,
+        validation_alias=env_names("YAP_OPENAI_MAX_ATTEMPTS", "openai_max_attempts"),
+        description="remote engine: attempts per turn across replicas (retry before the first token, "
+        "continuation from the streamed tokens after it); 1 = no failover",
+    )
+    openai_health_interval_s: float = Field(
+        2.0,
+        ge=0,
+        validation_alias=env_names("YAP_OPENAI_HEALTH_INTERVAL_S", "openai_health_interval_s"),
+        description="remote engine: seconds between health checks of each replica URL (several URLs); 0 = none",
+    )
     openai_tokenizer: str | None = Field(
         None,
         validation_alias=env_names("YAP_OPENAI_TOKENIZER", "openai_tokenizer"),
         description="remote engine: HF id or path of the served model's tokenizer, for prompt budgeting in "
-        "the server; unset = none",
+        "the server; `fake` = the fake engine's (replicas serving ENGINE=fake); unset = none",
     )
 
     @field_validator("kv_dtype", mode="before")
@@ -307,6 +328,27 @@ class EngineSettings(BaseSettings):
                 "(8-bit KV cache) or auto"
             )
         return value
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _base_urls(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        urls = [url.strip() for url in value.split(",")]
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"OPENAI_BASE_URL: {url!r} is not an http(s) URL; give one URL or a comma-separated list, "
+                    "e.g. http://10.0.0.5:8000,http://10.0.0.6:8000"
+                )
+        if len(set(urls)) != len(urls):
+            raise ValueError(f"OPENAI_BASE_URL lists a URL twice: {value!r}")
+        return ",".join(urls)
+
+    @property
+    def openai_base_urls(self) -> list[str]:
+        """`OPENAI_BASE_URL` as a list: one router/server, or several replicas."""
+        return self.openai_base_url.split(",") if self.openai_base_url else []
 
     @field_validator("cache_reset_interval_s")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,6 +16,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from yap_engines import EngineSettings
 from yap_engines.protocol import ReportsDtype
+from yap_engines.replicas import ReplicatedEngine
 from yap_engines.tool import ToolSettings
 
 from . import dashboard, docs, embeddings
@@ -73,11 +74,14 @@ def create_app(
         state: AppState | None = None
         cache_resets: asyncio.Task[None] | None = None
         history: asyncio.Task[None] | None = None
+        unwatch: Callable[[], None] | None = None
         try:
             parts = dict(engines) if engines is not None else built
             owned = list(built.values())
             cache_resets = cache_reset_task(engine_config, parts.get("chat"), app_telemetry)
             state = AppState.build(settings, engine_config, parts, app_telemetry, live_connections, owned, keys)
+            if isinstance(state.chat, ReplicatedEngine):  # attempts, retries, migrations on /metrics
+                unwatch = app_telemetry.prom.watch_replicas(state.chat.stats)
             if settings.embed_preload:
                 state.encoder.preload()
             app_telemetry.started_up(time.perf_counter() - starting)
@@ -87,6 +91,8 @@ def create_app(
             if history is not None:
                 history.cancel()
                 await asyncio.gather(history, return_exceptions=True)
+            if unwatch is not None:
+                unwatch()
             if cache_resets is not None:
                 cache_resets.cancel()
                 await asyncio.gather(cache_resets, return_exceptions=True)
@@ -103,6 +109,7 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute("/ws", ws_endpoint),
         Route("/v1/chat/completions", openai_routes.chat_completions, methods=["POST"]),
+        Route("/v1/completions", openai_routes.completions, methods=["POST"]),
         Route("/v1/models", openai_routes.list_models, methods=["GET"]),
         WebSocketRoute("/ws/completions", completions_endpoint),
         WebSocketRoute("/v1/responses", responses_endpoint),
@@ -160,6 +167,7 @@ async def status(request: Request) -> JSONResponse:
             "dtype": {
                 name: part.dtype_choice.as_dict() for name, part in parts.items() if isinstance(part, ReportsDtype)
             },
+            **({"replicas": state.chat.stats()} if isinstance(state.chat, ReplicatedEngine) else {}),
         }
     )
 

@@ -124,6 +124,14 @@ class AppState:
     owned: list[Any] = field(default_factory=list)
     stream_flush_s: float = 0.0
     history: History = field(default_factory=History)  # the dashboard's 10-minute series
+    ignored_fields: set[str] = field(default_factory=set)  # unknown OpenAI fields already logged once
+
+    def note_ignored(self, names: tuple[str, ...]) -> None:
+        """Log each unknown request field the first time it is seen (then ignore it silently)."""
+        new = sorted(set(names) - self.ignored_fields)
+        if new:
+            self.ignored_fields.update(new)
+            log.warning("ignoring unknown request fields %s (logged once each), as vLLM does", ", ".join(new))
 
     @property
     def tokenizer(self) -> Any:

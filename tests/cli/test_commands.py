@@ -11,10 +11,37 @@ from typing import Any
 import pytest
 
 from quant import cli as quant_cli
-from yap_cli import bench, bench_voice, client, demo, harness, install, keys, main, serve, soak, tool
+from yap_cli import (
+    bench,
+    bench_cluster,
+    bench_voice,
+    client,
+    cluster,
+    demo,
+    harness,
+    install,
+    keys,
+    main,
+    serve,
+    soak,
+    tool,
+)
 
-COMMANDS = ("serve", "demo", "bench", "client", "quant", "infer", "scenario", "server", "tool", "install", "keys")
-BENCHMARKS = ("stream", "server", "telemetry", "tool", "soak", "voice")
+COMMANDS = (
+    "serve",
+    "demo",
+    "bench",
+    "client",
+    "quant",
+    "infer",
+    "scenario",
+    "server",
+    "tool",
+    "install",
+    "keys",
+    "cluster",
+)
+BENCHMARKS = ("stream", "server", "telemetry", "tool", "soak", "voice", "cluster")
 REGISTERS: list[tuple[ModuleType, tuple[str, ...]]] = [
     (serve, ("serve",)),
     (demo, ("demo",)),
@@ -24,6 +51,7 @@ REGISTERS: list[tuple[ModuleType, tuple[str, ...]]] = [
     (tool, ("tool",)),
     (install, ("install",)),
     (keys, ("keys",)),
+    (cluster, ("cluster",)),
 ]
 
 
@@ -64,6 +92,7 @@ def test_benchmarks_register_under_bench() -> None:
     benches = bench.register(subparsers())
     soak.register(benches)
     bench_voice.register(benches)
+    bench_cluster.register(benches)
     assert tuple(benches.choices) == BENCHMARKS
     assert benches.choices["soak"].get_default("run").__module__ == soak.__name__
 

@@ -48,9 +48,7 @@ class VllmServer:
         """The sum of one metric's samples (every label set) in the server's Prometheus text."""
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
         values = [
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith((f"{name}{{", f"{name} "))
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith((f"{name}{{", f"{name} "))
         ]
         assert values, f"{name} is missing from /metrics"
         return sum(values)
@@ -58,6 +56,7 @@ class VllmServer:
     def running_requests(self) -> float:
         """`vllm:num_requests_running`: requests the engine is generating for now."""
         return self.metric("vllm:num_requests_running")
+
 
 def start_vllm_server(model_dir: Path, log: Path, deadline_s: float = 300) -> VllmServer:
     """Start vLLM's OpenAI server on the demo model (CPU build), wait for /health, return it."""
@@ -196,7 +195,7 @@ class StubServer:
     def app(self) -> Starlette:
         async def chat(request: Request) -> Response:
             body = await request.json()
-            self.requests.append((dict(request.headers), body))
+            self.requests.append(({**request.headers, ":path": request.url.path}, body))
             assert self.reply is not None
             answer = self.reply(body)
             if isinstance(answer, Response):
@@ -206,7 +205,8 @@ class StubServer:
         async def models(request: Request) -> JSONResponse:
             return JSONResponse({"object": "list", "data": [{"id": "stub", "object": "model"}]})
 
-        return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
+        routes = [Route(path, chat, methods=["POST"]) for path in ("/v1/chat/completions", "/v1/completions")]
+        return Starlette(routes=[*routes, Route("/v1/models", models)])
 
     async def _watch(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         try:

@@ -15,8 +15,10 @@ import jsonschema
 import pytest
 
 from yap_engines import ChatRequest, Delta, FakeEngine, InferenceEngine, Sampling, StructuredOutput, normalize_json
+from yap_engines.adapters.fake import piece_token_id, split_pieces
 from yap_engines.chat import render_ids
 from yap_engines.protocol import SupportsPrefill
+from yap_engines.replicas import ReplicatedEngine
 
 
 class Subject:
@@ -45,10 +47,18 @@ def fake_engine() -> FakeEngine:
 REMOTE = [pytest.param(name, marks=pytest.mark.vllm) for name in ("remote_vllm", "remote_yap")]
 
 
-@pytest.fixture(params=["fake", "vllm", "trt", *REMOTE])
+@pytest.fixture(params=["fake", "replicated", "vllm", "trt", *REMOTE])
 def subject(request: pytest.FixtureRequest, demo_tokenizer: Any, fake_engine: FakeEngine) -> Subject:
     if request.param == "fake":
         return Subject(fake_engine, decode=lambda ids: "", eos_id=None)
+    if request.param == "replicated":  # two fake replicas behind the replicated engine
+        replicas = {name: FakeEngine(seed=3, script=fake_engine.script) for name in ("a", "b")}
+        pieces = {piece_token_id(p): p for p in split_pieces((replicas["a"].script or [""])[0])}
+        return Subject(
+            ReplicatedEngine(replicas, health_interval_s=0),
+            decode=lambda ids: "".join(pieces[t] for t in ids),
+            eos_id=None,
+        )
     engine = request.getfixturevalue(f"{request.param}_engine")  # vllm_engine, trt_engine, remote_*_engine
     return Subject(engine, decode=lambda ids: demo_tokenizer.decode(ids, skip_special_tokens=True),
                    eos_id=demo_tokenizer.eos_token_id)

@@ -16,7 +16,7 @@ from remote_support import API_KEY, ChatMLMessages, StubServer, VllmServer, chun
 from starlette.responses import JSONResponse, PlainTextResponse
 
 from yap_cli.loopback import free_port, serve_on_loopback
-from yap_engines import ChatRequest, GenerationError, InvalidRequestError, Sampling, StructuredOutput, load_engine
+from yap_engines import ChatRequest, GenerationError, Sampling, StructuredOutput, load_engine
 from yap_engines.adapters.openai import (
     RemoteConnectError,
     RemoteDelta,
@@ -25,6 +25,7 @@ from yap_engines.adapters.openai import (
     RemoteStatusError,
     RemoteTimeoutError,
 )
+from yap_engines.replicas import ReplicatedEngine
 from yap_engines.settings import EngineSettings, SettingsError
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
@@ -114,11 +115,20 @@ async def test_server_reasoning_is_rewrapped_as_a_think_block(
     assert [d.finished for d in deltas].count(True) == 1
 
 
-async def test_a_request_without_messages_is_refused(stub: tuple[StubServer, RemoteEngine]) -> None:
+async def test_a_request_with_token_ids_only_is_a_raw_token_prompt_to_the_completions_endpoint(
+    stub: tuple[StubServer, RemoteEngine],
+) -> None:
+    """How a turn resumes on another replica: the ids go as `prompt: [ids]` to `/v1/completions`, whose
+    text-completion chunks (`text`, not `delta`) stream back as deltas."""
     server, engine = stub
-    with pytest.raises(InvalidRequestError, match="messages"):
-        await collect(engine, ChatRequest("ids-only", (1, 2, 3)))
-    assert server.requests == []
+    text_chunk = {"object": "text_completion", "choices": [{"index": 0, "text": " more", "token_ids": [9]}]}
+    last = {"object": "text_completion", "choices": [{"index": 0, "text": ".", "finish_reason": "stop"}]}
+    server.reply = lambda body: stream(text_chunk, last, usage_chunk(4, 2), "[DONE]")
+    deltas = await collect(engine, ChatRequest("ids-only", (1, 2, 3), Sampling(max_tokens=5), session_id="s-1"))
+    assert "".join(d.text for d in deltas) == " more." and deltas[-1].finish_reason == "stop"
+    ((headers, body),) = server.requests
+    assert headers[":path"] == "/v1/completions" and headers["x-session-id"] == "s-1"
+    assert body["prompt"] == [1, 2, 3] and "messages" not in body and body["max_tokens"] == 5
 
 
 async def test_http_errors_map_and_are_not_retried(stub: tuple[StubServer, RemoteEngine]) -> None:
@@ -218,11 +228,22 @@ async def test_health_falls_back_to_the_model_list(stub: tuple[StubServer, Remot
 def test_settings_and_registry() -> None:
     with pytest.raises(SettingsError, match="OPENAI_BASE_URL"):
         load_engine("openai")
-    engine = load_engine(
-        "openai", openai_base_url="http://127.0.0.1:9/v1", openai_model="m", openai_session_header="X-Sticky"
+    single = load_engine(
+        "openai",
+        openai_base_url="http://127.0.0.1:9/v1",
+        openai_model="m",
+        openai_session_header="X-Sticky",
+        openai_max_attempts=1,
     )
-    assert isinstance(engine, RemoteEngine)
-    assert (engine.base_url, engine.model_id, engine.session_header) == ("http://127.0.0.1:9", "m", "X-Sticky")
+    assert isinstance(single, RemoteEngine)
+    assert (single.base_url, single.model_id, single.session_header) == ("http://127.0.0.1:9", "m", "X-Sticky")
+    # several URLs (or one router with failover, the default): one remote engine per URL, replicated
+    replicated = load_engine("openai", openai_base_url="http://127.0.0.1:9, http://127.0.0.1:10/v1", openai_model="m")
+    assert isinstance(replicated, ReplicatedEngine) and replicated.name == "openai"
+    assert [r.base_url for r in replicated.replicas.values()] == ["http://127.0.0.1:9", "http://127.0.0.1:10"]
+    assert isinstance(load_engine("openai", openai_base_url="http://127.0.0.1:9"), ReplicatedEngine)
+    with pytest.raises(SettingsError, match=r"OPENAI_BASE_URL.*not an http"):
+        load_engine("openai", openai_base_url="http://127.0.0.1:9,127.0.0.1:10")
     assert EngineSettings(openai_api_key="secret").openai_api_key == "secret"
     assert "secret" not in repr(EngineSettings(openai_api_key="secret"))
 
@@ -256,8 +277,9 @@ async def test_cancel_leaves_no_request_running_upstream(
     generated = -1.0
     for _ in range(100):  # the server notices the disconnect, aborts the request and stops generating
         running = await asyncio.to_thread(remote_vllm_server.running_requests)
-        previous, generated = generated, await asyncio.to_thread(
-            remote_vllm_server.metric, "vllm:generation_tokens_total"
+        previous, generated = (
+            generated,
+            await asyncio.to_thread(remote_vllm_server.metric, "vllm:generation_tokens_total"),
         )
         if running == 0 and generated == previous:
             break

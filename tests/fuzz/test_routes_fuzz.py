@@ -22,7 +22,12 @@ from .harness import KEY, MAX_MESSAGE_BYTES, FuzzServer, target_frames
 from .test_ws_fuzz import control_turn
 
 # path -> method; the body is fuzzed JSON (or not JSON at all)
-HTTP_ROUTES = {"/v1/chat/completions": "POST", "/v1/embeddings": "POST", "/embeddings": "POST"}
+HTTP_ROUTES = {
+    "/v1/chat/completions": "POST",
+    "/v1/completions": "POST",
+    "/v1/embeddings": "POST",
+    "/embeddings": "POST",
+}
 # path -> close codes a hostile client may see (1011 is a bug, so it is never allowed)
 WS_ROUTES = {
     "/ws/completions": {1000, 1007, 1008, 1009, 1013, 4000},
@@ -51,6 +56,7 @@ chat_like = st.fixed_dictionaries(
         "temperature": json_values,
         "input": json_values,
         "response_format": json_values,
+        "prompt": st.one_of(st.lists(st.integers(-2, 2**40), max_size=6), json_values),  # /v1/completions
     },
 )
 bodies = st.one_of(chat_like.map(json.dumps), broken_json, st.binary(max_size=256))

@@ -346,9 +346,6 @@ async def test_errors_come_in_the_openai_shape_and_the_sdk_raises_the_right_clas
         with pytest.raises(openai.BadRequestError) as role:
             await client.chat.completions.create(model="fake", messages=[{"role": "robot", "content": "x"}])
         assert role.value.param == "messages.0.role"
-        with pytest.raises(openai.BadRequestError) as unknown:
-            await client.chat.completions.create(model="fake", messages=MESSAGES, extra_body={"best_of": 2})
-        assert unknown.value.param == "best_of" and unknown.value.code == "unsupported_parameter"
         with pytest.raises(openai.BadRequestError) as fmt:
             await client.chat.completions.create(
                 model="fake", messages=MESSAGES, response_format={"type": "choice", "choice": []}
@@ -365,6 +362,30 @@ async def test_errors_come_in_the_openai_shape_and_the_sdk_raises_the_right_clas
     error = raw.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["code"] == "invalid_json" and "not valid JSON" in error["message"]
+
+
+async def test_a_routers_unknown_fields_are_accepted_logged_once_and_typed_fields_still_checked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`vllm-router` adds `no_stop_trim` (and others): accepted and ignored as vLLM does, logged once per
+    field; a known field with the wrong type is still refused, naming it."""
+    extra = {"no_stop_trim": True, "rid": "r-1"}
+    async with openai_server(FakeEngine(text="one two")) as base:
+        client = sdk(base)
+        with caplog.at_level("WARNING", logger="yap.app"):
+            for _ in range(3):
+                reply = await client.chat.completions.create(model="fake", messages=MESSAGES, extra_body=extra)
+                assert reply.choices[0].message.content == "one two"
+        with pytest.raises(openai.BadRequestError) as typed:
+            await client.chat.completions.create(
+                model="fake", messages=MESSAGES, extra_body={"no_stop_trim": True, "stream_options": "yes"}
+            )
+        assert typed.value.param == "stream_options" and typed.value.code == "invalid_value"
+        with pytest.raises(openai.BadRequestError) as ranged:
+            await client.chat.completions.create(model="fake", messages=MESSAGES, extra_body={"top_k": "many"})
+        assert ranged.value.param == "top_k"
+    logged = [r.getMessage() for r in caplog.records if "ignoring unknown request fields" in r.getMessage()]
+    assert len(logged) == 1 and "no_stop_trim" in logged[0] and "rid" in logged[0]
 
 
 async def test_a_prompt_over_the_budget_is_refused() -> None:
@@ -470,3 +491,26 @@ async def test_vllm_structured_outputs_through_the_sdk(vllm_engine: Any) -> None
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     assert picked.choices[0].message.content in ("left", "right", "stay")
     assert await until_idle(vllm_engine, within_s=5) == 0
+
+
+async def test_a_raw_token_prompt_on_v1_completions_continues_the_reply_it_ends_with() -> None:
+    """`/v1/completions` with `prompt: [ids]` (how a turn resumes on another replica): a prompt ending with
+    the first tokens of the reply streams the rest of it, as text-completion chunks with their ids."""
+    engine = FakeEngine(seed=5)
+    prompt = render_ids(engine.tokenizer, MESSAGES)
+    whole = engine.reply_text(ChatRequest("w", prompt))
+    pieces = split_pieces(whole)
+    head = [piece_token_id(p) for p in pieces[:3]]
+    body = {"model": "fake", "prompt": [*prompt, *head], "stream": True, "return_token_ids": True, "rid": "x"}
+    async with openai_server(engine) as base, httpx.AsyncClient(timeout=30) as http:
+        async with http.stream("POST", f"{base}/completions", json=body, headers={"X-API-Key": KEY}) as response:
+            assert response.status_code == 200
+            events = [json.loads(line[6:]) for line in [x async for x in response.aiter_lines()] if line[6:7] == "{"]
+        refused = await http.post(
+            f"{base}/completions", json={"model": "fake", "prompt": "text"}, headers={"X-API-Key": KEY}
+        )
+    assert {e["object"] for e in events} == {"text_completion"}
+    assert "".join(e["choices"][0]["text"] for e in events) == "".join(pieces[3:])
+    assert [t for e in events for t in e["choices"][0].get("token_ids", [])] == [piece_token_id(p) for p in pieces[3:]]
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "prompt"

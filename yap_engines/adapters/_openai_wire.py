@@ -20,6 +20,12 @@ FINISH: dict[str, FinishReason] = {
     "error": "error",
 }
 CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"  # a raw token prompt (a turn resumed from the tokens it streamed)
+
+
+def request_path(request: ChatRequest) -> str:
+    """Chat messages go to the chat endpoint; a request with token ids only is a raw token prompt."""
+    return CHAT_PATH if request.messages else COMPLETIONS_PATH
 
 
 class RemoteStatusError(GenerationError):
@@ -69,15 +75,20 @@ def _structured_fields(spec: StructuredOutput) -> dict[str, Any]:
 
 
 def request_body(request: ChatRequest, model: str, *, return_token_ids: bool) -> dict[str, Any]:
-    """The JSON body of `POST /v1/chat/completions` for `request` (streaming, usage included)."""
-    if not request.messages:
-        raise InvalidRequestError(
-            "the openai engine sends chat messages: build the ChatRequest with messages=[{role, content}, ...]"
-        )
+    """The JSON body for `request` (streaming, usage included): `POST /v1/chat/completions` with its
+    messages, or, for a request with token ids only, `POST /v1/completions` with the ids as a raw token
+    prompt (`prompt: [ids]`, which vLLM and Yap accept): how a turn resumes on another replica."""
+    if not request.messages and not request.prompt_token_ids:
+        raise InvalidRequestError("the openai engine needs chat messages or prompt token ids")
     s = request.sampling
+    prompt: dict[str, Any] = (
+        {"messages": [dict(m) for m in request.messages]}
+        if request.messages
+        else {"prompt": list(request.prompt_token_ids)}
+    )
     body: dict[str, Any] = {
         "model": model,
-        "messages": [dict(m) for m in request.messages],
+        **prompt,
         "stream": True,
         "stream_options": {"include_usage": True},
         "temperature": s.temperature,
@@ -124,6 +135,8 @@ def parse_chunk(data: str) -> Chunk:
         return Chunk("", "", (), None, usage)
     choice = choices[0]
     delta = choice.get("delta") if isinstance(choice, dict) else None
+    if delta is None and isinstance(choice, dict) and "text" in choice:  # a text completion's chunk
+        delta = {"content": choice["text"]}
     if not isinstance(delta, dict):
         raise RemoteProtocolError(f"a chunk choice has no delta object: {data[:200]!r}")
     reasoning = delta.get("reasoning") or delta.get("reasoning_content") or ""

@@ -29,6 +29,7 @@ import json
 import random
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..errors import EngineDeadError, GenerationError, InvalidRequestError, UnsupportedFeature
@@ -75,6 +76,7 @@ _WORDS = (
     "for",
     "asking",
 )
+_MAX_SEEDED_PIECES = 48  # a seeded reply is 12-40 words and a period
 
 
 class _StreamingFake:
@@ -350,7 +352,26 @@ class FakeEngine(_StreamingFake):
         return " ".join(words).capitalize() + "."
 
     def _pieces(self, request: ChatRequest) -> AsyncIterator[str]:
-        return _iterate(split_pieces(self.reply_text(request)))
+        return _iterate(self._remaining(request))
+
+    def _remaining(self, request: ChatRequest) -> list[str]:
+        """The reply's pieces, or what is left of them when `request` continues this engine's own reply.
+
+        A prompt ending with the first k pieces of the reply this engine gives to the prompt before
+        them is a turn resumed from the tokens it already streamed (on this replica or another one
+        with the same seed): the reply goes on from piece k, as a model continues its own text. Fixed
+        text and seeded words only (a script's next reply depends on the request count)."""
+        pieces = split_pieces(self.reply_text(request))
+        prompt = tuple(request.prompt_token_ids)
+        if self.script is not None or request.structured_output is not None or len(prompt) < 2:
+            return pieces
+        longest = len(split_pieces(self.text)) if self.text is not None else _MAX_SEEDED_PIECES
+        for k in range(min(longest, len(prompt) - 1), 0, -1):
+            earlier = replace(request, prompt_token_ids=prompt[:-k])
+            before = pieces if self.text is not None else split_pieces(self.reply_text(earlier))
+            if len(before) >= k and tuple(piece_token_id(p) for p in before[:k]) == prompt[-k:]:
+                return before[k:]
+        return pieces
 
 
 async def _iterate(pieces: list[str]) -> AsyncIterator[str]:

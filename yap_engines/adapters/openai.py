@@ -6,9 +6,10 @@ server stays the session edge and this adapter sends each turn to the cluster, w
 in a header (`YAP_OPENAI_SESSION_HEADER`, default `X-Session-ID`, which vLLM reads) for sticky routing.
 
 Contract, beyond `InferenceEngine`:
-- **Messages, not ids.** A chat endpoint renders the template itself (and so can split reasoning
-  with its own parser); the request's `messages` are sent. A request with only token ids is
-  refused (`InvalidRequestError`) rather than re-rendered here from a guess.
+- **Messages, else ids.** A chat endpoint renders the template itself (and so can split reasoning
+  with its own parser); the request's `messages` are sent. A request with only token ids is sent
+  as a raw token prompt to `POST /v1/completions` (`prompt: [ids]`): that is how a turn continues
+  on another replica from the tokens already streamed (`yap_engines.replicas`).
 - **Reasoning.** The server's separate reasoning field (`reasoning` on vLLM, `reasoning_content`
   on SGLang and TensorRT-LLM) is re-wrapped into the text stream as `<think>…</think>` before the
   answer, because `Delta` carries one text; `yap_engines.thinking` then splits it like in-process
@@ -46,7 +47,6 @@ from ..errors import EngineDeadError, GenerationError, InvalidRequestError
 from ..protocol import PrefillResult
 from ..types import ChatRequest, Delta, EngineHealth, FinishReason, Sampling
 from ._openai_wire import (
-    CHAT_PATH,
     FINISH,
     Chunk,
     RemoteConnectError,
@@ -56,12 +56,14 @@ from ._openai_wire import (
     RemoteTimeoutError,
     parse_chunk,
     request_body,
+    request_path,
     sse_data,
     status_error,
     usage_from,
 )
 
 if TYPE_CHECKING:
+    from ..replicas import ReplicatedEngine
     from ..settings import EngineSettings
 
 
@@ -116,18 +118,36 @@ class RemoteEngine:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: EngineSettings) -> RemoteEngine:
+    def from_settings(cls, settings: EngineSettings) -> RemoteEngine | ReplicatedEngine:
+        """One `RemoteEngine` per URL of `OPENAI_BASE_URL`, inside a `ReplicatedEngine` (sticky sessions,
+        health checks, retry and continuation) unless `YAP_OPENAI_MAX_ATTEMPTS=1` with a single URL."""
+        from ..replicas import ReplicatedEngine
         from ..settings import SettingsError
 
-        if not settings.openai_base_url:
+        urls = settings.openai_base_urls
+        if not urls:
             raise SettingsError("OPENAI_BASE_URL: required for ENGINE=openai (e.g. http://127.0.0.1:8000)")
         tokenizer = None
-        if settings.openai_tokenizer:
+        if settings.openai_tokenizer == "fake":  # replicas that run the fake engine (`yap cluster up`)
+            from .fake import FakeTokenizer
+
+            tokenizer = FakeTokenizer()
+        elif settings.openai_tokenizer:
             from ..chat import load_tokenizer
 
             tokenizer = load_tokenizer(settings.openai_tokenizer)
+        replicas = {url: cls.for_url(url, settings, tokenizer) for url in urls}
+        if len(replicas) == 1 and settings.openai_max_attempts == 1:
+            return replicas[urls[0]]
+        return ReplicatedEngine(
+            replicas, health_interval_s=settings.openai_health_interval_s, max_attempts=settings.openai_max_attempts
+        )
+
+    @classmethod
+    def for_url(cls, url: str, settings: EngineSettings, tokenizer: Any = None) -> RemoteEngine:
+        """The engine for one upstream URL, configured from `settings`."""
         return cls(
-            settings.openai_base_url,
+            url,
             api_key=settings.openai_api_key,
             model=settings.openai_model,
             connect_timeout_s=settings.openai_connect_timeout_s,
@@ -211,7 +231,8 @@ class RemoteEngine:
         if request.session_id:
             headers[self.session_header] = request.session_id
         stream = self._streams[rid] = _Stream()
-        stream.task = asyncio.create_task(self._read(body, headers, stream.queue), name=f"remote-{rid}")
+        path = request_path(request)
+        stream.task = asyncio.create_task(self._read(path, body, headers, stream.queue), name=f"remote-{rid}")
         reasoning_open = False
         ids_seen = chunks_seen = 0
         usage_raw: dict[str, Any] | None = None
@@ -254,18 +275,16 @@ class RemoteEngine:
             await stream.stop()
             self._streams.pop(rid, None)
 
-    async def _read(self, body: dict[str, Any], headers: dict[str, str], queue: asyncio.Queue[Any]) -> None:
+    async def _read(self, path: str, body: dict[str, Any], headers: dict[str, str], queue: asyncio.Queue[Any]) -> None:
         """Open the stream (retrying only a failed connect), parse it into chunks, end with None."""
         try:
             async with contextlib.AsyncExitStack() as stack:
                 response = await self._send(
-                    lambda: stack.enter_async_context(
-                        self._client.stream("POST", CHAT_PATH, json=body, headers=headers)
-                    )
+                    lambda: stack.enter_async_context(self._client.stream("POST", path, json=body, headers=headers))
                 )
                 if response.status_code >= 400:
                     await response.aread()
-                    raise status_error(response.status_code, response.text, f"POST {CHAT_PATH}")
+                    raise status_error(response.status_code, response.text, f"POST {path}")
                 kind = response.headers.get("content-type", "")
                 if not kind.startswith("text/event-stream"):
                     await response.aread()

@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..balance import SessionBalancer
 from ..dtype import DtypeChoice, choose_dtype, cpu_flags
 from ..errors import BackendUnavailableError, EngineDeadError, GenerationError, InvalidRequestError
 from ..protocol import PrefillResult
@@ -104,11 +105,24 @@ class VllmEngine:
 
     name = "vllm"
 
-    def __init__(self, engine: Any, *, model_id: str, dtype_choice: DtypeChoice | None = None) -> None:
+    def __init__(
+        self, engine: Any, *, model_id: str, dtype_choice: DtypeChoice | None = None, data_parallel_size: int = 1
+    ) -> None:
+        """`data_parallel_size` > 1 (`YAP_VLLM_DATA_PARALLEL_SIZE`): each session is pinned to one rank
+        (`data_parallel_rank`) by the same rendezvous hashing with bounded load as remote replicas, so
+        its prefix cache stays on one engine; a request without a session is left to vLLM's balancing."""
         self._engine = engine
         self.model_id = model_id
         self._closed = False
         self._dtype_choice = dtype_choice
+        self.data_parallel_size = data_parallel_size
+        self._ranks = SessionBalancer([str(r) for r in range(data_parallel_size)]) if data_parallel_size > 1 else None
+
+    def rank_for(self, request: ChatRequest) -> int | None:
+        """The data-parallel rank `request` goes to (None: vLLM chooses)."""
+        if self._ranks is None or request.session_id is None:
+            return None
+        return int(self._ranks.pick(request.session_id))
 
     @staticmethod
     def is_cpu() -> bool:
@@ -146,6 +160,7 @@ class VllmEngine:
             enable_prefix_caching=settings.vllm_enable_prefix_caching,
             enforce_eager=eager,
             tensor_parallel_size=settings.vllm_tensor_parallel_size,
+            data_parallel_size=settings.vllm_data_parallel_size,
             seed=settings.seed,
             # Compact JSON (an engine-level switch): the grammar otherwise lets a model pad an
             # answer with endless whitespace until max_tokens cuts it.
@@ -168,7 +183,12 @@ class VllmEngine:
     def from_engine_args(cls, args: Any, *, dtype_choice: DtypeChoice | None = None) -> VllmEngine:
         with _map_errors():
             engine = AsyncLLM.from_engine_args(args)
-        return cls(engine, model_id=str(args.model), dtype_choice=dtype_choice)
+        return cls(
+            engine,
+            model_id=str(args.model),
+            dtype_choice=dtype_choice,
+            data_parallel_size=int(args.data_parallel_size or 1),
+        )
 
     @property
     def dtype_choice(self) -> DtypeChoice:
@@ -220,7 +240,9 @@ class VllmEngine:
             params = sampling_params(request)
         prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
         rid = request.request_id
-        stream = self._engine.generate(prompt, params, rid, priority=priority)
+        rank = self.rank_for(request)
+        extra = {"data_parallel_rank": rank} if rank is not None else {}
+        stream = self._engine.generate(prompt, params, rid, priority=priority, **extra)
         completion_tokens = 0
         try:
             with _map_errors():

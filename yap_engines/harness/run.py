@@ -241,11 +241,13 @@ async def fit_max_tokens(target: Target, sampling: Sampling, overrides: Mapping[
     if not target.remote or "max_tokens" in overrides or sampling.max_tokens is None:
         return sampling
     from ..adapters.openai import RemoteEngine
+    from ..replicas import ReplicatedEngine
 
-    if not isinstance(target.engine, RemoteEngine):
+    engine = target.engine.first if isinstance(target.engine, ReplicatedEngine) else target.engine
+    if not isinstance(engine, RemoteEngine):
         return sampling
     try:
-        entry = await target.engine.model_entry()
+        entry = await engine.model_entry()
     except EngineError:
         return sampling  # the request itself will report the failure
     cap = entry.get("max_completion_tokens")

@@ -2,15 +2,18 @@
 
 Sampling fields go through `yap_engines.Sampling` (the protocol's ranges, one place); structured
 outputs through `StructuredOutput`. Errors carry the OpenAI error shape and name the offending
-parameter as the client spelled it. Parameters Yap cannot honour are refused, never dropped; a few
-that do not change the generated text (`user`, `metadata`, `store`, ...) are accepted and ignored.
+parameter as the client spelled it. Parameters Yap reads but cannot honour are refused, never dropped;
+a few that do not change the generated text (`user`, `metadata`, `store`, ...) are accepted and ignored.
+A field Yap does not know at all is accepted and ignored, as vLLM does (routers such as `vllm-router`
+add their own, e.g. `no_stop_trim`): `ChatCall.ignored` names them so the route can log each once.
+Known fields stay typed and validated.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -96,9 +99,9 @@ def _off(name: str, value: Any) -> bool:
 
 
 class ChatCompletionBody(BaseModel):
-    """The request fields Yap reads. Unknown fields are refused, naming the field."""
+    """The request fields Yap reads. Unknown fields are kept aside (`model_extra`) and ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
@@ -159,6 +162,8 @@ class ChatCall:
     return_token_ids: bool = False
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     tools: ToolSet | None = None
+    ignored: tuple[str, ...] = ()  # unknown top-level fields, accepted and ignored
+    prompt_ids: tuple[int, ...] | None = None  # `/v1/completions`: the raw token prompt (no messages)
 
 
 _SAMPLING_FIELDS = (
@@ -218,7 +223,33 @@ def parse_chat_body(body: Any, base: Sampling) -> ChatCall:
         return_token_ids=parsed.return_token_ids,
         template_kwargs=dict(parsed.chat_template_kwargs or {}),
         tools=tools,
+        ignored=tuple(sorted(parsed.model_extra or ())),
     )
+
+
+def parse_completion_body(body: Any, base: Sampling) -> ChatCall:
+    """`POST /v1/completions` with a raw token prompt (`prompt: [ids]`, as vLLM accepts it): how a router
+    or a Yap edge resumes a turn from the tokens already streamed. Every other field is read as on the
+    chat endpoint (same validation); text prompts are refused (the chat endpoint renders text)."""
+    if not isinstance(body, dict):
+        raise OpenAIError(400, "the request body must be a JSON object", code="invalid_request")
+    prompt = body.get("prompt")
+    if not (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt)
+    ):
+        raise OpenAIError(
+            400,
+            "prompt: send a non-empty list of token ids (for text, use POST /v1/chat/completions)",
+            code="invalid_value",
+            param="prompt",
+        )
+    if "messages" in body:
+        raise OpenAIError(400, "messages: not allowed with a token prompt", code="invalid_value", param="messages")
+    rest = {key: value for key, value in body.items() if key != "prompt"}
+    call = parse_chat_body({**rest, "messages": [{"role": "user", "content": ""}]}, base)
+    return replace(call, messages=[], prompt_ids=tuple(prompt))
 
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}

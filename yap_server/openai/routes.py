@@ -35,7 +35,7 @@ from ..frames import encode_json
 from ..keys import ApiKey
 from ..quotas import Admission, QuotaExceededError
 from ..streaming import Failure, Generation, Piece, failure_for
-from .request import ChatCall, OpenAIError, parse_chat_body
+from .request import ChatCall, OpenAIError, parse_chat_body, parse_completion_body
 from .strict_json import StrictJsonStream
 
 if TYPE_CHECKING:
@@ -73,9 +73,18 @@ async def list_models(request: Request) -> JSONResponse:
 
 async def chat_completions(request: Request) -> Response:
     """`POST /v1/chat/completions` (API key required): streaming (SSE) or one JSON object."""
+    return await _answer(request, text=False)
+
+
+async def completions(request: Request) -> Response:
+    """`POST /v1/completions` with a raw token prompt (API key required): `text_completion` objects."""
+    return await _answer(request, text=True)
+
+
+async def _answer(request: Request, *, text: bool) -> Response:
     app: AppState = request.state.app
     try:
-        completion = await _prepare(request)
+        completion = await _prepare(request, text=text)
     except OpenAIError as exc:
         if exc.status != 401:
             app.telemetry.error(exc.code)
@@ -83,8 +92,9 @@ async def chat_completions(request: Request) -> Response:
     return CompletionResponse(completion)
 
 
-async def _prepare(request: Request) -> Completion:
-    """Authenticate, validate, render and admit (the key's quota): everything that can fail before the engine runs."""
+async def _prepare(request: Request, *, text: bool = False) -> Completion:
+    """Authenticate, validate, render and admit (the key's quota): everything that can fail before the engine runs.
+    `text`: `POST /v1/completions` with a raw token prompt."""
     key = _check_key(request)
     try:
         body = await request.json()
@@ -94,7 +104,8 @@ async def _prepare(request: Request) -> Completion:
         raise OpenAIError(400, "the request body is nested too deeply: flatten it", code="invalid_json") from None
     app: AppState = request.state.app
     settings = app.settings
-    call = parse_chat_body(body, app.sampling)
+    call = (parse_completion_body if text else parse_chat_body)(body, app.sampling)
+    app.note_ignored(call.ignored)
     if app.chat is None:
         raise OpenAIError(
             503,
@@ -118,7 +129,8 @@ async def _prepare(request: Request) -> Completion:
         parser = tools.parser(detect_parser(app.tokenizer) if fmt == "auto" else fmt, app.tokenizer)
         structured = tools.guided() or structured
     try:
-        prompt = render_ids(app.tokenizer, messages, **template_kwargs)
+        prompt = list(call.prompt_ids) if call.prompt_ids is not None else []
+        prompt = prompt or render_ids(app.tokenizer, messages, **template_kwargs)
     except Exception as exc:  # the model's own Jinja template refused these messages
         raise OpenAIError(
             400, f"the model's chat template rejected the messages: {exc}", code="invalid_value", param="messages"
@@ -179,7 +191,7 @@ class Completion:
         self.generation = Generation.for_prompt(
             app.chat,
             request,
-            app.tokenizer,
+            app.tokenizer if call.prompt_ids is None else None,  # a raw token prompt's reply is plain text
             self.telemetry,
             streamed=call.stream,
             reasoning=call.include_reasoning,
@@ -210,15 +222,23 @@ class Completion:
             "prompt_tokens_details": {"cached_tokens": cached},
         }
 
+    @property
+    def text_completion(self) -> bool:
+        """A raw token prompt (`/v1/completions`): `text` fields, not chat `delta`/`message` objects."""
+        return self.call.prompt_ids is not None
+
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        if self.text_completion:
+            text = str(delta.get("reasoning_content", "")) + str(delta.get("content", ""))
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
         if self.call.return_token_ids:  # vLLM's extension: the ids generated since the previous chunk
             ids = self.generation.token_ids
             choice["token_ids"] = ids[self._sent_ids :]
             self._sent_ids = len(ids)
         body: dict[str, Any] = {
             "id": self.id,
-            "object": "chat.completion.chunk",
+            "object": "text_completion" if self.text_completion else "chat.completion.chunk",
             "created": self.created,
             "model": self.call.model,
             "choices": [choice],
@@ -240,11 +260,13 @@ class Completion:
         if calls:
             message["tool_calls"] = [call.as_openai() for call in calls]
         choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason}
+        if self.text_completion:
+            choice = {"index": 0, "text": reasoning + content, "logprobs": None, "finish_reason": self.finish_reason}
         if self.call.return_token_ids:
             choice["token_ids"] = self.generation.token_ids
         return {
             "id": self.id,
-            "object": "chat.completion",
+            "object": "text_completion" if self.text_completion else "chat.completion",
             "created": self.created,
             "model": self.call.model,
             "choices": [choice],

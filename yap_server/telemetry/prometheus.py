@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -74,6 +75,32 @@ class GpuCollector(Collector):
 
 
 SHARE_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
+REPLICA_COUNTERS = {
+    "attempts": "requests sent to an engine replica (first tries, retries and continuations)",
+    "retries": "turns retried on another replica before their first token",
+    "migrations": "turns continued on another replica from the tokens already streamed",
+    "lost": "turns no replica could save (they ended engine_error)",
+    "marked_down": "times a replica was taken out (failed request or health check)",
+}
+
+
+class ReplicaCollector(Collector):
+    """A replicated chat engine's counters, read from its `stats()` at each scrape."""
+
+    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        for key, doc in REPLICA_COUNTERS.items():
+            yield CounterMetricFamily(f"yap_engine_replica_{key}", doc, value=float(stats[key]))
+        up = GaugeMetricFamily("yap_engine_replica_up", "1 while a replica is in service", labels=["replica"])
+        held = GaugeMetricFamily("yap_engine_replica_sessions", "sessions kept on a replica", labels=["replica"])
+        for name, ok in stats["up"].items():
+            up.add_metric([name], 1.0 if ok else 0.0)
+            held.add_metric([name], float(stats["sessions"].get(name, 0)))
+        yield up
+        yield held
 
 
 class PrometheusMetrics:
@@ -135,6 +162,12 @@ class PrometheusMetrics:
         self.active_generations = Gauge("yap_active_generations", "generations streaming", registry=r)
         if gpu:
             r.register(GpuCollector())
+
+    def watch_replicas(self, stats: Callable[[], Mapping[str, Any]]) -> Callable[[], None]:
+        """Export a replicated engine's counters; returns the call that stops it (at app shutdown)."""
+        collector = ReplicaCollector(stats)
+        self.registry.register(collector)
+        return lambda: self.registry.unregister(collector)
 
     def exposition(self) -> bytes:
         """Yap's metrics, then the global registry's (engine metrics, e.g. vLLM's)."""

@@ -1,0 +1,363 @@
+"""`yap bench cluster`: what replicas cost and save, measured on real processes on loopback.
+
+- **death**: `--trials` turns on two `yap serve --engine fake` replicas behind Yap's replicated engine
+  (its own rendezvous hashing). In each, the replica streaming the turn is SIGKILLed after a few tokens;
+  the turn must finish with the text of an uninterrupted run (same seed), and the gap from the kill to
+  the next token is recorded (a fresh replica replaces the dead one before the next trial).
+- **overhead**: first-token latency of the remote engine straight to a replica, and through the real
+  `vllm-router` (`consistent_hash`) to the same replicas, interleaved; the p50 difference is what the
+  router adds.
+- **sticky** (`--engine vllm`, slow on CPU): prefix-cache hit rate and first-token p50 of sessions with
+  a long persona on two vLLM replicas, session-sticky (router `consistent_hash` on `X-Session-ID`, and
+  Yap's own hashing) against round-robin and against one replica.
+
+Writes `<out>.json` and `<out>.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from yap_engines import ChatRequest, Sampling
+from yap_engines.adapters.fake import FakeTokenizer
+from yap_engines.adapters.openai import RemoteEngine
+from yap_engines.chat import render_ids
+from yap_engines.replicas import ReplicatedEngine
+
+from .cluster import Member, metric_sums, replica_command, router_command, start, stop, wait_healthy
+from .loopback import free_port
+
+KEY = "bench-key"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+class Processes:
+    """Replicas and routers started for a benchmark; all stopped on exit."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
+        self.log_dir, self.env = log_dir, env
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def replica(
+        self, engine: str = "fake", model: str | None = None, **extra_env: str
+    ) -> tuple[Member, subprocess.Popen[bytes]]:
+        port = free_port()
+        argv, env, health = replica_command(engine, model, port)
+        member = Member("replica", f"http://127.0.0.1:{port}", health, command=argv)
+        process = start(member, {**self.env, **env, **extra_env}, self.log_dir)
+        self.running.append(process)
+        return member, process
+
+    def router(self, workers: list[str], policy: str, health: str) -> tuple[Member, subprocess.Popen[bytes]]:
+        port = free_port()
+        member = Member(
+            "router", f"http://127.0.0.1:{port}", "/health", command=router_command(port, workers, policy, health)
+        )
+        process = start(member, self.env, self.log_dir)
+        self.running.append(process)
+        return member, process
+
+    def close(self) -> None:
+        stop(list(reversed(self.running)), grace_s=5)
+
+
+def remote(url: str, **kw: Any) -> RemoteEngine:
+    return RemoteEngine(
+        url, api_key=KEY, model=kw.pop("model", "fake"), tokenizer=kw.pop("tokenizer", FakeTokenizer()), **kw
+    )
+
+
+async def timed_turn(
+    engine: Any, request: ChatRequest, on_token: Callable[[int], None] | None = None
+) -> tuple[str, list[float]]:
+    """The reply's text and the arrival time of each delta."""
+    text, times = "", []
+    async with contextlib.aclosing(engine.generate(request)) as stream:
+        async for delta in stream:
+            if delta.text:
+                text += delta.text
+                times.append(time.perf_counter())
+                if on_token is not None:
+                    on_token(len(times))
+    return text, times
+
+
+# -- replica death ---------------------------------------------------------------------------------
+
+
+async def death_trials(procs: Processes, trials: int, kill_after: int) -> dict[str, Any]:
+    tokenizer = FakeTokenizer()
+    replicas = [procs.replica() for _ in range(2)]
+    for member, process in replicas:
+        wait_healthy(member, process, 120)
+    lost = mismatched = skipped = 0
+    errors: list[str] = []
+    gaps: list[float] = []
+    intervals: list[float] = []
+    for trial in range(trials):
+        urls = [m.url for m, _ in replicas]
+        engine = ReplicatedEngine({u: remote(u, tokenizer=tokenizer) for u in urls}, health_interval_s=0.5)
+        messages = [{"role": "user", "content": f"trial {trial}: tell me something"}]
+        prompt = render_ids(tokenizer, messages)
+
+        def request(tag: str, trial: int = trial, prompt: list[int] = prompt, messages: Any = messages) -> ChatRequest:
+            sampling = Sampling(max_tokens=120, seed=trial, temperature=0.0)
+            rid = f"{tag}-{uuid.uuid4().hex[:6]}"
+            return ChatRequest(rid, prompt, sampling, session_id=f"s{trial}", messages=messages)
+
+        killed_at: list[float] = []
+        try:
+            reference, ref_times = await timed_turn(engine, request("ref"))
+            intervals += [b - a for a, b in itertools.pairwise(ref_times)]
+            home = engine.balancer.assigned(f"s{trial}")
+            victim = next(i for i, (m, _) in enumerate(replicas) if m.url == home)
+            pid = replicas[victim][1].pid
+
+            def kill(n: int, pid: int = pid, killed_at: list[float] = killed_at) -> None:
+                if n >= kill_after and not killed_at:
+                    os.killpg(pid, signal.SIGKILL)
+                    killed_at.append(time.perf_counter())
+
+            try:
+                text, times = await timed_turn(engine, request("kill"), kill)
+            except Exception as exc:
+                lost += 1
+                errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                text, times = "", []
+            if text and text != reference:
+                mismatched += 1
+            after = [t for t in times if killed_at and t > killed_at[0]]
+            if after:
+                gaps.append(after[0] - killed_at[0])
+        finally:
+            await engine.aclose()
+        if not killed_at:  # the reply ended before `kill_after` deltas: not a trial
+            skipped += 1
+            continue
+        replicas[victim][1].wait(timeout=10)
+        replacement = procs.replica()  # a fresh replica for the next trial
+        wait_healthy(replacement[0], replacement[1], 120)
+        replicas[victim] = replacement
+    typical = statistics.median(intervals) if intervals else 0.0
+    return {
+        "trials": trials - skipped,
+        "skipped_short_replies": skipped,
+        "turns_lost": lost,
+        "errors": errors,
+        "texts_differing": mismatched,
+        "resume_gap_s": {"p50": percentile(gaps, 50), "p99": percentile(gaps, 99), "max": max(gaps)} if gaps else None,
+        "typical_token_interval_s": typical,
+        "added_gap_p99_s": (percentile(gaps, 99) - typical) if gaps else None,
+        "gaps_s": gaps,
+    }
+
+
+# -- router overhead -------------------------------------------------------------------------------
+
+
+async def overhead(procs: Processes, rounds: int) -> dict[str, Any]:
+    replicas = [procs.replica() for _ in range(2)]
+    for member, process in replicas:
+        wait_healthy(member, process, 120)
+    router, router_process = procs.router([m.url for m, _ in replicas], "consistent_hash", "/healthz")
+    wait_healthy(router, router_process, 300)
+    tokenizer = FakeTokenizer()
+    direct = remote(replicas[0][0].url, tokenizer=tokenizer)
+    routed = remote(router.url, tokenizer=tokenizer)
+    firsts: dict[str, list[float]] = {"direct": [], "router": []}
+    try:
+        for i in range(rounds):
+            for name, engine in (
+                (("direct", direct), ("router", routed)) if i % 2 else (("router", routed), ("direct", direct))
+            ):
+                messages = [{"role": "user", "content": f"hello {i}"}]
+                request = ChatRequest(
+                    f"o-{name}-{i}",
+                    render_ids(tokenizer, messages),
+                    Sampling(max_tokens=4),
+                    session_id="s",
+                    messages=messages,
+                )
+                started = time.perf_counter()
+                _, times = await timed_turn(engine, request)
+                firsts[name].append(times[0] - started)
+    finally:
+        await direct.aclose()
+        await routed.aclose()
+    p50 = {name: statistics.median(values) for name, values in firsts.items()}
+    return {
+        "rounds": rounds,
+        "first_token_p50_s": p50,
+        "added_first_token_p50_ms": (p50["router"] - p50["direct"]) * 1000,
+        "first_token_p99_s": {name: percentile(values, 99) for name, values in firsts.items()},
+    }
+
+
+# -- sticky vs round-robin (vLLM) ------------------------------------------------------------------
+
+
+async def sticky(procs: Processes, model: str, sessions: int, turns: int, persona_tokens: int) -> dict[str, Any]:
+    """Two vLLM replicas, started once; each setup uses its own personas (a setup tag and the session
+    number open each one), so no setup hits another's cache. `single` uses the first replica alone."""
+    from yap_engines.chat import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    # one core each (vLLM's automatic binding would put both on the same core of a 2-core host)
+    cores = os.cpu_count() or 2
+    replicas = [procs.replica("vllm", model, VLLM_CPU_OMP_THREADS_BIND=str(i % cores)) for i in range(2)]
+    for member, process in replicas:
+        wait_healthy(member, process, 900)
+    urls = [m.url for m, _ in replicas]
+    words = tokenizer.encode("You are a patient, warm voice assistant for a travel company. " * 200)
+    setups: dict[str, Any] = {}
+    for setup in ("single", "round_robin", "router_sticky", "yap_sticky"):
+        used = urls[:1] if setup == "single" else urls
+        router_process = None
+        if setup in ("round_robin", "router_sticky"):
+            policy = "round_robin" if setup == "round_robin" else "consistent_hash"
+            router, router_process = procs.router(used, policy, "/health")
+            wait_healthy(router, router_process, 300)
+            engine: Any = ReplicatedEngine({router.url: remote(router.url, model=model, tokenizer=tokenizer)})
+        else:
+            engine = ReplicatedEngine({u: remote(u, model=model, tokenizer=tokenizer) for u in used})
+        before = [_prefix(u) for u in used]
+        firsts: list[float] = []
+        histories = {
+            s: [{"role": "system", "content": f"[{setup} {s}] " + tokenizer.decode(words[:persona_tokens])}]
+            for s in range(sessions)
+        }
+        try:
+            order = random.Random(0)  # the same shuffled arrival order for every setup
+            for turn in range(turns):
+                # Sessions arrive in a shuffled order each round: in a fixed order, round-robin over an
+                # even number of sessions would send each session to the same replica every time.
+                for s in order.sample(range(sessions), sessions):
+                    histories[s].append({"role": "user", "content": f"Question {turn} from traveller {s}?"})
+                    prompt = render_ids(tokenizer, histories[s])
+                    sampling = Sampling(max_tokens=8, temperature=0.0)
+                    rid = f"{setup}-{s}-{turn}"
+                    request = ChatRequest(rid, prompt, sampling, session_id=f"{setup}-{s}", messages=histories[s])
+                    started = time.perf_counter()
+                    text, times = await timed_turn(engine, request)
+                    firsts.append(times[0] - started if times else float("nan"))
+                    histories[s].append({"role": "assistant", "content": text})
+        finally:
+            await engine.aclose()
+        after = [_prefix(u) for u in used]
+        hits = sum(x[0] - y[0] for x, y in zip(after, before, strict=True))
+        queries = sum(x[1] - y[1] for x, y in zip(after, before, strict=True))
+        setups[setup] = {
+            "replicas": len(used),
+            "prefix_cache_hit_rate": hits / queries if queries else None,
+            "first_token_p50_s": statistics.median(firsts),
+            "first_token_p90_s": percentile(firsts, 90),
+        }
+        if router_process is not None:
+            stop([router_process], grace_s=5)
+    return setups
+
+
+def _prefix(url: str) -> tuple[float, float]:
+    sums = metric_sums(httpx.get(f"{url}/metrics", timeout=5).text)
+    return sums.get("vllm:prefix_cache_hits_total", 0.0), sums.get("vllm:prefix_cache_queries_total", 0.0)
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+async def _run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
+    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_1m": os.getloadavg()[0]}}
+    if "death" in args.parts:
+        report["death"] = await death_trials(procs, args.trials, args.kill_after)
+    if "overhead" in args.parts:
+        report["overhead"] = await overhead(procs, args.rounds)
+    if "sticky" in args.parts:
+        report["sticky"] = await sticky(procs, args.model, args.sessions, args.turns, args.persona_tokens)
+    report["machine"]["load_1m_after"] = os.getloadavg()[0]
+    return report
+
+
+def bench_cluster(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env = {"TEXT_API_KEY": KEY, "YAP_FAKE_TOKENS_PER_S": str(args.tokens_per_s), "YAP_SEED": "0"}
+    procs = Processes(Path(os.environ.get("YAP_RUNS_DIR") or "runs") / "bench-cluster-logs", env)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise SystemExit(143)  # so `finally` stops every process this benchmark started
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        report = asyncio.run(_run(args, procs))
+    finally:
+        procs.close()
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    _plot(report, out.with_suffix(".png"))
+    printed = {
+        k: ({kk: vv for kk, vv in v.items() if kk != "gaps_s"} if isinstance(v, dict) else v) for k, v in report.items()
+    }
+    print(json.dumps(printed, indent=2))
+    return 0
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [k for k in ("death", "overhead", "sticky") if k in report]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 4))
+    axes = axes if len(panels) > 1 else [axes]
+    for ax, name in zip(axes, panels, strict=False):
+        data = report[name]
+        if name == "death" and data.get("gaps_s"):
+            ax.hist([g * 1000 for g in data["gaps_s"]], bins=20)
+            ax.set_title(f"replica SIGKILL: resume gap ({data['trials']} trials, {data['turns_lost']} lost)")
+            ax.set_xlabel("kill -> next token (ms)")
+        elif name == "overhead":
+            p50 = data["first_token_p50_s"]
+            ax.bar(list(p50), [v * 1000 for v in p50.values()])
+            ax.set_title(f"first token p50 (+{data['added_first_token_p50_ms']:.1f} ms via router)")
+            ax.set_ylabel("ms")
+        elif name == "sticky":
+            names = list(data)
+            ax.bar(names, [data[n]["prefix_cache_hit_rate"] or 0 for n in names])
+            ax.set_title("prefix-cache hit rate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def register(bench_commands: Any) -> None:
+    bench = bench_commands.add_parser("cluster", help="replica death, router overhead, sticky vs round-robin")
+    bench.add_argument("--parts", nargs="+", choices=("death", "overhead", "sticky"), default=["death", "overhead"])
+    bench.add_argument("--trials", type=int, default=50, help="replica deaths (default 50)")
+    bench.add_argument("--kill-after", type=int, default=3, help="deltas streamed before the SIGKILL")
+    bench.add_argument("--tokens-per-s", type=float, default=30.0, help="fake replicas' rate")
+    bench.add_argument("--rounds", type=int, default=200, help="overhead: turns per path")
+    bench.add_argument("--model", default="engines/smollm2-135m-instruct", help="sticky: the vLLM replicas' model")
+    bench.add_argument("--sessions", type=int, default=16)
+    bench.add_argument("--turns", type=int, default=6)
+    bench.add_argument("--persona-tokens", type=int, default=1000)
+    bench.add_argument("--out", default="benchmarks/cluster", help="output path without suffix (.json, .png)")
+    bench.set_defaults(run=bench_cluster)
