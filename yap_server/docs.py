@@ -74,6 +74,17 @@ CHAT_BODY = {
         "tools": {"type": "array", "items": {"type": "object"}},
     },
 }
+COMPLETION_BODY = {
+    "type": "object",
+    "required": ["model", "prompt"],
+    "properties": {
+        "model": {"type": "string", "description": "a served model id (GET /v1/models)"},
+        "prompt": {"type": "array", "items": {"type": "integer", "minimum": 0}, "description": "token ids"},
+        "stream": {"type": "boolean"},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "temperature": {"type": "number"},
+    },
+}
 EMBED_BODY = {
     "type": "object",
     "required": ["input"],
@@ -101,6 +112,16 @@ PATHS: dict[str, dict[str, Any]] = {
          "429": _json("over the key's quota", ERROR, RATE_HEADERS),
          "503": _json("no chat model deployed, or the rate-limit store is down (fail closed)", ERROR)},
         requestBody={"required": True, "content": {"application/json": {"schema": CHAT_BODY}}},
+    )},
+    "/v1/completions": {"post": _op(
+        "Completion from a raw token prompt (vLLM-compatible)",
+        "`prompt` is a list of token ids, as a router or a Yap edge sends it to resume a turn from the tokens "
+        "already streamed; the other fields are read as on /v1/chat/completions. Text prompts are refused.",
+        {"200": _json("the completion (or an SSE stream of chunks)", headers=RATE_HEADERS),
+         "400": _json("invalid request", ERROR), "404": _json("model not served", ERROR),
+         "429": _json("over the key's quota", ERROR, RATE_HEADERS),
+         "503": _json("no chat model deployed", ERROR)},
+        requestBody={"required": True, "content": {"application/json": {"schema": COMPLETION_BODY}}},
     )},
     "/v1/models": {"get": _op("Served models", "OpenAI's model list, with max_model_len and max_completion_tokens.",
                               {"200": _json("the models")})},
