@@ -31,8 +31,8 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from .balance import SessionBalancer
-from .errors import EngineDeadError, EngineError, GenerationError
-from .protocol import InferenceEngine
+from .errors import EngineDeadError, EngineError, GenerationError, UnsupportedFeature
+from .protocol import InferenceEngine, PrefillResult, SupportsPrefill
 from .types import ChatRequest, Delta, EngineHealth, Usage
 
 
@@ -160,6 +160,27 @@ class ReplicatedEngine:
                     await asyncio.sleep(min(self.retry_backoff_s * 2 ** (attempt - 1), 2.0))
             finally:
                 self._running.pop(request.request_id, None)
+
+    async def prefill(self, request: ChatRequest) -> PrefillResult:
+        """Warm `request`'s prompt on the replica its session is kept on (where its next turn will go).
+
+        A warm is best effort: a failing replica is taken out and the error raised, with no second try.
+        Cancelling the awaiting task cancels the replica's warm, which aborts it there."""
+        if self._closed:
+            raise EngineDeadError("the replicated engine is closed")
+        name = self.balancer.pick(request.session_id)
+        replica = self.replicas[name]
+        if not isinstance(replica, SupportsPrefill):
+            raise UnsupportedFeature("prefill", f"the {replica.name} replicas", "turn automatic warms off")
+        self._running[request.request_id] = (replica, request.request_id)
+        try:
+            return await replica.prefill(request)
+        except EngineError as exc:
+            if can_retry(exc):
+                self._mark_down(name)
+            raise
+        finally:
+            self._running.pop(request.request_id, None)
 
     @staticmethod
     def _resumed(request: ChatRequest, streamed: list[int], attempt: int) -> ChatRequest:

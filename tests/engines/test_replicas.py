@@ -210,3 +210,22 @@ async def test_cancel_aborts_the_replicas_request() -> None:
         assert engine.num_unfinished_requests() == 0
         # closing the stream aborted the replica's request
         assert sum(r.num_unfinished_requests() for r in replicas.values()) == 0
+
+
+async def test_a_warm_goes_to_the_replica_that_keeps_the_session() -> None:
+    from yap_engines.protocol import SupportsPrefill
+
+    replicas = {"a": FakeEngine(seed=1, cache_block_size=4), "b": FakeEngine(seed=1, cache_block_size=4)}
+    engine = ReplicatedEngine(replicas, health_interval_s=60)
+    try:
+        assert isinstance(engine, SupportsPrefill)
+        ids = tuple(range(1, 40))
+        warmed = await engine.prefill(ChatRequest("w1", ids, Sampling(max_tokens=1), session_id="s-warm"))
+        assert warmed.cached_tokens > 0 and engine.num_unfinished_requests() == 0
+        home = engine.replicas[engine.balancer.pick("s-warm")]
+        deltas = [d async for d in engine.generate(ChatRequest("g1", ids, Sampling(max_tokens=2), session_id="s-warm"))]
+        assert deltas[-1].usage is not None and deltas[-1].usage.cached_tokens >= warmed.cached_tokens
+        other = next(r for r in replicas.values() if r is not home)
+        assert other.requests_started == 0  # neither the warm nor the turn went elsewhere
+    finally:
+        await engine.aclose()

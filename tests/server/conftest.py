@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
 from yap_cli.loopback import serve_on_loopback
-from yap_engines import ChatRequest, EngineSettings, FakeEngine, InferenceEngine
+from yap_engines import ChatRequest, Delta, EngineSettings, FakeEngine, InferenceEngine
 from yap_server.app import create_app
 from yap_server.settings import ServerSettings
 
@@ -44,9 +44,9 @@ class RecordingFake(FakeEngine):
         super().__init__(**options)
         self.requests: list[ChatRequest] = []
 
-    def reply_text(self, request: ChatRequest) -> str:
+    def generate(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         self.requests.append(request)
-        return super().reply_text(request)
+        return super().generate(request)
 
 
 def ack_for(session_id: str, request_id: str, kind: str) -> dict[str, Any]:
