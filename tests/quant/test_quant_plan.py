@@ -107,8 +107,9 @@ def test_an_override_the_gpu_cannot_run_is_refused_naming_gpu_and_options() -> N
     message = str(err.value)
     assert "fp8 does not run on sm86 (Ampere: A10" in message
     assert "needs sm89, sm90, sm100 or sm120" in message
-    assert "Options for trt on sm86: int4_awq, int8_sq" in message
-    with pytest.raises(UnsupportedOnArchError, match=r"Options for vllm on sm80: awq, w4a16, fp8_w8a16, w8a8_int8"):
+    assert "Options for trt on sm86: int4_awq, int8_sq, int8_wo" in message
+    options = r"Options for vllm on sm80: awq, w4a16, w4a16_asym, fp8_w8a16, w8a8_int8"
+    with pytest.raises(UnsupportedOnArchError, match=options):
         plan(DENSE, "vllm", "auto", 80, override="fp8")
 
 
@@ -474,7 +475,7 @@ def test_a_refused_plan_exits_non_zero_with_the_reason(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert out.stdout == ""
     assert "refused: fp8 does not run on sm86 (Ampere: A10 / A40 / RTX 30)" in out.stderr
-    assert "Options for trt on sm86: int4_awq, int8_sq" in out.stderr
+    assert "Options for trt on sm86: int4_awq, int8_sq, int8_wo" in out.stderr
 
 
 def test_sm_comes_from_the_environment_and_the_flag_wins(
