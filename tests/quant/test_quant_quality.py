@@ -243,7 +243,7 @@ def test_yap_quant_eval_json_on_modelopt_exports(
     from quant.cli import main
 
     monkeypatch.setenv("YAP_QUANT_VENV", str(QUANT_VENV))
-    for name, algo in (("int8_sq", "W8A8_SQ_PER_CHANNEL"), ("int4_awq", "W4A16_AWQ")):
+    for name, algo in (("int8_sq", "W8A8_SQ_PER_CHANNEL"), ("int8_wo", "W8A16"), ("int4_awq", "W4A16_AWQ")):
         path = demo_builds[name].path
         assert path is not None
         assert main(["eval", str(path), "--json", "--tokens", "128"]) == 0
