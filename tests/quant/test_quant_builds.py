@@ -98,8 +98,12 @@ async def test_vllm_generates_from_the_checkpoint(served: Any) -> None:
 
 @pytest.mark.parametrize(
     ("method", "sm", "algo"),
-    [("int4_awq", None, "W4A16_AWQ"), ("fp8", 90, "FP8"), ("int8_sq", 86, "W8A8_SQ_PER_CHANNEL"),
-     ("int8_wo", 86, "W8A16")],  # fmt: skip
+    [
+        ("int4_awq", None, "W4A16_AWQ"),
+        ("fp8", 90, "FP8"),
+        ("int8_sq", 86, "W8A8_SQ_PER_CHANNEL"),
+        ("int8_wo", 86, "W8A16"),
+    ],
 )
 def test_modelopt_exports_for_tensorrt_llm(
     method: str, sm: int | None, algo: str, demo_builds: dict[str, BuildResult]
