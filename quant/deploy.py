@@ -80,7 +80,7 @@ def deploy_model(
         if engine == "trt":
             raise DeployError(f"QUANT={quant} with ENGINE=trt needs a GPU (TensorRT-LLM), and none was found")
         override = override or CPU_PICKS.get(quant)
-    update = {"model": model, "backend": engine, "mode": quant, "quantization": override}
+    update: dict[str, object] = {"model": model, "backend": engine, "mode": quant, "quantization": override}
     if gpu is None:
         update.update(_cpu_calibration(base, log))
     settings = base.model_copy(update=update)
