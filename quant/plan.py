@@ -13,12 +13,7 @@ records. Rules, in order:
    where it depends on it (`auto`, `8bit`) — those need an SM ("no GPU: pass SM=...").
 5. A method the GPU cannot run is refused with a message naming the GPU and the options; it is never
    downgraded silently.
-6. int8_sq (static per-tensor INT8 activations) is not chosen by a mode for a Llama-family model: measured on
-   SmolLM2-135M at SmoothQuant strength 0.5 and 0.8 it misses its quality bound (`INT8_SQ_ON_LLAMA`), and
-   ModelOpt's own support matrix marks LLAMA 3.x x int8_sq unsupported. The mode picks INT8 weight-only
-   (`int8_wo`, W8A16), the TensorRT 8-bit format that meets its bound there, and says why in the reason; an
-   explicit QUANTIZATION=int8_sq still builds, with a note naming the measured loss.
-7. 4-bit group quantization uses groups of 128 (the seed's and the tools' default) unless a linear layer's
+6. 4-bit group quantization uses groups of 128 (the seed's and the tools' default) unless a linear layer's
    input width (hidden size, MLP width, heads x head_dim, from the config) is not a multiple of it: then the
    largest of 64/32/16 that divides them all, with a note (TensorRT-LLM's export and vLLM's kernels refuse
    partial groups).
@@ -63,14 +58,6 @@ VLLM_UNSUPPORTED_FORMATS = frozenset({"bitsandbytes"})
 # Routers stay in high precision (llm-compressor's MoE examples; ModelOpt's presets already skip them).
 MOE_IGNORE = ("re:.*mlp.gate$", "re:.*router$", "re:.*shared_expert_gate$")
 GROUP_SIZES = (128, 64, 32, 16)
-# Model types of the Llama family (Llama 2/3, SmolLM2, and models that reuse LlamaForCausalLM).
-LLAMA_FAMILY = frozenset({"llama"})
-# int8_sq on a Llama-family model, as measured (benchmarks/quant-quality.md): why a mode does not choose it.
-INT8_SQ_ON_LLAMA = (
-    "SmolLM2-135M, 64 x 512 calibration: perplexity +33.5%, top-1 73.8% at ModelOpt's default strength 1.0, "
-    "against a bound of +8% and 85%"
-)
-INT8_SQ_FALLBACK = "int8_wo"
 # Formats read as 4-bit when only the name is known (seed: awq, w4a16, compressed-tensors, autoround; GPTQ
 # repos are 4-bit by convention).
 NAME_4BIT_FORMATS = frozenset({"awq", "compressed-tensors", "autoround", "gptq"})
@@ -186,17 +173,6 @@ def plan(
         return make("none", "mode none: the model is served unquantized")
 
     key, reason = _pick(be, md, sm, override)
-    if be == "trt" and key == "int8_sq" and _is_llama(info):
-        if override:
-            notes.append(f"warning: int8_sq misses its quality bound on Llama-family models ({INT8_SQ_ON_LLAMA}); "
-                         f"{INT8_SQ_FALLBACK} (INT8 weight-only) meets its own")  # fmt: skip
-        else:
-            key = INT8_SQ_FALLBACK
-            reason = (
-                f"{reason}, but not for a Llama-family model: int8_sq misses its quality bound there "
-                f"({INT8_SQ_ON_LLAMA}; ModelOpt's support matrix also marks LLAMA 3.x x int8_sq unsupported), so "
-                f"{INT8_SQ_FALLBACK}, INT8 weight-only (W8A16), the TensorRT 8-bit format that meets its bound"
-            )
     method = METHODS[(be, key)]
     if sm is not None and sm not in method.sms:
         raise UnsupportedOnArchError(_refusal(method, sm, be))
@@ -228,11 +204,6 @@ def plan(
         produces=method.produces.replace("group 128", f"group {group}") if group else method.produces,
         exports=("compressed-tensors",) if be == "vllm" else ("hf", "trtllm-checkpoint"),
     )
-
-
-def _is_llama(info: ModelInfo) -> bool:
-    """Whether the model is of the Llama family (by its config's model_type; False without a config)."""
-    return any(cfg.get("model_type") in LLAMA_FAMILY for cfg in info.configs())
 
 
 def _check_backend(backend: str) -> Backend:

@@ -33,8 +33,8 @@ DEMO_BUILDS: dict[str, BuildVariant] = {
     "awq": ("vllm", "awq", None, None),
     "int4_awq": ("trt", "4bit", None, None),
     "fp8": ("trt", "8bit", None, 90),
-    "int8_sq": ("trt", "8bit", "int8_sq", 86),  # explicit: on a Llama (the demo model) the mode picks int8_wo
-    "int8_wo": ("trt", "8bit", None, 86),
+    "int8_sq": ("trt", "8bit", None, 86),
+    "int8_wo": ("trt", "8bit", "int8_wo", 86),
 }
 
 

@@ -120,7 +120,7 @@ def test_modelopt_exports_for_tensorrt_llm(
     if method == "int4_awq":
         assert (legacy["group_size"], legacy["pre_quant_scale"]) == (128, True)
     if method == "int8_sq":  # the SmoothQuant strength the settings asked for, in the recipe and the key
-        assert result.plan.smoothquant_alpha == 0.5 and result.metadata.recipe[0] == "INT8_SMOOTHQUANT_CFG(alpha=0.5)"
+        assert result.plan.smoothquant_alpha == 0.8 and result.metadata.recipe[0] == "INT8_SMOOTHQUANT_CFG(alpha=0.8)"
     if method == "int8_wo":  # weight-only: no calibration data
         assert result.metadata.calibration is None and not result.plan.calibration
     assert result.metadata.trtllm_checkpoint == {"written": True, "dir": "trtllm-ckpt", "decoder_type": "llama"}

@@ -34,14 +34,12 @@ EXPECTED: dict[tuple[str, str], dict[int, str]] = {
     ("trt", "auto"): {80: "int4_awq", 86: "int4_awq", 89: "fp8", 90: "fp8", 100: "fp8", 120: "fp8"},
     ("trt", "4bit"): dict.fromkeys(SMS, "int4_awq"),
     ("trt", "awq"): dict.fromkeys(SMS, "int4_awq"),
-    # DENSE is a Llama: int8_sq misses its bound there, so INT8 weight-only (see test_int8_sq_on_llama...)
-    ("trt", "8bit"): {80: "int8_wo", 86: "int8_wo", 89: "fp8", 90: "fp8", 100: "fp8", 120: "fp8"},
+    ("trt", "8bit"): {80: "int8_sq", 86: "int8_sq", 89: "fp8", 90: "fp8", 100: "fp8", 120: "fp8"},
     ("trt", "fp8"): {80: REFUSED, 86: REFUSED, 89: "fp8", 90: "fp8", 100: "fp8", 120: "fp8"},
-    ("trt", "int8"): dict.fromkeys(SMS, "int8_wo"),
+    ("trt", "int8"): dict.fromkeys(SMS, "int8_sq"),
 }  # fmt: skip
 TOOL = {"vllm": "llmcompressor", "trt": "modelopt"}
 DENSE = ModelInfo("org/dense-chat", {"architectures": ["LlamaForCausalLM"], "model_type": "llama"})
-QWEN = ModelInfo("org/qwen-chat", {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"})
 
 
 @pytest.mark.parametrize("sm", SMS)
@@ -75,8 +73,7 @@ def test_presets_and_algorithms_are_recorded() -> None:
         128,
         True,
     )
-    assert plan(QWEN, "trt", "8bit", 86).produces == "W8A8_SQ_PER_CHANNEL"  # the seed's engines load it
-    assert plan(DENSE, "trt", "8bit", 86).recipe == ("INT8_WEIGHT_ONLY_CFG",)
+    assert plan(DENSE, "trt", "8bit", 86).produces == "W8A8_SQ_PER_CHANNEL"  # the seed's engines load it
     assert plan(DENSE, "trt", "8bit", 90).recipe == ("FP8_DEFAULT_CFG",)
     vllm_awq = plan(DENSE, "vllm", "awq", 80)
     assert (vllm_awq.scheme, vllm_awq.recipe) == ("W4A16_ASYM", ("AWQModifier", "QuantizationModifier"))
@@ -96,28 +93,15 @@ def test_nvfp4_is_offered_on_blackwell_only() -> None:
         plan(DENSE, "trt", "4bit", 90, override="nvfp4")
 
 
-@pytest.mark.parametrize(("mode", "sm"), [("8bit", 80), ("8bit", 86), ("int8", 86), ("int8", 90)])
-def test_int8_sq_is_not_chosen_for_llama_models_and_says_why(mode: str, sm: int) -> None:
-    from quant.plan import INT8_SQ_ON_LLAMA
-
-    p = plan(DENSE, "trt", mode, sm)
-    assert (p.method, p.produces, p.calibration) == ("int8_wo", "W8A16", False)
-    assert "not for a Llama-family model: int8_sq misses its quality bound there" in p.reason
-    assert INT8_SQ_ON_LLAMA in p.reason and "LLAMA 3.x x int8_sq unsupported" in p.reason
-    assert "INT8 weight-only (W8A16), the TensorRT 8-bit format that meets its bound" in p.reason
-    other = plan(QWEN, "trt", mode, sm)  # not measured on other families: the table's pick stands
-    assert (other.method, other.produces) == ("int8_sq", "W8A8_SQ_PER_CHANNEL")
-    assert other.smoothquant_alpha is None
-    assert plan(QWEN, "trt", mode, sm, smoothquant_alpha=0.5).smoothquant_alpha == 0.5
-
-
-def test_an_explicit_int8_sq_on_llama_still_builds_with_a_warning_naming_the_loss() -> None:
-    from quant.plan import INT8_SQ_ON_LLAMA
-
-    p = plan(DENSE, "trt", "8bit", 86, override="int8_sq", smoothquant_alpha=0.5)
-    assert (p.method, p.produces, p.smoothquant_alpha) == ("int8_sq", "W8A8_SQ_PER_CHANNEL", 0.5)
-    (warning,) = [n for n in p.notes if n.startswith("warning: int8_sq misses its quality bound")]
-    assert INT8_SQ_ON_LLAMA in warning and "int8_wo (INT8 weight-only) meets its own" in warning
+def test_int8_sq_carries_its_smoothquant_strength_and_int8_wo_is_available_by_name() -> None:
+    p = plan(DENSE, "trt", "8bit", 86, smoothquant_alpha=0.8)
+    assert (p.method, p.produces, p.smoothquant_alpha) == ("int8_sq", "W8A8_SQ_PER_CHANNEL", 0.8)
+    assert plan(DENSE, "trt", "8bit", 86).smoothquant_alpha is None  # ModelOpt's preset as is
+    assert plan(DENSE, "trt", "8bit", 90, smoothquant_alpha=0.8).smoothquant_alpha is None  # fp8 there
+    wo = plan(DENSE, "trt", "8bit", 86, override="w8a16")
+    assert (wo.method, wo.produces, wo.recipe, wo.calibration) == ("int8_wo", "W8A16", ("INT8_WEIGHT_ONLY_CFG",), False)
+    rtn = plan(DENSE, "vllm", "4bit", 86, override="w4a16_asym")
+    assert (rtn.method, rtn.scheme, rtn.calibration) == ("w4a16_asym", "W4A16_ASYM", False)
 
 
 def test_an_override_is_honoured_where_the_gpu_runs_it() -> None:
@@ -491,7 +475,7 @@ def test_plan_command_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[
     model = write_model(tmp_path, "chat", LLAMA)
     assert main(["plan", "--model", model, "--backend", "trt", "--mode", "8bit", "--sm", "86", "--json"]) == 0
     p = QuantPlan.from_json(capsys.readouterr().out)
-    assert (p.method, p.sm, p.gpu) == ("int8_wo", 86, "sm86 (Ampere: A10 / A40 / RTX 30)")
+    assert (p.method, p.sm, p.gpu) == ("int8_sq", 86, "sm86 (Ampere: A10 / A40 / RTX 30)")
 
 
 def test_a_refused_plan_exits_non_zero_with_the_reason(tmp_path: Path) -> None:
