@@ -38,6 +38,19 @@ def test_the_held_out_text_is_disjoint_from_the_calibration_texts() -> None:
     assert not shingles & {" ".join(calibration[i : i + 6]) for i in range(len(calibration) - 5)}
 
 
+def test_the_held_out_text_has_enough_tokens_to_tell_formats_apart(smollm2_dir: Path) -> None:
+    """At least 10,000 tokens with SmolLM2's own tokenizer, most from a source with a clear license."""
+    from tokenizers import Tokenizer
+
+    from quant.heldout import EVERYDAY_TEXT, HELDOUT_SOURCES, HELDOUT_TEXT
+    from quant.heldout_docs import SOURCE, TEXT
+
+    tokenizer = Tokenizer.from_file(str(smollm2_dir / "tokenizer.json"))
+    assert len(tokenizer.encode(HELDOUT_TEXT).ids) >= MIN_EVAL_TOKENS
+    assert len(tokenizer.encode(TEXT).ids) >= MIN_EVAL_TOKENS and "PSF License Version 2" in SOURCE
+    assert HELDOUT_TEXT.startswith(EVERYDAY_TEXT) and SOURCE in HELDOUT_SOURCES
+
+
 def test_embedded_calibration_is_packed_to_the_requested_samples() -> None:
     from quant.calibration import EMBEDDED_TEXTS
     from quant.runners._common import load_texts
