@@ -61,6 +61,7 @@ def make_plan(settings: QuantSettings, gpu: Gpu | None, *, role: Role = "chat") 
         role=role,
         kv_cache_dtype=settings.trt_kv_cache_dtype if settings.backend == "trt" else None,
         awq_block_size=settings.trt_awq_block_size,
+        smoothquant_alpha=settings.trt_smoothquant_alpha,
     )
 
 
@@ -176,6 +177,7 @@ def prepare(settings: QuantSettings, p: QuantPlan, model: str, env: QuantEnv, gp
         "preset": p.recipe[0] if p.recipe else None,
         "ignore": list(p.ignore),
         "awq_block_size": p.awq_block_size,
+        "smoothquant_alpha": p.smoothquant_alpha,
         "group_size": p.group_size,
         "kv_cache_dtype": p.kv_cache_dtype,
         "calibration": calibration,

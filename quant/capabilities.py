@@ -93,6 +93,9 @@ METHODS: Mapping[tuple[Backend, str], Method] = MappingProxyType(
             _method(key="w4a16", **_VLLM, bits=4, scheme="W4A16", recipe=("QuantizationModifier",),
                     calibration=False, sms=ALL_SMS, produces=_W4A16_CT,
                     summary="round-to-nearest 4-bit weights, no calibration"),
+            _method(key="w4a16_asym", **_VLLM, bits=4, scheme="W4A16_ASYM", recipe=("QuantizationModifier",),
+                    calibration=False, sms=ALL_SMS, produces=_W4A16_ASYM_CT,
+                    summary="round-to-nearest 4-bit weights with zero points (AWQ's control), no calibration"),
             _method(key="fp8_dynamic", **_VLLM, bits=8, scheme="FP8_DYNAMIC", recipe=("QuantizationModifier",),
                     calibration=False, sms=FP8_SMS, produces=f"compressed-tensors float-quantized FP8 {_DYNAMIC_ACTS}",
                     summary="FP8 weights and activations, no calibration"),
@@ -111,6 +114,9 @@ METHODS: Mapping[tuple[Backend, str], Method] = MappingProxyType(
             _method(key="int8_sq", **_TRT, bits=8, scheme="int8_sq", recipe=("INT8_SMOOTHQUANT_CFG",),
                     calibration=True, sms=ALL_SMS, produces="W8A8_SQ_PER_CHANNEL",
                     summary="SmoothQuant INT8 weights and activations"),
+            _method(key="int8_wo", **_TRT, bits=8, scheme="int8_wo", recipe=("INT8_WEIGHT_ONLY_CFG",),
+                    calibration=False, sms=ALL_SMS, produces="W8A16",
+                    summary="INT8 weights (per-channel scales), 16-bit activations; no calibration"),
             _method(key="nvfp4", **_TRT, bits=4, scheme="nvfp4", recipe=("NVFP4_DEFAULT_CFG",), calibration=True,
                     sms=FP4_SMS, produces="NVFP4", summary="NVFP4 weights and activations (Blackwell tensor cores)"),
         )
@@ -139,18 +145,18 @@ MODE_PICKS: Mapping[tuple[Backend, Mode], tuple[tuple[str, frozenset[int]], ...]
 # Which methods an explicit override (QUANTIZATION=...) may pick under each mode.
 MODE_ALLOWS: Mapping[tuple[Backend, Mode], frozenset[str]] = MappingProxyType(
     {
-        ("vllm", "auto"): frozenset({"awq", "w4a16", "fp8_dynamic", "fp8_w8a16", "w8a8_int8"}),
-        ("vllm", "4bit"): frozenset({"awq", "w4a16"}),
+        ("vllm", "auto"): frozenset({"awq", "w4a16", "w4a16_asym", "fp8_dynamic", "fp8_w8a16", "w8a8_int8"}),
+        ("vllm", "4bit"): frozenset({"awq", "w4a16", "w4a16_asym"}),
         ("vllm", "awq"): frozenset({"awq"}),
         ("vllm", "8bit"): frozenset({"fp8_dynamic", "fp8_w8a16", "w8a8_int8"}),
         ("vllm", "fp8"): frozenset({"fp8_dynamic", "fp8_w8a16"}),
         ("vllm", "int8"): frozenset({"w8a8_int8"}),
-        ("trt", "auto"): frozenset({"int4_awq", "fp8", "int8_sq", "nvfp4"}),
+        ("trt", "auto"): frozenset({"int4_awq", "fp8", "int8_sq", "int8_wo", "nvfp4"}),
         ("trt", "4bit"): frozenset({"int4_awq", "nvfp4"}),
         ("trt", "awq"): frozenset({"int4_awq"}),
-        ("trt", "8bit"): frozenset({"fp8", "int8_sq"}),
+        ("trt", "8bit"): frozenset({"fp8", "int8_sq", "int8_wo"}),
         ("trt", "fp8"): frozenset({"fp8"}),
-        ("trt", "int8"): frozenset({"int8_sq"}),
+        ("trt", "int8"): frozenset({"int8_sq", "int8_wo"}),
     }
 )
 
@@ -163,6 +169,7 @@ OVERRIDE_ALIASES: Mapping[Backend, Mapping[str, str]] = MappingProxyType(
                 "w4a16_awq": "awq",
                 "int4_awq": "awq",
                 "w4a16": "w4a16",
+                "w4a16_asym": "w4a16_asym",
                 "fp8": "fp8_dynamic",
                 "fp8_dynamic": "fp8_dynamic",
                 "fp8_w8a16": "fp8_w8a16",
@@ -183,6 +190,9 @@ OVERRIDE_ALIASES: Mapping[Backend, Mapping[str, str]] = MappingProxyType(
                 "int8": "int8_sq",
                 "int8_sq": "int8_sq",
                 "w8a8_sq": "int8_sq",
+                "int8_wo": "int8_wo",
+                "w8a16": "int8_wo",
+                "int8_weight_only": "int8_wo",
                 "nvfp4": "nvfp4",
                 "fp4": "nvfp4",
             }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from .metadata import BuildMetadata
 
@@ -43,8 +44,17 @@ def _quality(meta: BuildMetadata) -> list[str]:
         return "-" if value is None else format(value, fmt)
 
     ppl, base = q.get("perplexity"), q.get("base_perplexity")
-    delta = f" ({(ppl / base - 1) * 100:+.2f}% vs the base)" if ppl and base else ""
+    delta = f" ({(ppl / base - 1) * 100:+.2f}% vs the base" if ppl and base else ""
+    if delta and q.get("delta_interval"):
+        low, high = q["delta_interval"]
+        delta += f", 95% interval {low * 100:+.2f}% to {high * 100:+.2f}%"
+    delta += ")" if delta else ""
     top1 = q.get("top1_agreement")
+    top1_text = "-" if top1 is None else f"{top1 * 100:.2f}%"
+    if top1 is not None and q.get("top1_interval") is not None:
+        top1_text += f" ± {q['top1_interval'] * 100:.2f} (95%)"
+    margin = q.get("margin_top1")
+    margin_text = "-" if margin is None else f"{margin * 100:.2f}% of {q.get('margin_tokens')} tokens"
     compute = f", {q['compute_dtype']} compute" if q.get("compute_dtype") else ""  # reports before it was recorded
     lines = [
         "## Quality",
@@ -56,8 +66,10 @@ def _quality(meta: BuildMetadata) -> list[str]:
         "|---|---|",
         f"| Perplexity | {num('perplexity', '.3f')}{delta} |",
         f"| Base perplexity | {num('base_perplexity', '.3f')} |",
-        f"| Top-1 agreement with the base | {'-' if top1 is None else f'{top1 * 100:.2f}%'} |",
+        f"| Top-1 agreement with the base | {top1_text} |",
+        f"| Top-1 where the base's top two differ by ≥ {q.get('margin') or 0.2:g} | {margin_text} |",
         f"| KL(base ‖ this), mean per token | {num('kl', '.4f')} |",
+        f"| Quality bound | {_bound(q)} |",
         f"| Size on disk | {q.get('size_bytes', 0) / 1e6:.1f} MB |",
         f"| Build time | {num('build_seconds', '.1f')} s |",
         f"| Computed by | {q.get('path')}{compute} |",
@@ -65,6 +77,17 @@ def _quality(meta: BuildMetadata) -> list[str]:
     ]
     lines += [f"Not used: {kernel}." for kernel in q.get("kernels_unavailable", [])]
     return [*lines, ""] if q.get("kernels_unavailable") else lines
+
+
+def _bound(quality: dict[str, Any]) -> str:
+    """The format's bound and the verdict, from the report (`quant.bounds`)."""
+    verdict = quality.get("verdict")
+    if not verdict:
+        return "none for this format (not checked)"
+    b = verdict["bound"]
+    limits = f"perplexity ≤ +{b['delta'] * 100:g}%, KL ≤ {b['kl']:g}, top-1 ≥ {b['top1'] * 100:g}%"
+    result = "**passed**" if verdict["passed"] else "**not met**: " + "; ".join(verdict["failures"])
+    return f"{b['label']}: {limits}; {result}"
 
 
 def model_card(meta: BuildMetadata, repo_id: str) -> str:

@@ -1,17 +1,25 @@
 """The held-out English text `yap quant eval` measures on: fixed, shipped with the package, and disjoint from
 the calibration texts in `quant.calibration` (a test checks that no sentence is shared).
 
-Plain expository and narrative prose on everyday topics (about 3,000 tokens with a Llama-style tokenizer),
-written for this package. Stdlib only: imported by the main process and by the runners.
+Two parts, about 14,200 tokens with SmolLM2's tokenizer: plain expository and narrative prose on everyday
+topics written for this package (`EVERYDAY_TEXT`, about 2,700 tokens), then running prose from the Python
+Language Reference (`quant.heldout_docs`, about 11,500 tokens, PSF License Version 2). At 14,000 tokens the
+95% interval of a top-1 agreement near 90% is about ±0.5 points; at 2,700 it was ±1.1.
+Stdlib only: imported by the main process and by the runners.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-HELDOUT_NAME = "yap-heldout-en-v1"
+from .heldout_docs import SOURCE as DOCS_SOURCE
+from .heldout_docs import TEXT as DOCS_TEXT
 
-HELDOUT_TEXT = """\
+HELDOUT_NAME = "yap-heldout-en-v2"
+# Where each part comes from, for the model card and the benchmark notes.
+HELDOUT_SOURCES = ("everyday prose written for Yap (the project's license)", DOCS_SOURCE)
+
+EVERYDAY_TEXT = """\
 Lighthouses were once the most important buildings on many coasts. Before satellites and radio beacons, a \
 sailor who approached land at night had little more than a chart, a compass and the hope of seeing a light \
 where the chart promised one. Each lighthouse had its own pattern of flashes, so that a captain who counted \
@@ -160,6 +168,8 @@ water. Only when the boat is heading for the harbour does anyone sit down. Someo
 cabin, and the skipper watches the lights on the shore grow brighter as they come in. In the harbour the buyers \
 are already waiting on the quay, and within an hour of tying up the fish is on its way to the markets inland.
 """
+
+HELDOUT_TEXT = EVERYDAY_TEXT + "\n" + DOCS_TEXT + "\n"
 
 
 def heldout_sha256() -> str:

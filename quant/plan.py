@@ -83,6 +83,7 @@ class QuantPlan(BaseModel):
     ignore: tuple[str, ...] = ()
     kv_cache_dtype: Literal["fp8"] | None = None
     awq_block_size: int | None = None
+    smoothquant_alpha: float | None = None
     group_size: int | None = None
     serve_quantization: str | None = None
     produces: str | None = None
@@ -112,6 +113,7 @@ def plan(
     role: Role = "chat",
     kv_cache_dtype: str | None = None,
     awq_block_size: int = 128,
+    smoothquant_alpha: float | None = None,
 ) -> QuantPlan:
     """Decide what to build. A plain string is taken as a name only: pass `inspect_model(name)` to
     detect from the checkpoint's own files. Raises `PlanError` (or a subclass) when refused."""
@@ -197,6 +199,7 @@ def plan(
         ignore=ignore,
         kv_cache_dtype=kv,
         awq_block_size=group if key == "int4_awq" else None,
+        smoothquant_alpha=smoothquant_alpha if key == "int8_sq" else None,
         group_size=group if be == "vllm" else None,
         produces=method.produces.replace("group 128", f"group {group}") if group else method.produces,
         exports=("compressed-tensors",) if be == "vllm" else ("hf", "trtllm-checkpoint"),

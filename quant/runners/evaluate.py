@@ -3,8 +3,12 @@
 Runs in `.venv-quant` (torch, transformers, compressed-tensors, ModelOpt) like the build runners, on CPU or
 CUDA, and needs neither AVX-512 nor a GPU. Job keys: artifact, base (None = perplexity only), kind
 (`compressed-tensors` | `modelopt` | `plain`), text, max_tokens, window, dtype (the compute dtype of both
-models), log, and optionally prompts (user messages answered greedily through the chat template, to show
-the checkpoint still talks) and max_new_tokens.
+models), log, and optionally artifact_dtype (the artifact computes in it instead: the evaluation floor runs the
+bf16 base in bf16 against itself in float32), margin (see `window_sums`), prompts (user messages answered
+greedily through the chat template, to show the checkpoint still talks) and max_new_tokens.
+
+Besides the means it reports what their 95% intervals need (`quant.bounds`): the per-token NLL differences'
+sum and sum of squares, and the token counts behind the top-1 figures.
 
 Both models compute in `dtype` (float32 by default), so the figures measure what quantization changed and
 not the rounding of 16-bit compute: on SmolLM2-135M, the bf16 base run in bf16 instead of float32 already
@@ -37,6 +41,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from quant.bounds import TOP1_MARGIN, delta_interval, proportion_interval
 
 from ._common import Events, bridge_tqdm, device, run
 
@@ -144,8 +150,10 @@ def _load_modelopt(tools: Any, path: Path, on: str, dtype: Any) -> tuple[Any, st
             deq = from_quantized_weight(weight, scale.to(torch.float32), "fp8", torch.float32)
         elif algo.startswith("W8A8_SQ"):
             deq = from_quantized_weight(weight, scale.to(torch.float32), "int8_sq", torch.float32)
+        elif algo == "W8A16":
+            deq = from_quantized_weight(weight, scale.to(torch.float32), "int8_wo", torch.float32)
         else:
-            raise ValueError(f"quant_algo {algo} is not evaluated here (FP8, W8A8_SQ_*, W4A16_AWQ are)")
+            raise ValueError(f"quant_algo {algo} is not evaluated here (FP8, W8A8_SQ_*, W8A16, W4A16_AWQ are)")
         module.weight.data = deq.to(dtype)
         pre = state.pop(f"{name}.pre_quant_scale", None)
         act = state.pop(f"{name}.input_scale", None)
@@ -227,6 +235,55 @@ def _describe_path(kind: str, detail: str, on: str) -> str:
     return f"transformers on {on}: {detail}"
 
 
+SUM_KEYS = ("tokens", "nll", "nll_base", "diff", "diff_sq", "agree", "kl", "margin_tokens", "margin_agree")
+
+
+def window_sums(
+    torch: Any, logits: Any, base_logits: Any, targets: Any, margin: float = TOP1_MARGIN
+) -> dict[str, float]:
+    """The sums over one window's positions ((n, vocab) logits of the artifact and of the base, n targets):
+    NLL of each, the per-token NLL difference d = nll - nll_base and d squared, top-1 agreement, KL(base || artifact),
+    and top-1 agreement restricted to the positions where the base's two most likely tokens differ by at least
+    `margin` in probability (with their count)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    logp_base = torch.log_softmax(base_logits.float(), dim=-1)
+    nll = -logp.gather(1, targets[:, None])[:, 0]
+    nll_base = -logp_base.gather(1, targets[:, None])[:, 0]
+    diff = (nll - nll_base).double()
+    agree = logp.argmax(-1) == logp_base.argmax(-1)
+    top2 = logp_base.exp().topk(2, dim=-1).values
+    clear = (top2[:, 0] - top2[:, 1]) >= margin
+    return {
+        "tokens": int(targets.numel()),
+        "nll": float(nll.sum()),
+        "nll_base": float(nll_base.sum()),
+        "diff": float(diff.sum()),
+        "diff_sq": float((diff * diff).sum()),
+        "agree": int(agree.sum()),
+        "kl": float((logp_base.exp() * (logp_base - logp)).sum()),
+        "margin_tokens": int(clear.sum()),
+        "margin_agree": int((agree & clear).sum()),
+    }
+
+
+def figures(sums: dict[str, float]) -> dict[str, Any]:
+    """The report's figures from the summed `window_sums`: perplexities, delta with its 95% interval, top-1 with
+    its 95% half-width, margin-conditioned top-1, mean KL."""
+    n = int(sums["tokens"])
+    _, low, high = delta_interval(sums["diff"], sums["diff_sq"], n)
+    m = int(sums["margin_tokens"])
+    return {
+        "perplexity": math.exp(sums["nll"] / n),
+        "base_perplexity": math.exp(sums["nll_base"] / n),
+        "delta_interval": [low, high],
+        "top1_agreement": sums["agree"] / n,
+        "top1_interval": proportion_interval(int(sums["agree"]), n),
+        "margin_top1": sums["margin_agree"] / m if m else None,
+        "margin_tokens": m,
+        "kl": sums["kl"] / n,
+    }
+
+
 def main(events: Events, job: dict[str, Any], tools: Any) -> dict[str, Any]:
     torch = tools.torch
     on = device()
@@ -236,7 +293,7 @@ def main(events: Events, job: dict[str, Any], tools: Any) -> dict[str, Any]:
     with events.stage("load"):
         has_tokenizer = (artifact / "tokenizer.json").exists()
         tokenizer = tools.AutoTokenizer.from_pretrained(str(artifact if has_tokenizer else base))
-        model, detail = _load(tools, artifact, job["kind"], on, dtype)
+        model, detail = _load(tools, artifact, job["kind"], on, getattr(torch, job.get("artifact_dtype") or compute))
         reference = None
         if base:  # several jobs of one run usually share the base: load it once per run
             if (base, dtype) not in tools.bases:
@@ -245,9 +302,11 @@ def main(events: Events, job: dict[str, Any], tools: Any) -> dict[str, Any]:
             reference = tools.bases[base, dtype]
     ids = tokenizer(job["text"], add_special_tokens=False, return_tensors="pt")["input_ids"][0][: job["max_tokens"]]
     window = int(job["window"])
+    margin = float(job.get("margin", TOP1_MARGIN))
     starts = list(range(0, max(len(ids) - 1, 1), window))
-    nll = nll_base = kl = 0.0
-    agree = count = 0
+    nll = 0.0
+    sums = dict.fromkeys(SUM_KEYS, 0.0)
+    count = 0
     started = time.perf_counter()
     with events.stage("evaluate", total=len(starts)), torch.inference_mode():
         for done, start in enumerate(starts, 1):
@@ -255,16 +314,17 @@ def main(events: Events, job: dict[str, Any], tools: Any) -> dict[str, Any]:
             if chunk.shape[1] < 2:
                 continue
             targets = chunk[0, 1:]
-            logp = torch.log_softmax(model(chunk).logits[0, :-1].float(), dim=-1)
-            nll += float(-logp.gather(1, targets[:, None]).sum())
+            logits = model(chunk).logits[0, :-1]
             if reference is not None:
-                logp_base = torch.log_softmax(reference(chunk).logits[0, :-1].float(), dim=-1)
-                nll_base += float(-logp_base.gather(1, targets[:, None]).sum())
-                agree += int((logp.argmax(-1) == logp_base.argmax(-1)).sum())
-                kl += float((logp_base.exp() * (logp_base - logp)).sum())
+                part = window_sums(torch, logits, reference(chunk).logits[0, :-1], targets, margin)
+                sums = {k: sums[k] + part[k] for k in SUM_KEYS}
+            else:
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                nll += float(-logp.gather(1, targets[:, None]).sum())
             count += int(targets.numel())
             events.emit("bar", desc="held-out windows", n=done, total=len(starts))
     has_base = reference is not None
+    found = figures(sums) if has_base else {}
     generations = [_generate(tools, model, tokenizer, prompt, job.get("max_new_tokens", 24), on)
                    for prompt in job.get("prompts") or ()]  # fmt: skip
     return {
@@ -276,10 +336,16 @@ def main(events: Events, job: dict[str, Any], tools: Any) -> dict[str, Any]:
         "tokens": count,
         "window": window,
         "dtype": compute,
-        "perplexity": math.exp(nll / count),
-        "base_perplexity": math.exp(nll_base / count) if has_base else None,
-        "top1_agreement": agree / count if has_base else None,
-        "kl": kl / count if has_base else None,
+        "perplexity": found["perplexity"] if has_base else math.exp(nll / count),
+        "base_perplexity": found.get("base_perplexity"),
+        "top1_agreement": found.get("top1_agreement"),
+        "kl": found.get("kl"),
+        "delta_interval": found.get("delta_interval"),
+        "top1_interval": found.get("top1_interval"),
+        "margin_top1": found.get("margin_top1"),
+        "margin_tokens": found.get("margin_tokens"),
+        "margin": margin,
+        "artifact_dtype": job.get("artifact_dtype") or compute,
         "seconds": round(time.perf_counter() - started, 3),
     }
 

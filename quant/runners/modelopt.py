@@ -1,7 +1,7 @@
 """ModelOpt runner (TensorRT-LLM checkpoints): INT4-AWQ, FP8, INT8-SmoothQuant, NVFP4, optional FP8 KV cache.
 
-Job keys: model, revision, output_dir, log, method, preset, awq_block_size, kv_cache_dtype, calibration
-({source, nsamples, seqlen, batch_size}). Writes the unified HF checkpoint (config.json +
+Job keys: model, revision, output_dir, log, method, preset, awq_block_size, smoothquant_alpha (int8_sq),
+kv_cache_dtype, calibration ({source, nsamples, seqlen, batch_size}). Writes the unified HF checkpoint (config.json +
 hf_quant_config.json + weights + tokenizer) that TensorRT-LLM's PyTorch backend loads, and the
 TensorRT-LLM checkpoint (config.json + rank0.safetensors) under `trtllm-ckpt/` for `trtllm-build`.
 """
@@ -26,6 +26,8 @@ def _config(mtq: Any, job: dict[str, Any]) -> dict[str, Any]:
         for entry in cfg["quant_cfg"]:
             if entry.get("quantizer_name") == "*weight_quantizer":
                 entry["cfg"]["block_sizes"][-1] = job["awq_block_size"]
+    if job["method"] == "int8_sq" and job.get("smoothquant_alpha") is not None:
+        cfg["algorithm"] = {"method": "smoothquant", "alpha": job["smoothquant_alpha"]}
     if job.get("kv_cache_dtype") == "fp8":
         cfg["quant_cfg"] = [*cfg["quant_cfg"], *copy.deepcopy(mtq.FP8_KV_CFG)["quant_cfg"]]
     return cfg
@@ -62,17 +64,20 @@ def main(events: Events, job: dict[str, Any], tools: Any) -> dict[str, Any]:
         )
         model = model.to(on).eval()
 
-    calibration = job["calibration"]
-    nsamples = calibration["nsamples"]
-    if job["method"] == "int4_awq":
-        nsamples = min(nsamples, AWQ_MAX_SAMPLES)
-    texts, used = load_texts(calibration["source"], nsamples)
-    batch_size, seqlen = calibration["batch_size"], calibration["seqlen"]
-    batches = [
-        tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=seqlen)
-        for i in range(0, len(texts), batch_size)
-    ]
-    used = {**used, "seqlen": seqlen, "batch_size": batch_size, "batches": len(batches)}
+    calibration = job.get("calibration")
+    used: dict[str, Any] | None = None
+    batches: list[Any] = []
+    if calibration:  # weight-only INT8 needs none: the weights' own ranges set their scales
+        nsamples = calibration["nsamples"]
+        if job["method"] == "int4_awq":
+            nsamples = min(nsamples, AWQ_MAX_SAMPLES)
+        texts, used = load_texts(calibration["source"], nsamples)
+        batch_size, seqlen = calibration["batch_size"], calibration["seqlen"]
+        batches = [
+            tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=seqlen)
+            for i in range(0, len(texts), batch_size)
+        ]
+        used = {**used, "seqlen": seqlen, "batch_size": batch_size, "batches": len(batches)}
 
     def forward_loop(m: Any) -> None:
         for done, batch in enumerate(batches, 1):
@@ -80,8 +85,8 @@ def main(events: Events, job: dict[str, Any], tools: Any) -> dict[str, Any]:
                 m(input_ids=batch["input_ids"].to(on), attention_mask=batch["attention_mask"].to(on))
             events.emit("bar", desc="calibration batches", n=done, total=len(batches))
 
-    with events.stage("calibrate", total=len(batches)):
-        mtq.quantize(model, _config(mtq, job), forward_loop=forward_loop)
+    with events.stage("calibrate" if batches else "quantize", total=len(batches) or None):
+        mtq.quantize(model, _config(mtq, job), forward_loop=forward_loop if batches else None)
 
     out = Path(job["output_dir"])
     dtype = model.dtype if model.dtype in (torch.float16, torch.bfloat16) else torch.float16
@@ -101,6 +106,8 @@ def main(events: Events, job: dict[str, Any], tools: Any) -> dict[str, Any]:
         tools.export_hf_checkpoint(model, dtype=dtype, export_dir=out)
         tokenizer.save_pretrained(out)
     recipe = [job["preset"], *(["FP8_KV_CFG"] if job.get("kv_cache_dtype") == "fp8" else [])]
+    if job["method"] == "int8_sq" and job.get("smoothquant_alpha") is not None:
+        recipe[0] += f"(alpha={job['smoothquant_alpha']:g})"
     return {"device": on, "calibration": used, "recipe": recipe, "trtllm_checkpoint": legacy}
 
 

@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from quant_support import CAPITAL, DEMO_BUILDS, QUANT_VENV, SMOL_BUILDS, demo_request, smol_request
+from quant_support import CAPITAL, DEMO_BUILDS, QUANT_VENV, REPO, SMOL_BUILDS, demo_request, smol_request
 
 from quant.build import BuildResult, build_many
 from quant.env import QuantEnv, ensure_env
-from quant.evaluate import QualityReport, evaluate_many
+from quant.evaluate import QualityReport, evaluate_floor, evaluate_many, table
 from quant.progress import Progress
 
 
@@ -72,3 +72,23 @@ def smol_reports(
     for name, report in zip(names, reports, strict=True):
         print(f"  {name}: {report.row()}")
     return dict(zip(names, reports, strict=True))
+
+
+@pytest.fixture(scope="session")
+def smol_floor(quant_env: QuantEnv, quant_store: Path, smollm2_dir: Path) -> QualityReport:
+    """The evaluation floor: SmolLM2's bf16 weights computing in bf16 against float32 compute."""
+    settings, _ = smol_request("w4a16", quant_store, smollm2_dir)
+    report = evaluate_floor(smollm2_dir, settings=settings, env=quant_env)
+    print(f"  eval_floor: {report.row()}")
+    return report
+
+
+@pytest.fixture(scope="session")
+def smol_table(smol_reports: dict[str, QualityReport], smol_floor: QualityReport) -> list[str]:
+    """The quality table of this session (markdown), printed and written to runs/quant-quality.md."""
+    lines = table({"eval_floor": smol_floor, **smol_reports})
+    out = REPO / "runs" / "quant-quality.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return lines

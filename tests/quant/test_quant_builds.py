@@ -98,7 +98,12 @@ async def test_vllm_generates_from_the_checkpoint(served: Any) -> None:
 
 @pytest.mark.parametrize(
     ("method", "sm", "algo"),
-    [("int4_awq", None, "W4A16_AWQ"), ("fp8", 90, "FP8"), ("int8_sq", 86, "W8A8_SQ_PER_CHANNEL")],
+    [
+        ("int4_awq", None, "W4A16_AWQ"),
+        ("fp8", 90, "FP8"),
+        ("int8_sq", 86, "W8A8_SQ_PER_CHANNEL"),
+        ("int8_wo", 86, "W8A16"),
+    ],
 )
 def test_modelopt_exports_for_tensorrt_llm(
     method: str, sm: int | None, algo: str, demo_builds: dict[str, BuildResult]
@@ -114,6 +119,10 @@ def test_modelopt_exports_for_tensorrt_llm(
     assert (result.path / "tokenizer.json").is_file()
     if method == "int4_awq":
         assert (legacy["group_size"], legacy["pre_quant_scale"]) == (128, True)
+    if method == "int8_sq":  # the SmoothQuant strength the settings asked for, in the recipe and the key
+        assert result.plan.smoothquant_alpha == 0.8 and result.metadata.recipe[0] == "INT8_SMOOTHQUANT_CFG(alpha=0.8)"
+    if method == "int8_wo":  # weight-only: no calibration data
+        assert result.metadata.calibration is None and not result.plan.calibration
     assert result.metadata.trtllm_checkpoint == {"written": True, "dir": "trtllm-ckpt", "decoder_type": "llama"}
     engine = result.metadata.legacy_engine
     assert engine is not None and not engine["built"] and engine["reason"].startswith("LEGACY_ENGINE is not set")

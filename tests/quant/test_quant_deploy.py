@@ -14,9 +14,12 @@ import httpx
 import pytest
 from quant_support import QUANT_VENV, make_settings
 
-from quant.deploy import CPU_PICKS, DeployError, deploy_model, requested_quant
+import quant.deploy
+from quant.build import BuildResult
+from quant.deploy import CPU_CALIBRATION, CPU_PICKS, DeployError, deploy_model, requested_quant
 from quant.env import QuantEnv
 from quant.metadata import BuildMetadata
+from quant.settings import QuantSettings
 from yap_cli.loopback import free_port
 
 
@@ -36,6 +39,40 @@ def test_without_a_gpu_the_cpu_gets_formats_vllm_cpu_runs(monkeypatch: pytest.Mo
         deploy_model("some/model", "trt", "4bit", settings=make_settings())
     with pytest.raises(DeployError, match=r"applies to ENGINE=vllm or trt \(got fake\)"):
         deploy_model("some/model", "fake", "8bit")
+
+
+@pytest.mark.parametrize("given", [{}, {"AWQ_NSAMPLES": "16"}, {"AWQ_SEQLEN": "256"}])
+def test_on_a_cpu_calibration_is_smaller_and_start_up_says_what_it_costs(
+    given: dict[str, str], demo_model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without a GPU, QUANT=4bit calibrates AWQ on CPU_CALIBRATION unless AWQ_NSAMPLES / AWQ_SEQLEN are set; the
+    seed's 64 x 2,048 stays the default everywhere else. (The build itself is stubbed: the real one is
+    test_a_failed_build_stops_with_the_plan_and_the_reason and the quant_quality suite.)"""
+    for name in ("SM", "AWQ_NSAMPLES", "AWQ_SEQLEN", "QUANTIZATION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in given.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(quant.deploy, "resolve_sm", lambda flag, env: None)
+    built: list[QuantSettings] = []
+
+    def build(settings: QuantSettings, gpu: object, **_: object) -> BuildResult:
+        built.append(settings)
+        return BuildResult(quant.deploy.make_plan(settings, None), tmp_path, None, cached=False)
+
+    monkeypatch.setattr(quant.deploy, "build", build)
+    seed = QuantSettings.from_env(engines_dir=tmp_path)
+    assert (seed.awq_nsamples, seed.awq_seqlen) == (64, 2048) or given
+    lines: list[str] = []
+    deploy_model(str(demo_model_dir), "vllm", "4bit", settings=seed, log=lines.append)
+    (settings,) = built
+    if given:
+        assert (settings.awq_nsamples, settings.awq_seqlen) == (seed.awq_nsamples, seed.awq_seqlen)
+        assert not any("samples x" in line for line in lines)
+        return
+    assert (settings.awq_nsamples, settings.awq_seqlen) == CPU_CALIBRATION
+    (line,) = [line for line in lines if "samples x" in line]
+    assert f"{CPU_CALIBRATION[0]} samples x {CPU_CALIBRATION[1]} tokens, smaller than the seed's 64 x 2048" in line
+    assert "measured on SmolLM2-135M: AWQ at" in line and "AWQ_NSAMPLES" in line
 
 
 @pytest.mark.quant

@@ -73,7 +73,7 @@ def test_presets_and_algorithms_are_recorded() -> None:
         128,
         True,
     )
-    assert plan(DENSE, "trt", "8bit", 86).produces == "W8A8_SQ_PER_CHANNEL"
+    assert plan(DENSE, "trt", "8bit", 86).produces == "W8A8_SQ_PER_CHANNEL"  # the seed's engines load it
     assert plan(DENSE, "trt", "8bit", 90).recipe == ("FP8_DEFAULT_CFG",)
     vllm_awq = plan(DENSE, "vllm", "awq", 80)
     assert (vllm_awq.scheme, vllm_awq.recipe) == ("W4A16_ASYM", ("AWQModifier", "QuantizationModifier"))
@@ -93,6 +93,17 @@ def test_nvfp4_is_offered_on_blackwell_only() -> None:
         plan(DENSE, "trt", "4bit", 90, override="nvfp4")
 
 
+def test_int8_sq_carries_its_smoothquant_strength_and_int8_wo_is_available_by_name() -> None:
+    p = plan(DENSE, "trt", "8bit", 86, smoothquant_alpha=0.8)
+    assert (p.method, p.produces, p.smoothquant_alpha) == ("int8_sq", "W8A8_SQ_PER_CHANNEL", 0.8)
+    assert plan(DENSE, "trt", "8bit", 86).smoothquant_alpha is None  # ModelOpt's preset as is
+    assert plan(DENSE, "trt", "8bit", 90, smoothquant_alpha=0.8).smoothquant_alpha is None  # fp8 there
+    wo = plan(DENSE, "trt", "8bit", 86, override="w8a16")
+    assert (wo.method, wo.produces, wo.recipe, wo.calibration) == ("int8_wo", "W8A16", ("INT8_WEIGHT_ONLY_CFG",), False)
+    rtn = plan(DENSE, "vllm", "4bit", 86, override="w4a16_asym")
+    assert (rtn.method, rtn.scheme, rtn.calibration) == ("w4a16_asym", "W4A16_ASYM", False)
+
+
 def test_an_override_is_honoured_where_the_gpu_runs_it() -> None:
     p = plan(DENSE, "trt", "8bit", 90, override="int8_sq")
     assert (p.method, p.reason) == ("int8_sq", "QUANTIZATION=int8_sq (override)")
@@ -107,8 +118,9 @@ def test_an_override_the_gpu_cannot_run_is_refused_naming_gpu_and_options() -> N
     message = str(err.value)
     assert "fp8 does not run on sm86 (Ampere: A10" in message
     assert "needs sm89, sm90, sm100 or sm120" in message
-    assert "Options for trt on sm86: int4_awq, int8_sq" in message
-    with pytest.raises(UnsupportedOnArchError, match=r"Options for vllm on sm80: awq, w4a16, fp8_w8a16, w8a8_int8"):
+    assert "Options for trt on sm86: int4_awq, int8_sq, int8_wo" in message
+    options = r"Options for vllm on sm80: awq, w4a16, w4a16_asym, fp8_w8a16, w8a8_int8"
+    with pytest.raises(UnsupportedOnArchError, match=options):
         plan(DENSE, "vllm", "auto", 80, override="fp8")
 
 
@@ -474,7 +486,7 @@ def test_a_refused_plan_exits_non_zero_with_the_reason(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert out.stdout == ""
     assert "refused: fp8 does not run on sm86 (Ampere: A10 / A40 / RTX 30)" in out.stderr
-    assert "Options for trt on sm86: int4_awq, int8_sq" in out.stderr
+    assert "Options for trt on sm86: int4_awq, int8_sq, int8_wo" in out.stderr
 
 
 def test_sm_comes_from_the_environment_and_the_flag_wins(

@@ -1,5 +1,5 @@
 """Quantization proven on a real model (SmolLM2-135M-Instruct): the quality report of every format against the
-bf16 base, the bounds it must meet, and the 4-bit checkpoints answering a question.
+bf16 base, the bound of its own format it must meet (`quant.bounds`), and the 4-bit checkpoints answering a question.
 
 The builds and the evaluation run once per session (`smol_builds`, `smol_reports`) at the test sizes in
 `quant_support.SMOL_CALIBRATION` / `SMOL_EVAL`; the seed's defaults are for real builds.
@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from quant_support import CAPITAL, QUANT_VENV, SMOL_BOUNDS, cpu_has_avx512
+from quant_support import CAPITAL, MIN_EVAL_TOKENS, QUANT_VENV, RTN_CONTROLS, SMOL_BUILDS, cpu_has_avx512
 
+from quant.bounds import AWQ_VS_RTN_KL, bound_for, bound_key, consistent
 from quant.build import BuildResult
 from quant.card import model_card
 from quant.evaluate import JSON_KEYS, QualityReport, checkpoint_size, record
@@ -27,7 +28,7 @@ def test_the_held_out_text_is_disjoint_from_the_calibration_texts() -> None:
     from quant.heldout import HELDOUT_TEXT
 
     words = HELDOUT_TEXT.split()
-    assert len(words) > 1500  # a few thousand tokens
+    assert len(words) > 8000
     for text in EMBEDDED_TEXTS:
         for sentence in text.split(". "):
             if len(sentence.split()) >= 5:
@@ -35,6 +36,19 @@ def test_the_held_out_text_is_disjoint_from_the_calibration_texts() -> None:
     shingles = {" ".join(words[i : i + 6]) for i in range(len(words) - 5)}
     calibration = " ".join(EMBEDDED_TEXTS).split()
     assert not shingles & {" ".join(calibration[i : i + 6]) for i in range(len(calibration) - 5)}
+
+
+def test_the_held_out_text_has_enough_tokens_to_tell_formats_apart(smollm2_dir: Path) -> None:
+    """At least 10,000 tokens with SmolLM2's own tokenizer, most from a source with a clear license."""
+    from tokenizers import Tokenizer
+
+    from quant.heldout import EVERYDAY_TEXT, HELDOUT_SOURCES, HELDOUT_TEXT
+    from quant.heldout_docs import SOURCE, TEXT
+
+    tokenizer = Tokenizer.from_file(str(smollm2_dir / "tokenizer.json"))
+    assert len(tokenizer.encode(HELDOUT_TEXT).ids) >= MIN_EVAL_TOKENS
+    assert len(tokenizer.encode(TEXT).ids) >= MIN_EVAL_TOKENS and "PSF License Version 2" in SOURCE
+    assert HELDOUT_TEXT.startswith(EVERYDAY_TEXT) and SOURCE in HELDOUT_SOURCES
 
 
 def test_embedded_calibration_is_packed_to_the_requested_samples() -> None:
@@ -81,41 +95,83 @@ def test_every_format_builds_and_is_evaluated_against_bf16(
         result = smol_builds[name]
         assert result.path is not None and report.method == result.plan.method, name
         assert report.base == str(smollm2_dir.resolve())
-        assert report.tokens > 100 and report.base_perplexity is not None
+        assert report.tokens >= MIN_EVAL_TOKENS and report.base_perplexity is not None
         assert report.size_bytes == checkpoint_size(result.path) < checkpoint_size(smollm2_dir)
         assert report.build_seconds == result.metadata.durations["total"] if result.metadata else False
         assert report.path.startswith("transformers on cpu: ")
         assert report.kernels_unavailable, name  # it says which low-precision kernels it did not run
+        assert report.delta_interval is not None and report.top1_interval is not None, name
+        assert report.margin_top1 is not None and 0 < (report.margin_tokens or 0) < report.tokens, name
+        assert (report.verdict is None) == (name in RTN_CONTROLS), name  # a bound for every format but the controls
     fp8_path = smol_reports["fp8_dynamic"].path
     assert fp8_path.endswith("compressed-tensors decompression (float-quantized: W8A8 (float8))")
     assert "ModelOpt export (W8A8_SQ_PER_CHANNEL)" in smol_reports["int8_sq"].path
+    assert "ModelOpt export (W8A16)" in smol_reports["int8_wo"].path
     # one base, measured once: every row reports the same base perplexity
     assert len({round(r.base_perplexity or 0, 6) for r in smol_reports.values()}) == 1
 
 
-# Measured on the whole held-out text (2,689 tokens) in float32 (benchmarks/quant-smollm2.json): the top-1 bound
-# fails for every 8-bit format that quantizes activations on this 135M model. INT8 weights alone keep 95.8% of the
-# top-1 tokens; per-token INT8 activations alone, even after SmoothQuant, keep 93.4%; the last decoder layer's
-# activations cost the most (5.6 points on their own), and keeping that layer in 16-bit gains only 1-1.5 points.
-BOUND_8BIT_MISSES = {
-    "fp8_dynamic": "+2.4% but top-1 90.2% (< 95%): FP8 e4m3 weights alone keep 92.0% of the top-1 tokens",
-    "fp8": "+3.1% and top-1 88.9% (static per-tensor FP8 activations)",
-    "int8_sq": "+122% and top-1 55% (static per-tensor INT8 activations after SmoothQuant)",
-    "w8a8_int8": "+1.4% (perplexity kept) but top-1 93.2% (< 95%)",
-}
+# Formats that miss their bound on SmolLM2-135M (measured by this suite, benchmarks/quant-quality.md): each is a
+# strict expected failure carrying its figures and the reason.
+BOUND_MISSES: dict[str, str] = {}
 
 
 @pytest.mark.quant
 @pytest.mark.quant_quality
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=r)) for n, r in BOUND_8BIT_MISSES.items()],
+    [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=BOUND_MISSES[n])) if n in BOUND_MISSES else n
+        for n in SMOL_BUILDS
+        if n not in RTN_CONTROLS
+    ],
 )
-def test_8bit_formats_stay_close_to_bf16(name: str, smol_reports: dict[str, QualityReport]) -> None:
+def test_each_format_meets_its_own_bound(name: str, smol_builds: dict[str, BuildResult],
+                                         smol_reports: dict[str, QualityReport]) -> None:  # fmt: skip
+    plan = smol_builds[name].plan
+    bound = bound_for(bound_key(plan.backend, plan.method))  # a format without a bound is an error here
     report = smol_reports[name]
-    assert report.delta is not None and report.top1_agreement is not None and report.kl is not None
-    assert report.delta <= SMOL_BOUNDS["8bit_delta"], report.row()
-    assert report.top1_agreement >= SMOL_BOUNDS["8bit_top1"], report.row()
+    assert report.bound_key == bound.key and report.verdict is not None
+    assert report.verdict["passed"], f"{report.row()}: {'; '.join(report.verdict['failures'])}"
+
+
+@pytest.mark.quant
+@pytest.mark.quant_quality
+@pytest.mark.xfail(
+    strict=True,
+    reason="top-1 97.32% ± 0.61 (< 98.5%), KL 0.0010, perplexity +0.04% on the 2,689-token v1 text: bf16 compute alone "
+    "flips the near-ties of a 135M model (benchmarks/quant-quality.md)",
+)
+def test_the_evaluation_floor_is_measured_and_within_its_bound(smol_floor: QualityReport) -> None:
+    """bf16 weights computing in bf16 against float32 compute: what every other row's figures stand on."""
+    assert smol_floor.verdict is not None
+    assert smol_floor.verdict["passed"], f"{smol_floor.row()}: {smol_floor.verdict['failures']}"
+
+
+@pytest.mark.quant
+@pytest.mark.quant_quality
+def test_every_row_is_consistent(
+    smol_reports: dict[str, QualityReport], smol_floor: QualityReport, smol_table: list[str]
+) -> None:
+    """Mean KL within 30% of ln(perplexity ratio) plus 0.005 on every row, the controls and the floor included:
+    a row that breaks it points at the evaluation, not at the format."""
+    assert smol_floor.artifact_dtype == "bfloat16" and smol_floor.compute_dtype == "float32"
+    assert smol_floor.tokens >= MIN_EVAL_TOKENS and smol_floor.bound_key == "eval_floor"
+    for name, report in {**smol_reports, "eval_floor": smol_floor}.items():
+        assert report.kl is not None and report.base_perplexity is not None
+        assert consistent(report.kl, report.perplexity, report.base_perplexity), f"{name}: {report.row()}"
+
+
+@pytest.mark.quant
+@pytest.mark.quant_quality
+def test_awq_beats_round_to_nearest_at_the_same_group_size_and_symmetry(
+    smol_builds: dict[str, BuildResult], smol_reports: dict[str, QualityReport]
+) -> None:
+    awq, rtn = smol_reports["awq"], smol_reports["w4a16_asym"]
+    assert smol_builds["awq"].plan.scheme == smol_builds["w4a16_asym"].plan.scheme == "W4A16_ASYM"
+    assert smol_builds["awq"].plan.group_size == smol_builds["w4a16_asym"].plan.group_size
+    assert awq.kl is not None and rtn.kl is not None
+    assert awq.kl <= AWQ_VS_RTN_KL * rtn.kl, f"AWQ {awq.row()} vs asymmetric RTN {rtn.row()}"
 
 
 @pytest.mark.quant
@@ -125,37 +181,6 @@ def test_4bit_checkpoints_answer_paris_at_temperature_0(name: str, smol_reports:
     report = smol_reports[name]
     assert len(report.generations) == 1
     assert "paris" in report.generations[0].lower(), report.generations
-    # the measured regime on this model (about +17% AWQ, +41% W4A16 at group 64): a guard against regressions
-    assert report.delta is not None and report.delta <= SMOL_BOUNDS["4bit_measured_delta"], report.row()
-
-
-@pytest.mark.quant
-@pytest.mark.quant_quality
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            "w4a16",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="round-to-nearest without calibration, symmetric int4 at group 64 (SmolLM2's 576-wide layers "
-                "rule out 128): +41% (+30% with zero points); down_proj and the last decoder layer are the "
-                "sensitive layers. AWQ is the 4-bit pick",
-            ),
-        ),
-        "awq",
-    ],
-)
-def test_4bit_checkpoints_stay_within_25_percent(name: str, smol_reports: dict[str, QualityReport]) -> None:
-    report = smol_reports[name]
-    assert report.delta is not None and report.delta <= SMOL_BOUNDS["4bit_delta"], report.row()
-
-
-@pytest.mark.quant
-@pytest.mark.quant_quality
-def test_awq_is_not_worse_than_round_to_nearest(smol_reports: dict[str, QualityReport]) -> None:
-    awq, rtn = smol_reports["awq"], smol_reports["w4a16"]
-    assert awq.perplexity <= rtn.perplexity * 1.005, f"AWQ {awq.row()} vs W4A16 {rtn.row()}"
 
 
 @pytest.mark.quant
@@ -172,6 +197,36 @@ def test_the_report_lands_in_the_metadata_and_the_model_card(
     assert "## Quality" in card and f"{smol_reports['fp8_dynamic'].perplexity:.3f}" in card
     assert "Top-1 agreement with the base" in card and "Not used: FP8 GEMM" in card
     assert "float32 compute |" in card  # the dtype that computed the figures
+    verdict = smol_reports["fp8_dynamic"].verdict
+    assert meta.quality["verdict"] == verdict and verdict is not None
+    assert "| Quality bound | FP8 dynamic: perplexity ≤ +3%, KL ≤ 0.03, top-1 ≥ 88%; " in card
+    assert ("**passed**" if verdict["passed"] else "**not met**") in card
+
+
+def test_the_model_card_and_metadata_carry_the_bound_and_the_verdict() -> None:
+    """Without the tools: a report with a verdict lands in build_metadata.json's quality and in the card."""
+    from quant.bounds import Figures, judge
+    from quant.plan import QuantPlan
+
+    figures = Figures(delta=0.09, kl=0.086, top1=0.80, perplexity=10.9, base_perplexity=10.0)
+    report = _report(bound_key="trt_int8_sq", verdict=judge("trt_int8_sq", figures), delta_interval=(0.08, 0.1),
+                     top1_interval=0.006, margin_top1=0.95, margin_tokens=9000, margin=0.2)  # fmt: skip
+    plan = QuantPlan(model="m", backend="trt", mode="int8", sm=86, gpu="sm86", action="quantize", method="int8_sq",
+                     tool="modelopt", scheme="int8_sq", produces="W8A8_SQ_PER_CHANNEL", reason="r")  # fmt: skip
+    meta = BuildMetadata(key="k", model="m", revision="r", plan=plan, sm=86, gpu=None, device="cpu", versions={},
+                         calibration=None, recipe=[], durations={}, files={}, runner={},
+                         quality=report.model_dump(mode="json"))  # fmt: skip
+    again = BuildMetadata.model_validate_json(meta.model_dump_json())
+    assert again.quality is not None and again.quality["verdict"]["passed"] is False
+    assert QualityReport.model_validate(again.quality).passed is False
+    card = model_card(again, "org/m")
+    assert "| Quality bound | TRT int8_sq (static per-tensor activations): perplexity ≤ +8%, KL ≤ 0.08, top-1 ≥ 85%; " \
+        "**not met**: perplexity +9.00% > +8%; KL 0.0860 > 0.08; top-1 80.00% < 85% |" in card  # fmt: skip
+    assert "(+10.00% vs the base, 95% interval +8.00% to +10.00%)" in card
+    assert "| 90.00% ± 0.60 (95%) |" in card and "| 95.00% of 9000 tokens |" in card
+    assert "top-1 90.00% ± 0.60" in report.row() and "bound trt_int8_sq: FAIL" in report.row()
+    none = model_card(meta.model_copy(update={"quality": _report().model_dump(mode="json")}), "org/m")
+    assert "| Quality bound | none for this format (not checked) |" in none
 
 
 @pytest.mark.quant
@@ -206,7 +261,7 @@ def test_yap_quant_eval_json_on_modelopt_exports(
     from quant.cli import main
 
     monkeypatch.setenv("YAP_QUANT_VENV", str(QUANT_VENV))
-    for name, algo in (("int8_sq", "W8A8_SQ_PER_CHANNEL"), ("int4_awq", "W4A16_AWQ")):
+    for name, algo in (("int8_sq", "W8A8_SQ_PER_CHANNEL"), ("int8_wo", "W8A16"), ("int4_awq", "W4A16_AWQ")):
         path = demo_builds[name].path
         assert path is not None
         assert main(["eval", str(path), "--json", "--tokens", "128"]) == 0
