@@ -259,7 +259,18 @@ async def test_cancel_leaves_no_request_running_upstream(
     # EOS banned: left alone, the reply would run to max_tokens and count as a finished request.
     sampling = Sampling(seed=1, max_tokens=1500, logit_bias={demo_tokenizer.eos_token_id: -100.0})
     req = request(sampling=sampling)
-    finished_before = await asyncio.to_thread(remote_vllm_server.metric, "vllm:request_success_total")
+    # The server is shared with earlier tests (a cancelled warm may still be finishing there): wait until it is
+    # idle and its finished count stops moving, so the count below measures this test's request alone.
+    finished_before = -1.0
+    for _ in range(50):
+        running = await asyncio.to_thread(remote_vllm_server.running_requests)
+        previous, finished_before = (
+            finished_before,
+            await asyncio.to_thread(remote_vllm_server.metric, "vllm:request_success_total"),
+        )
+        if running == 0 and finished_before == previous:
+            break
+        await asyncio.sleep(0.2)
     generated_before = await asyncio.to_thread(remote_vllm_server.metric, "vllm:generation_tokens_total")
     got = asyncio.Event()
 

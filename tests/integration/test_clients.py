@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,8 +183,23 @@ def test_tool_replays_cases_and_fails_on_a_missing_decision(server: str) -> None
 
 def test_live_sends_interim_lines_as_prefill_and_shows_the_cached_share(server: str) -> None:
     command = [sys.executable, "-m", "yap_cli", "client", "live", "-p", "Be brief. " * 40]
-    typed = "what is the...\nwhat is the weather in Bos...\nwhat is the weather in Austin\n"
-    out = subprocess.run(command, env=client_env(server), input=typed, capture_output=True, text=True, timeout=60)
+    client = subprocess.Popen(
+        command,
+        env=client_env(server),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdin is not None
+    # typed as a person speaks: each interim line a moment after the last (all at once, each newer prefill
+    # would supersede the older one before it finished, and no warm would be acknowledged)
+    for line in ("what is the...", "what is the weather in Bos...", "what is the weather in Austin"):
+        time.sleep(1.0)
+        client.stdin.write(line + "\n")
+        client.stdin.flush()
+    stdout, stderr = client.communicate(timeout=60)
+    out = subprocess.CompletedProcess(command, client.returncode, stdout, stderr)
     assert out.returncode == 0, out.stderr
     assert "[warmed: " in out.stdout and "tokens cached]" in out.stdout
     assert "% of " in out.stdout and "prompt tokens" in out.stdout
