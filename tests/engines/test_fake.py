@@ -4,6 +4,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from yap_engines import (
     ChatRequest,
@@ -171,3 +173,21 @@ async def test_abort_ends_a_long_pause_at_once() -> None:
     with pytest.raises(StopAsyncIteration):
         await stream.__anext__()
     assert engine.num_unfinished_requests() == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 3), max_size=30), max_size=6),
+    st.lists(st.integers(0, 3), max_size=30),
+)
+def test_the_prefix_cache_finds_the_longest_shared_prefix(seen: list[list[int]], prompt: list[int]) -> None:
+    engine = FakeEngine()
+    engine._seen_prompts.extend(tuple(s) for s in seen)
+
+    def shared(a: list[int], b: list[int]) -> int:
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return n
+
+    assert engine._common_prefix(prompt) == max((shared(s, prompt) for s in seen), default=0)

@@ -251,15 +251,23 @@ class _StreamingFake:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _common_prefix(self, prompt: Sequence[int]) -> int:
-        """The longest prefix `prompt` shares with a prompt this engine has computed."""
+        """The longest prefix `prompt` shares with a prompt this engine has computed.
+
+        A binary search over tuple-slice comparisons (done in C), so a long prompt costs microseconds, not a
+        Python loop over every token of every remembered prompt."""
+        ids = tuple(prompt)
         best = 0
         for seen in self._seen_prompts:
-            common = 0
-            for a, b in zip(seen, prompt, strict=False):
-                if a != b:
-                    break
-                common += 1
-            best = max(best, common)
+            lo, hi = 0, min(len(seen), len(ids))  # seen[:lo] == ids[:lo]; the common prefix is at most hi
+            if hi <= best:
+                continue
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if seen[:mid] == ids[:mid]:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            best = max(best, lo)
         return best
 
     def _cached_tokens(self, prompt: Sequence[int]) -> int:
