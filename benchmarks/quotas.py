@@ -48,9 +48,9 @@ class CountingFake(FakeEngine):
         super().__init__(**options)
         self.seen = 0
 
-    def reply_text(self, request: Any) -> str:
+    def generate(self, request: Any) -> Any:
         self.seen += 1
-        return super().reply_text(request)
+        return super().generate(request)
 
 
 def keys(directory: Path, **limits: int) -> Path:
