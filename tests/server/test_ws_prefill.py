@@ -72,7 +72,7 @@ def open_probe() -> Iterator[Any]:
 
 def test_a_prefill_acks_the_cache_and_the_message_hits_it(open_probe: Any) -> None:
     fake = engine()
-    probe = open_probe(fake, ws_warm_after_start=False)
+    probe = open_probe(fake, ws_warm_after_start=False, ws_warm_after_turn=True)
     probe.start(chat_prompt=PERSONA)
     probe.send("prefill", {"user_utterance": "what is the weather like in Bos"}, rid="w1")
     ack = probe.expect("ack")
@@ -120,7 +120,7 @@ def test_the_warm_is_a_token_prefix_of_the_final_prompt(open_probe: Any) -> None
 
 def test_a_newer_prefill_supersedes_and_aborts_the_older_one(open_probe: Any) -> None:
     fake = engine(prefill_delay_s=0.3)
-    probe = open_probe(fake, ws_warm_after_start=False)
+    probe = open_probe(fake, ws_warm_after_start=False, ws_warm_after_turn=True)
     probe.start(chat_prompt=PERSONA)
     probe.send("prefill", {"user_utterance": "what is"}, rid="w1")
     probe.send("prefill", {"user_utterance": "what is the time"}, rid="w2")
@@ -277,7 +277,7 @@ def test_after_a_barge_in_the_warm_holds_the_spoken_part(open_probe: Any) -> Non
         return await prefill(request)
 
     fake.prefill = recording  # type: ignore[method-assign]
-    probe = open_probe(fake, ws_warm_after_start=False)
+    probe = open_probe(fake, ws_warm_after_start=False, ws_warm_after_turn=True)
     probe.start(chat_prompt=PERSONA)
     probe.send("message", {"user_utterance": "count"}, rid="m1", turn=True)
     probe.expect("token")

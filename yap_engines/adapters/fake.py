@@ -334,6 +334,7 @@ class FakeEngine(_StreamingFake):
             raise ValueError("script must hold at least one reply")
         self.text = text
         self.script = list(script) if script is not None else None
+        self._vocabulary: tuple[str | None, frozenset[int]] | None = None
         self.seed = seed
 
     @classmethod
@@ -362,6 +363,17 @@ class FakeEngine(_StreamingFake):
     def _pieces(self, request: ChatRequest) -> AsyncIterator[str]:
         return _iterate(self._remaining(request))
 
+    def _reply_vocabulary(self) -> frozenset[int]:
+        """The token ids a fixed-text or seeded reply can contain (seeded: "Word", " word", " word.")."""
+        if self._vocabulary is None or self._vocabulary[0] != self.text:  # kept per text (tests may change it)
+            if self.text is not None:
+                pieces = split_pieces(self.text)
+            else:
+                forms = (lambda w: w.capitalize(), lambda w: " " + w, lambda w: " " + w + ".")
+                pieces = [form(word) for word in _WORDS for form in forms]
+            self._vocabulary = (self.text, frozenset(piece_token_id(piece) for piece in pieces))
+        return self._vocabulary[1]
+
     def _remaining(self, request: ChatRequest) -> list[str]:
         """The reply's pieces, or what is left of them when `request` continues this engine's own reply.
 
@@ -373,8 +385,14 @@ class FakeEngine(_StreamingFake):
         prompt = tuple(request.prompt_token_ids)
         if self.script is not None or request.structured_output is not None or len(prompt) < 2:
             return pieces
+        # Only a tail of ids a reply can hold can be streamed tokens: a chat prompt (it ends with the
+        # template's generation prompt) has none, and costs one set lookup.
+        vocabulary = self._reply_vocabulary()
+        tail = 0
+        while tail < len(prompt) - 1 and prompt[-1 - tail] in vocabulary:
+            tail += 1
         longest = len(split_pieces(self.text)) if self.text is not None else _MAX_SEEDED_PIECES
-        for k in range(min(longest, len(prompt) - 1), 0, -1):
+        for k in range(min(longest, tail), 0, -1):
             earlier = replace(request, prompt_token_ids=prompt[:-k])
             before = pieces if self.text is not None else split_pieces(self.reply_text(earlier))
             if len(before) >= k and tuple(piece_token_id(p) for p in before[:k]) == prompt[-k:]:
