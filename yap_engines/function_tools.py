@@ -142,7 +142,8 @@ class ToolSet:
         if fmt.startswith("vllm:") or fmt not in ("hermes", "llama3_json", "mistral"):
             from .vllm_tool_parsers import VllmToolParser
 
-            parser = VllmToolParser(fmt.removeprefix("vllm:"), tokenizer, self)
+            openai_tools = [tool.as_openai() for tool in self.tools]
+            parser = VllmToolParser(fmt.removeprefix("vllm:"), tokenizer, openai_tools, self.names)
         else:
             parser = builtin_parser(fmt, self.names)
         return parser if self.parallel else FirstCallOnly(parser)

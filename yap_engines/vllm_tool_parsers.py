@@ -10,13 +10,11 @@ without vLLM (TensorRT-LLM) only the built-in formats parse; naming another fail
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from .errors import BackendUnavailableError
 from .tool_calls import CallSplit, make_call
-
-if TYPE_CHECKING:
-    from .function_tools import ToolSet
 
 
 def vllm_parser_names() -> list[str]:
@@ -34,16 +32,16 @@ def vllm_parser_names() -> list[str]:
 class VllmToolParser:
     """One of vLLM's parsers in whole-reply mode (see the module docstring)."""
 
-    def __init__(self, name: str, tokenizer: Any, tools: ToolSet) -> None:
+    def __init__(self, name: str, tokenizer: Any, openai_tools: Sequence[dict[str, Any]], names: Sequence[str]) -> None:
+        """`openai_tools`: the declared tools in OpenAI's shape; `names`: their names (a call of another is none)."""
         try:
             from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
             from vllm.tool_parsers import ToolParserManager
         except ImportError as exc:
             raise BackendUnavailableError(f"the tool-call parser {name!r} is vLLM's and vLLM is not installed") from exc
-        self.tools = tools
-        openai_tools = [tool.as_openai() for tool in tools.tools]
+        self.names = tuple(names)
         self._request = ChatCompletionRequest.model_validate(
-            {"model": "yap", "messages": [{"role": "user", "content": ""}], "tools": openai_tools}
+            {"model": "yap", "messages": [{"role": "user", "content": ""}], "tools": list(openai_tools)}
         )
         parser_class = ToolParserManager.get_tool_parser(name)
         self._parser = parser_class(tokenizer, list(self._request.tools or ()))
@@ -59,7 +57,7 @@ class VllmToolParser:
         info = self._parser.extract_tool_calls(text, self._request)
         if not info.tools_called:
             return CallSplit(text)
-        calls = [make_call(call.function.name, call.function.arguments, self.tools.names) for call in info.tool_calls]
+        calls = [make_call(call.function.name, call.function.arguments, self.names) for call in info.tool_calls]
         if not calls or any(call is None for call in calls):
             return CallSplit(text, (), 1)
         return CallSplit((info.content or "").strip(), tuple(call for call in calls if call is not None))

@@ -17,7 +17,6 @@ from yap_engines.settings import SettingsError
 from yap_engines.tool import ToolClassifier, ToolSettings
 
 from .crypto import ContentCipher
-from .dashboard import History
 from .encoder import Encoder
 from .jobs import JobBoard
 from .keys import KeyRegistry
@@ -26,6 +25,7 @@ from .quotas import Quotas
 from .settings import ServerSettings
 from .streaming import Classifier
 from .telemetry import Telemetry
+from .telemetry.series import History
 
 log = logging.getLogger("yap.app")
 
