@@ -52,24 +52,20 @@ class Bound:
         return asdict(self)
 
 
-def _bound(key: str, label: str, delta: float, kl: float, top1: float) -> Bound:
-    return Bound(key, label, delta, kl, top1)
-
-
 BOUNDS: Mapping[str, Bound] = MappingProxyType(
     {
         b.key: b
         for b in (
-            _bound("eval_floor", "evaluation floor: bf16 weights, bf16 compute against float32 compute",
+            Bound("eval_floor", "evaluation floor: bf16 weights, bf16 compute against float32 compute",
                    0.002, 0.002, 0.985),
-            _bound("int8_w8a16", "INT8 weight-only (W8A16)", 0.015, 0.015, 0.94),
-            _bound("fp8_w8a16", "FP8 weight-only (W8A16, Ampere 8-bit)", 0.025, 0.025, 0.90),
-            _bound("w8a8_int8", "W8A8-INT8, dynamic per-token activations (SmoothQuant)", 0.025, 0.025, 0.91),
-            _bound("fp8_dynamic", "FP8 dynamic", 0.03, 0.03, 0.88),
-            _bound("trt_fp8", "TRT fp8 (static per-tensor activations)", 0.04, 0.04, 0.86),
-            _bound("trt_int8_sq", "TRT int8_sq (static per-tensor activations)", 0.08, 0.08, 0.85),
-            _bound("awq_w4a16", "AWQ W4A16 (asymmetric, g64)", 0.25, 0.22, 0.74),
-            _bound("trt_int4_awq", "TRT int4_awq (block size 128)", 0.30, 0.26, 0.70),
+            Bound("int8_w8a16", "INT8 weight-only (W8A16)", 0.015, 0.015, 0.94),
+            Bound("fp8_w8a16", "FP8 weight-only (W8A16, Ampere 8-bit)", 0.025, 0.025, 0.90),
+            Bound("w8a8_int8", "W8A8-INT8, dynamic per-token activations (SmoothQuant)", 0.025, 0.025, 0.91),
+            Bound("fp8_dynamic", "FP8 dynamic", 0.03, 0.03, 0.88),
+            Bound("trt_fp8", "TRT fp8 (static per-tensor activations)", 0.04, 0.04, 0.86),
+            Bound("trt_int8_sq", "TRT int8_sq (static per-tensor activations)", 0.08, 0.08, 0.85),
+            Bound("awq_w4a16", "AWQ W4A16 (asymmetric, g64)", 0.25, 0.22, 0.74),
+            Bound("trt_int4_awq", "TRT int4_awq (block size 128)", 0.30, 0.26, 0.70),
         )
     }
 )  # fmt: skip

@@ -252,6 +252,19 @@ def test_settings_and_registry() -> None:
 
 
 @pytest.mark.vllm
+async def settled(server: VllmServer, metric: str, *, tries: int) -> tuple[int, float]:
+    """Poll until `server` runs no request and `metric` stops moving (at most `tries` polls, 0.2 s apart);
+    the last running count and value."""
+    value = -1.0
+    for _ in range(tries):
+        running = await asyncio.to_thread(server.running_requests)
+        previous, value = value, await asyncio.to_thread(server.metric, metric)
+        if running == 0 and value == previous:
+            break
+        await asyncio.sleep(0.2)
+    return running, value
+
+
 async def test_cancel_leaves_no_request_running_upstream(
     remote_vllm_server: VllmServer, remote_vllm_engine: ChatMLMessages, demo_tokenizer: Any
 ) -> None:
@@ -261,16 +274,7 @@ async def test_cancel_leaves_no_request_running_upstream(
     req = request(sampling=sampling)
     # The server is shared with earlier tests (a cancelled warm may still be finishing there): wait until it is
     # idle and its finished count stops moving, so the count below measures this test's request alone.
-    finished_before = -1.0
-    for _ in range(50):
-        running = await asyncio.to_thread(remote_vllm_server.running_requests)
-        previous, finished_before = (
-            finished_before,
-            await asyncio.to_thread(remote_vllm_server.metric, "vllm:request_success_total"),
-        )
-        if running == 0 and finished_before == previous:
-            break
-        await asyncio.sleep(0.2)
+    _, finished_before = await settled(remote_vllm_server, "vllm:request_success_total", tries=50)
     generated_before = await asyncio.to_thread(remote_vllm_server.metric, "vllm:generation_tokens_total")
     got = asyncio.Event()
 
@@ -285,16 +289,8 @@ async def test_cancel_leaves_no_request_running_upstream(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert engine.num_unfinished_requests() == 0
-    generated = -1.0
-    for _ in range(100):  # the server notices the disconnect, aborts the request and stops generating
-        running = await asyncio.to_thread(remote_vllm_server.running_requests)
-        previous, generated = (
-            generated,
-            await asyncio.to_thread(remote_vllm_server.metric, "vllm:generation_tokens_total"),
-        )
-        if running == 0 and generated == previous:
-            break
-        await asyncio.sleep(0.2)
+    # the server notices the disconnect, aborts the request and stops generating
+    running, generated = await settled(remote_vllm_server, "vllm:generation_tokens_total", tries=100)
     assert running == 0
     # Aborted, not finished: vLLM counts no finished request and stopped well short of max_tokens.
     assert await asyncio.to_thread(remote_vllm_server.metric, "vllm:request_success_total") == finished_before
