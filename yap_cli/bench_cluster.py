@@ -30,18 +30,18 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from yap_engines import ChatRequest, Sampling
 from yap_engines.adapters.fake import FakeTokenizer
-from yap_engines.adapters.openai import RemoteEngine
 from yap_engines.chat import render_ids
 from yap_engines.replicas import ReplicatedEngine
 
 from .cluster import Member, metric_sums, replica_command, router_command, start, stop, wait_healthy
 from .loopback import free_port
+
+if TYPE_CHECKING:
+    from yap_engines.adapters.openai import RemoteEngine
 
 KEY = "bench-key"
 
@@ -82,6 +82,8 @@ class Processes:
 
 
 def remote(url: str, **kw: Any) -> RemoteEngine:
+    from yap_engines.adapters.openai import RemoteEngine  # httpx: the server extra
+
     return RemoteEngine(
         url, api_key=KEY, model=kw.pop("model", "fake"), tokenizer=kw.pop("tokenizer", FakeTokenizer()), **kw
     )
@@ -278,6 +280,8 @@ async def sticky(procs: Processes, model: str, sessions: int, turns: int, person
 
 
 def _prefix(url: str) -> tuple[float, float]:
+    import httpx  # the server extra
+
     sums = metric_sums(httpx.get(f"{url}/metrics", timeout=5).text)
     return sums.get("vllm:prefix_cache_hits_total", 0.0), sums.get("vllm:prefix_cache_queries_total", 0.0)
 

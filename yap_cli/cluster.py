@@ -29,8 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from yap_engines.harness.artifacts import write_json_atomic
 
 from .loopback import free_port
@@ -148,6 +146,8 @@ def start(member: Member, env: dict[str, str], log_dir: Path) -> subprocess.Pope
 
 
 def healthy(url: str, path: str, timeout_s: float = 2.0) -> bool:
+    import httpx  # the server extra
+
     with contextlib.suppress(httpx.HTTPError):
         return httpx.get(url + path, timeout=timeout_s).status_code == 200
     return False
@@ -274,6 +274,8 @@ def prefix_hit_rate(metrics: dict[str, float]) -> float | None:
 
 def replica_report(manifest: ClusterManifest, api_key: str | None) -> list[dict[str, Any]]:
     """Each replica's health, sessions held (Yap's own hashing) and prefix-cache hit rate."""
+    import httpx  # the server extra
+
     headers = {"X-API-Key": api_key, "Authorization": f"Bearer {api_key}"} if api_key else {}
     sessions: dict[str, int] = {}
     for front in manifest.of("front"):

@@ -25,8 +25,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
-
 from yap_engines.harness.artifacts import write_json_atomic
 
 Health = Literal["ready", "starting", "down"]
@@ -103,6 +101,8 @@ def port_is_free(host: str, port: int) -> bool:
 
 def probe(host: str, port: int, paths: Sequence[str]) -> str | None:
     """The first health path that answers 200, or None."""
+    import httpx  # the server extra
+
     for path in paths:
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"http://{host}:{port}{path}", timeout=2).status_code == 200:

@@ -32,6 +32,47 @@ def test_importing_the_packages_pulls_in_no_backend() -> None:
     assert json.loads(out.stdout) == []
 
 
+# What `pip install -e .` leaves out: the server extra and the backends. `make install` runs `yap install`
+# from exactly that bare environment, so the CLI's entry point must import without any of them.
+EXTRAS = (
+    "httpx",
+    "starlette",
+    "uvicorn",
+    "websockets",
+    "orjson",
+    "transformers",
+    "prometheus_client",
+    "numpy",
+    "torch",
+    "vllm",
+    "tensorrt_llm",
+    "opentelemetry",
+    "redis",
+    "limits",
+    "gguf",
+    "accelerate",
+    "openai",
+)
+
+
+def test_the_cli_entry_point_imports_with_only_the_base_dependencies() -> None:
+    code = (
+        "import importlib.abc, sys\n"
+        f"blocked = {EXTRAS!r}\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in blocked:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r} (blocked: not a base dependency)')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from yap_cli.main import main\n"
+        "sys.argv = ['yap', '--help']\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "install" in out.stdout
+
+
 def test_the_server_imports_no_cli_client_or_bench_code() -> None:
     code = (
         "import json, sys\nimport yap_server.app\n"
