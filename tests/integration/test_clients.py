@@ -4,6 +4,7 @@ passing and failing runs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -22,27 +23,28 @@ from .support import serve_env, wait_for_health, yap_serve
 pytestmark = pytest.mark.integration
 
 IDLE_S = 3  # the server's WS_IDLE_TIMEOUT_S: short for the idle test, longer than any other client's silence
-# Long enough (80 words, 0.4 s at 200 tokens/s) that a reply still streams once the tool decision, which
-# holds back the first token, is sent: the cancel test cancels after the first token.
+# 80 words: 0.4 s at the shared server's 200 tokens/s, about 2 s at the cancel test's 50.
 REPLY = " ".join(["Sure, here is a thought for you today, one that takes a little while to say out loud."] * 5)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, demo_tool_dir: Path) -> Iterator[str]:
-    """`yap serve --engine fake` on a free port; yields its origin as `SERVER_WS_URL` would give it."""
+@contextlib.contextmanager
+def fake_server(log_dir: Path, demo_tool_dir: Path, **settings: str) -> Iterator[str]:
+    """`yap serve --engine fake` on a free port (`settings` on top); yields its origin as `SERVER_WS_URL`
+    would give it."""
     port = free_port()
     env = serve_env(
         port,
         YAP_ENGINES_DIR=str(demo_tool_dir.parent),
         MAX_CONCURRENT_CONNECTIONS="16",
         YAP_FAKE_TEXT=REPLY,
-        YAP_FAKE_TOKENS_PER_S="200",
         WS_IDLE_TIMEOUT_S=str(IDLE_S),
         TOOL_DEVICE="cpu",
+        **settings,
     )
     for name in ("DEPLOY_MODE", "TOOL_MODEL"):
-        env.pop(name, None)
-    with (tmp_path_factory.mktemp("serve") / "serve.log").open("w") as log:
+        if name not in settings:
+            env.pop(name, None)
+    with (log_dir / "serve.log").open("w") as log:
         process = yap_serve(["--engine", "fake"], env, log)
         try:
             assert wait_for_health(process, port, timeout=180).status_code == 200
@@ -50,6 +52,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, demo_tool_dir: Path) -> Ite
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, demo_tool_dir: Path) -> Iterator[str]:
+    """The demo tool classifier beside a fake chat engine at 200 tokens/s."""
+    with fake_server(tmp_path_factory.mktemp("serve"), demo_tool_dir, YAP_FAKE_TOKENS_PER_S="200") as origin:
+        yield origin
 
 
 def client_env(server: str, **extra: str) -> dict[str, str]:
@@ -118,16 +127,20 @@ def test_bench_double_ttfb_reports_cold_and_warm(server: str) -> None:
     assert "[cold (1st transaction)]" in out.stdout and "[warm (2nd transaction)]" in out.stdout
 
 
-def test_cancel_passes_and_fails_when_the_reply_ends_first(server: str) -> None:
-    out = yap_client(server, "cancel", "--clients", "3", "--drain-timeout", "0.3")
-    assert out.returncode == 0, out.stderr
-    report = report_of(out.stdout)
-    assert [c["outcome"] for c in report["clients"]] == ["cancelled"] * 3
-    assert all(c["stray_frames"] == 0 and c["recovery"] == "done" for c in report["clients"])
-    assert out.stdout.count("PASS") == 3
+def test_cancel_passes_and_fails_when_the_reply_ends_first(tmp_path: Path, demo_tool_dir: Path) -> None:
+    # Its own server: chat only (no tool decision holding back the first token, which on a loaded machine
+    # can outlast a short reply) and a reply of about 2 s, so the cancel lands mid-reply however slow the
+    # client is to react, and a cancel sent 5 s after the first token still comes after the end.
+    with fake_server(tmp_path, demo_tool_dir, YAP_FAKE_TOKENS_PER_S="50", DEPLOY_MODE="chat") as server:
+        out = yap_client(server, "cancel", "--clients", "3", "--drain-timeout", "0.3")
+        assert out.returncode == 0, out.stderr
+        report = report_of(out.stdout)
+        assert [c["outcome"] for c in report["clients"]] == ["cancelled"] * 3
+        assert all(c["stray_frames"] == 0 and c["recovery"] == "done" for c in report["clients"])
+        assert out.stdout.count("PASS") == 3
 
-    late = yap_client(server, "cancel", "--cancel-delay", "5", "--drain-timeout", "0")
-    assert late.returncode == 1 and "3 replies all ended done before the cancel was sent" in late.stderr
+        late = yap_client(server, "cancel", "--cancel-delay", "5", "--drain-timeout", "0")
+        assert late.returncode == 1 and "3 replies all ended done before the cancel was sent" in late.stderr
 
 
 def test_idle_checks_the_normal_close_and_the_idle_close(server: str) -> None:
