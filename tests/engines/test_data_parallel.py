@@ -4,7 +4,7 @@ session is pinned to one rank through `AsyncLLM.generate(..., data_parallel_rank
 The balancing is checked against a stand-in `AsyncLLM` that records the keyword vLLM receives (40
 sessions, fast); the engine arguments are vLLM's real ones, validated by vLLM's CPU build; and one test
 starts real vLLM (CPU build) with two ranks on the demo model and shows each session's turns reach the
-prefix cache of its own rank only (float32: see the README on bf16 and AMX).
+prefix cache of its own rank only.
 """
 
 from __future__ import annotations
@@ -83,9 +83,7 @@ async def _usage(engine: Any, request: ChatRequest) -> Usage:
 async def test_real_vllm_cpu_with_two_ranks_keeps_each_session_on_its_rank(
     vllm_adapter: Any, demo_model_dir: Path
 ) -> None:
-    engine = load_engine(
-        "vllm", model=str(demo_model_dir), dtype="float32", vllm_data_parallel_size=2, vllm_max_num_seqs=4
-    )
+    engine = load_engine("vllm", model=str(demo_model_dir), vllm_data_parallel_size=2, vllm_max_num_seqs=4)
     try:
         assert engine._engine.vllm_config.parallel_config.data_parallel_size == 2
         prompt = [20 + (7 * i) % 300 for i in range(300)]  # two whole 128-token blocks can be cached
