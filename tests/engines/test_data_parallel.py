@@ -83,7 +83,7 @@ async def _usage(engine: Any, request: ChatRequest) -> Usage:
 async def test_real_vllm_cpu_with_two_ranks_keeps_each_session_on_its_rank(
     vllm_adapter: Any, demo_model_dir: Path
 ) -> None:
-    engine = load_engine("vllm", model=str(demo_model_dir), vllm_data_parallel_size=2, vllm_max_num_seqs=4)
+    engine: Any = load_engine("vllm", model=str(demo_model_dir), vllm_data_parallel_size=2, vllm_max_num_seqs=4)
     try:
         assert engine._engine.vllm_config.parallel_config.data_parallel_size == 2
         prompt = [20 + (7 * i) % 300 for i in range(300)]  # two whole 128-token blocks can be cached
