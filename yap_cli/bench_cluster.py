@@ -7,9 +7,10 @@
 - **overhead**: first-token latency of the remote engine straight to a replica, and through the real
   `vllm-router` (`consistent_hash`) to the same replicas, interleaved; the p50 difference is what the
   router adds.
-- **sticky** (`--engine vllm`, slow on CPU): prefix-cache hit rate and first-token p50 of sessions with
-  a long persona on two vLLM replicas, session-sticky (router `consistent_hash` on `X-Session-ID`, and
-  Yap's own hashing) against round-robin and against one replica.
+- **sticky** (vLLM replicas, slow on CPU): prefix-cache hit rate and first-token p50 of concurrent
+  sessions, each with its own long persona and its turns in order, on two vLLM replicas, session-sticky
+  (router `consistent_hash` on `X-Session-ID`, and Yap's own hashing) against round-robin and against
+  one replica.
 
 Writes `<out>.json` and `<out>.png`.
 """
