@@ -7,9 +7,10 @@
 - **overhead**: first-token latency of the remote engine straight to a replica, and through the real
   `vllm-router` (`consistent_hash`) to the same replicas, interleaved; the p50 difference is what the
   router adds.
-- **sticky** (`--engine vllm`, slow on CPU): prefix-cache hit rate and first-token p50 of sessions with
-  a long persona on two vLLM replicas, session-sticky (router `consistent_hash` on `X-Session-ID`, and
-  Yap's own hashing) against round-robin and against one replica.
+- **sticky** (vLLM replicas, slow on CPU): prefix-cache hit rate and first-token p50 of concurrent
+  sessions, each with its own long persona and its turns in order, on two vLLM replicas, session-sticky
+  (router `consistent_hash` on `X-Session-ID`, and Yap's own hashing) against round-robin and against
+  one replica.
 
 Writes `<out>.json` and `<out>.png`.
 """
@@ -218,9 +219,48 @@ async def overhead(procs: Processes, rounds: int) -> dict[str, Any]:
 # -- sticky vs round-robin (vLLM) ------------------------------------------------------------------
 
 
-async def sticky(procs: Processes, model: str, sessions: int, turns: int, persona_tokens: int) -> dict[str, Any]:
-    """Two vLLM replicas, started once; each setup uses its own personas (a setup tag and the session
-    number open each one), so no setup hits another's cache. `single` uses the first replica alone."""
+PERSONA_SENTENCES = (
+    "You are a patient, warm voice assistant for a travel company.",
+    "You answer in one or two short sentences, since every word is spoken aloud.",
+    "You never read out links, tables or lists; you describe them in plain speech.",
+    "When a traveller sounds unsure, you offer the two likeliest options and ask which one fits.",
+    "You know the company's rail, ferry and coach timetables for the coming season.",
+    "Refunds are possible up to 48 hours before departure, minus a small handling fee.",
+    "Luggage up to 23 kilograms travels free; a second bag costs a flat fee per leg.",
+    "You confirm dates, times and names back to the traveller before you book anything.",
+    "If a question is outside travel, you say so kindly and steer back to the trip.",
+    "You speak the traveller's language and keep the tone calm when plans go wrong.",
+    "Children under four travel free on a parent's lap; older children need their own seat.",
+    "Pets under eight kilograms may travel in a carrier on most routes, except night trains.",
+)
+
+
+def persona(tokenizer: Any, tag: str, tokens: int) -> str:
+    """A system prompt of about `tokens` tokens, its own for each tag: the tag opens it, and the
+    sentences come in an order drawn from the tag, so no two sessions share a cached block."""
+    order = random.Random(tag)
+    text = f"[{tag}]"
+    while len(tokenizer.encode(text)) < tokens:
+        text += " " + " ".join(order.sample(PERSONA_SENTENCES, len(PERSONA_SENTENCES)))
+    return tokenizer.decode(tokenizer.encode(text)[:tokens])
+
+
+async def sticky(
+    procs: Processes,
+    model: str,
+    sessions: int,
+    turns: int,
+    persona_tokens: int,
+    max_tokens: int = 16,
+    think_s: float = 1.0,
+) -> dict[str, Any]:
+    """Two vLLM replicas, started once, and four setups run one after the other: one replica alone,
+    router round-robin, router `consistent_hash` on `X-Session-ID`, and Yap's own hashing over both URLs.
+
+    In each setup the sessions run concurrently, as users do, and the turns of a session one after the
+    other, each after a seeded pause of up to `think_s`. Each session has its own persona (its setup
+    and number open it, see `persona`), so no session, and no setup, hits another's cache: every hit
+    is the session's own history."""
     from yap_engines.chat import load_tokenizer
 
     tokenizer = load_tokenizer(model)
@@ -230,7 +270,6 @@ async def sticky(procs: Processes, model: str, sessions: int, turns: int, person
     for member, process in replicas:
         wait_healthy(member, process, 900)
     urls = [m.url for m, _ in replicas]
-    words = tokenizer.encode("You are a patient, warm voice assistant for a travel company. " * 200)
     setups: dict[str, Any] = {}
     for setup in ("single", "round_robin", "router_sticky", "yap_sticky"):
         used = urls[:1] if setup == "single" else urls
@@ -243,40 +282,59 @@ async def sticky(procs: Processes, model: str, sessions: int, turns: int, person
         else:
             engine = ReplicatedEngine({u: remote(u, model=model, tokenizer=tokenizer) for u in used})
         before = [_prefix(u) for u in used]
-        firsts: list[float] = []
-        histories = {
-            s: [{"role": "system", "content": f"[{setup} {s}] " + tokenizer.decode(words[:persona_tokens])}]
-            for s in range(sessions)
-        }
-        try:
-            order = random.Random(0)  # the same shuffled arrival order for every setup
+        firsts: dict[int, list[float]] = {turn: [] for turn in range(turns)}
+
+        async def session(s: int, setup: str = setup, engine: Any = engine, firsts: Any = firsts) -> None:
+            pause = random.Random(f"{s}")  # the same pauses in every setup
+            history = [{"role": "system", "content": persona(tokenizer, f"{setup} {s}", persona_tokens)}]
             for turn in range(turns):
-                # Sessions arrive in a shuffled order each round: in a fixed order, round-robin over an
-                # even number of sessions would send each session to the same replica every time.
-                for s in order.sample(range(sessions), sessions):
-                    histories[s].append({"role": "user", "content": f"Question {turn} from traveller {s}?"})
-                    prompt = render_ids(tokenizer, histories[s])
-                    sampling = Sampling(max_tokens=8, temperature=0.0)
-                    rid = f"{setup}-{s}-{turn}"
-                    request = ChatRequest(rid, prompt, sampling, session_id=f"{setup}-{s}", messages=histories[s])
-                    started = time.perf_counter()
-                    text, times = await timed_turn(engine, request)
-                    firsts.append(times[0] - started if times else float("nan"))
-                    histories[s].append({"role": "assistant", "content": text})
+                await asyncio.sleep(pause.uniform(0, think_s))
+                history.append({"role": "user", "content": f"Question {turn} from traveller {s}?"})
+                sampling = Sampling(max_tokens=max_tokens, temperature=0.0)
+                request = ChatRequest(
+                    f"{setup}-{s}-{turn}",
+                    render_ids(tokenizer, history),
+                    sampling,
+                    session_id=f"{setup}-{s}",
+                    messages=history,
+                )
+                started = time.perf_counter()
+                text, times = await timed_turn(engine, request)
+                firsts[turn].append(times[0] - started if times else float("nan"))
+                history.append({"role": "assistant", "content": text})
+
+        started = time.perf_counter()
+        try:
+            await asyncio.gather(*(session(s) for s in range(sessions)))
         finally:
             await engine.aclose()
+        elapsed = time.perf_counter() - started
         after = [_prefix(u) for u in used]
         hits = sum(x[0] - y[0] for x, y in zip(after, before, strict=True))
         queries = sum(x[1] - y[1] for x, y in zip(after, before, strict=True))
+        every = [v for turn in firsts.values() for v in turn]
+        later = [v for turn, values in firsts.items() if turn for v in values]
         setups[setup] = {
             "replicas": len(used),
             "prefix_cache_hit_rate": hits / queries if queries else None,
-            "first_token_p50_s": statistics.median(firsts),
-            "first_token_p90_s": percentile(firsts, 90),
+            "prefix_cache_hits": hits,
+            "prefix_cache_queries": queries,
+            "first_token_p50_s": statistics.median(every),
+            "first_token_p90_s": percentile(every, 90),
+            "first_token_p50_later_turns_s": statistics.median(later) if later else None,
+            "first_token_p50_by_turn_s": [statistics.median(firsts[t]) for t in range(turns)],
+            "elapsed_s": elapsed,
         }
         if router_process is not None:
             stop([router_process], grace_s=5)
-    return setups
+    return {
+        "sessions": sessions,
+        "turns": turns,
+        "persona_tokens": persona_tokens,
+        "max_tokens": max_tokens,
+        "think_s": think_s,
+        "setups": setups,
+    }
 
 
 def _prefix(url: str) -> tuple[float, float]:
@@ -290,14 +348,17 @@ def _prefix(url: str) -> tuple[float, float]:
 
 
 async def _run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
-    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_1m": os.getloadavg()[0]}}
+    machine = {"cpus": os.cpu_count(), "load_1m": os.getloadavg()[0], "loadavg": list(os.getloadavg())}
+    report: dict[str, Any] = {"machine": machine}
     if "death" in args.parts:
         report["death"] = await death_trials(procs, args.trials, args.kill_after)
     if "overhead" in args.parts:
         report["overhead"] = await overhead(procs, args.rounds)
     if "sticky" in args.parts:
-        report["sticky"] = await sticky(procs, args.model, args.sessions, args.turns, args.persona_tokens)
-    report["machine"]["load_1m_after"] = os.getloadavg()[0]
+        report["sticky"] = await sticky(
+            procs, args.model, args.sessions, args.turns, args.persona_tokens, args.max_tokens, args.think_s
+        )
+    machine["load_1m_after"], machine["loadavg_after"] = os.getloadavg()[0], list(os.getloadavg())
     return report
 
 
@@ -330,24 +391,35 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [k for k in ("death", "overhead", "sticky") if k in report]
+    panels: list[str] = [k for k in ("death", "overhead") if k in report]
+    if "sticky" in report:
+        panels += ["sticky_hits", "sticky_first_token"]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 4))
     axes = axes if len(panels) > 1 else [axes]
     for ax, name in zip(axes, panels, strict=False):
-        data = report[name]
-        if name == "death" and data.get("gaps_s"):
+        if name == "death" and report[name].get("gaps_s"):
+            data = report[name]
             ax.hist([g * 1000 for g in data["gaps_s"]], bins=20)
             ax.set_title(f"replica SIGKILL: resume gap ({data['trials']} trials, {data['turns_lost']} lost)")
             ax.set_xlabel("kill -> next token (ms)")
         elif name == "overhead":
+            data = report[name]
             p50 = data["first_token_p50_s"]
             ax.bar(list(p50), [v * 1000 for v in p50.values()])
             ax.set_title(f"first token p50 (+{data['added_first_token_p50_ms']:.1f} ms via router)")
             ax.set_ylabel("ms")
-        elif name == "sticky":
-            names = list(data)
-            ax.bar(names, [data[n]["prefix_cache_hit_rate"] or 0 for n in names])
-            ax.set_title("prefix-cache hit rate")
+        elif name.startswith("sticky"):
+            sticky = report["sticky"]
+            setups = sticky["setups"]
+            size = f"{sticky['sessions']} sessions x {sticky['turns']} turns"
+            if name == "sticky_hits":
+                ax.bar(list(setups), [setups[n]["prefix_cache_hit_rate"] or 0 for n in setups])
+                ax.set_title(f"prefix-cache hit rate ({size})")
+            else:
+                ax.bar(list(setups), [setups[n]["first_token_p50_s"] * 1000 for n in setups])
+                ax.set_title(f"first token p50 ({size})")
+                ax.set_ylabel("ms")
+            ax.tick_params(axis="x", labelrotation=15)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -363,5 +435,7 @@ def register(bench_commands: Any) -> None:
     bench.add_argument("--sessions", type=int, default=16)
     bench.add_argument("--turns", type=int, default=6)
     bench.add_argument("--persona-tokens", type=int, default=1000)
+    bench.add_argument("--max-tokens", type=int, default=16, help="sticky: reply length (tokens)")
+    bench.add_argument("--think-s", type=float, default=1.0, help="sticky: longest pause before a turn (s)")
     bench.add_argument("--out", default="benchmarks/cluster", help="output path without suffix (.json, .png)")
     bench.set_defaults(run=bench_cluster)
