@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import time
 import uuid
@@ -104,7 +105,7 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
 
     import websockets
 
-    terminal = sys.stdin.isatty()
+    terminal = sys.stdin.isatty() and os.name == "posix"  # keystrokes need termios
     interrupt = args.interrupt or terminal
 
     def say(*parts: Any, **options: Any) -> None:  # the conversation as it streams; --json prints only the report

@@ -3,8 +3,9 @@
 `cbreak(fd)` turns off the terminal's own line editing and echo (and its signal keys, so that Ctrl-C
 arrives as a key and the session ends cleanly) and restores the saved mode on every way out.
 `keystrokes(fd, queue)` does that and feeds what is typed into `queue` as ("keys", text), and
-("eof", "") when the terminal goes away. `LineEditor` keeps the line: printable characters, backspace,
-Ctrl-U, Enter, Ctrl-D and Ctrl-C; escape sequences (arrow keys) are dropped.
+("eof", "") when the terminal goes away; a SIGTERM meanwhile is a Ctrl-C. `LineEditor` keeps the
+line: printable characters, backspace, Ctrl-U, Enter, Ctrl-D and Ctrl-C; escape sequences (arrow keys)
+are dropped.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -64,12 +66,17 @@ def keystrokes(fd: int, queue: asyncio.Queue[Input]) -> Iterator[None]:
         elif text := decoder.decode(data):
             queue.put_nowait(("keys", text))
 
-    with cbreak(fd):
-        loop.add_reader(fd, readable)
-        try:
-            yield
-        finally:
-            loop.remove_reader(fd)
+    # a SIGTERM (`kill`) ends the session as Ctrl-C does, so the terminal's mode is restored on the way out
+    loop.add_signal_handler(signal.SIGTERM, queue.put_nowait, ("keys", CTRL_C))
+    try:
+        with cbreak(fd):
+            loop.add_reader(fd, readable)
+            try:
+                yield
+            finally:
+                loop.remove_reader(fd)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 @dataclass
