@@ -174,7 +174,6 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
 
         async def keys(text: str) -> bool:
             """Keystrokes from the terminal; False when they end the session."""
-            nonlocal running
             for part in _AFTER_ENTER.split(text):
                 shown = running is None
                 typed = editor.feed(part)
