@@ -5,15 +5,20 @@ passing and failing runs."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
+import termios
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from yap_cli.loopback import free_port
@@ -228,3 +233,127 @@ def test_live_warm_with_an_opener_and_a_refused_connection(server: str) -> None:
     assert [t["outcome"] for t in report_of(out.stdout)["turns"]] == ["done"]
     refused = yap_client(server, "warmup", "--api-key", "wrong")
     assert refused.returncode == 1 and "FAIL:" in refused.stderr
+
+
+class TerminalClient:
+    """`yap client ARGS` as a person runs it at a terminal: its stdin a pseudo-terminal the test types into,
+    its stdout read as it comes (stderr piped)."""
+
+    def __init__(self, server: str, *args: str) -> None:
+        self.master, self.terminal = os.openpty()
+        self.saved = termios.tcgetattr(self.terminal)
+        command = [sys.executable, "-m", "yap_cli", "client", *args]
+        self.process = subprocess.Popen(
+            command, env=client_env(server), stdin=self.terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self.shown = b""
+        self.restored = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        while chunk := self.process.stdout.read1(4096):
+            self.shown += chunk
+
+    def wait_until(self, ready: Any, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert self.process.poll() is None, f"the client exited waiting for {what}: {self.process.stderr.read()!r}"  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, f"no {what} within {timeout} s; shown: {self.shown!r}"
+            time.sleep(0.05)
+
+    def lflag(self) -> int:
+        return int(termios.tcgetattr(self.terminal)[3])
+
+    def type(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def finish(self) -> tuple[int, str, str]:
+        """Wait for the client to exit: its status, what it showed, its stderr. Then `restored` says whether
+        the terminal is in the mode it had before the client ran, and the pseudo-terminal is closed."""
+        try:
+            code = self.process.wait(timeout=60)
+            self._reader.join(timeout=10)
+            self.restored = termios.tcgetattr(self.terminal) == self.saved
+            assert self.process.stderr is not None
+            return code, self.shown.decode(), self.process.stderr.read().decode()
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            os.close(self.master)
+            os.close(self.terminal)
+
+
+def started_prefill_warms(server: str) -> float:
+    """`yap_warms_total{event="started",kind="prefill"}` on the server's /metrics (0 before any)."""
+    url = server.replace("ws://", "http://") + "/metrics"
+    metrics = httpx.get(url, headers={"X-API-Key": "k"}, timeout=10).text
+    found = re.search(r'^yap_warms_total\{event="started",kind="prefill"\} (\S+)$', metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+CBREAK_OFF = termios.ICANON | termios.ECHO | termios.ISIG  # what live's terminal mode turns off
+
+
+def test_live_on_a_terminal_sends_prefills_as_the_user_types(server: str) -> None:
+    before = started_prefill_warms(server)
+    client = TerminalClient(server, "live", "-p", "Be brief. " * 40)
+    client.wait_until(lambda: not client.lflag() & CBREAK_OFF, "cbreak mode")
+    # a few keys at a time, as a person types: a pause after each (longer than the 0.25 s debounce), a
+    # typo fixed with backspace on the way
+    for keys in ("what", " is the", " weathx\x7fer", " in Aus", "tin"):
+        time.sleep(0.8)
+        client.type(keys)
+    time.sleep(0.8)
+    client.type("\r")  # Enter: the message
+    client.wait_until(lambda: b"[done: " in client.shown, "reply")
+    client.type("\x04")  # ctrl-d: the end
+    code, shown, errors = client.finish()
+    assert client.restored, "the terminal was left in cbreak mode"
+    assert code == 0, errors
+    assert "you> what is the weathx\b \ber in Austin\nassistant> " in shown  # the client echoes as it edits
+    (turn,) = report_of(shown)["turns"]
+    assert (turn["utterance"], turn["outcome"]) == ("what is the weather in Austin", "done")
+    sent = [p["utterance"] for p in turn["prefills"]]
+    assert len(sent) >= 2, sent
+    for earlier, later in itertools.pairwise(sent):
+        assert later.startswith(earlier) and len(later) > len(earlier), sent  # the utterances grow
+    assert turn["utterance"].startswith(sent[-1]), sent
+    # the server acknowledged them with the tokens it warmed, more as the utterance grew (one sent just
+    # before Enter may be aborted by the message before it starts, unacknowledged)
+    warmed = [p["prompt_tokens"] for p in turn["prefills"] if p["prompt_tokens"] is not None]
+    assert warmed and warmed == sorted(warmed), turn["prefills"]
+    assert len(warmed) <= started_prefill_warms(server) - before <= len(sent)
+    assert turn["cached_tokens"] > 0 and f"{len(sent)} prefills before it" in shown
+
+
+def test_live_on_a_terminal_barges_in_on_enter_and_quits_on_ctrl_c(server: str) -> None:
+    client = TerminalClient(server, "live", "-p", "Be brief.")
+    client.wait_until(lambda: not client.lflag() & CBREAK_OFF, "cbreak mode")
+    client.type("tell me a story\r")
+    client.type("stop\r")  # Enter while the first reply runs: a barge-in
+    client.wait_until(lambda: b"[done: " in client.shown, "the second reply")
+    client.type("and another\r\x03")  # ctrl-c while that reply runs: cancel it and quit
+    code, shown, errors = client.finish()
+    assert client.restored, "the terminal was left in cbreak mode"
+    assert code == 0, errors
+    turns = report_of(shown)["turns"]
+    assert [(t["utterance"], t["outcome"]) for t in turns] == [
+        ("tell me a story", "cancelled"),
+        ("stop", "done"),
+        ("and another", "cancelled"),
+    ]
+    assert "spoken_text" in turns[0] and "[barge-in; " in shown and "^C" in shown
+
+
+def test_live_on_a_terminal_killed_restores_the_terminal(server: str) -> None:
+    client = TerminalClient(server, "live", "-p", "Be brief.")
+    client.wait_until(lambda: not client.lflag() & CBREAK_OFF, "cbreak mode")
+    client.type("half a li")
+    client.wait_until(lambda: b"you> half a li" in client.shown, "the echo")
+    client.process.terminate()  # SIGTERM: the session ends as with ctrl-c
+    code, shown, errors = client.finish()
+    assert client.restored, "the terminal was left in cbreak mode"
+    assert code == 0, errors
+    assert report_of(shown)["turns"] == [] and "you> half a li^C" in shown
