@@ -14,6 +14,9 @@ The second argument overrides `EngineSettings` fields; vLLM's own variables (`VL
 - `--repeats N`: the warm short question is the median of N (default 3); `--short-only` skips the persona.
 - `--server`: also the short question's first token through Yap's server (`/v1/chat/completions` on
   127.0.0.1, read with the OpenAI SDK), median of N, on the same engine.
+- `--vllm-server`: instead, the short question's first token through vLLM's own OpenAI server
+  (`python -m vllm.entrypoints.openai.api_server`, what `vllm serve` runs) on 127.0.0.1, OpenAI SDK, median
+  of N after a first, uncounted request; the dtype is the override's `dtype` (default `auto`: vLLM's own).
 - `--emulate-avx2`: run as on a CPU with AVX2 but no AVX-512, no native bf16 and no AMX. The process re-runs
   itself with `ONEDNN_MAX_CPU_ISA=AVX2` (oneDNN), `ATEN_CPU_CAPABILITY=avx2` (PyTorch's kernels),
   `MKL_ENABLE_INSTRUCTIONS=AVX2` (MKL), and `avx2_emulation/` on `PYTHONPATH`, whose `sitecustomize` makes
@@ -168,6 +171,82 @@ async def server_first_token(engine: Any, messages: list[dict[str, str]], repeat
     return {"ttft_ms": round(statistics.median(times[1:]), 1), "runs_ms": [round(t, 1) for t in times[1:]]}
 
 
+async def vllm_server_first_token(port: int, model: str, repeats: int, server: Any) -> dict[str, Any]:
+    """Wait for vLLM's own OpenAI server (`server`, a child process) on `port`; the short question's first
+    token through it, median of `repeats` after a first, uncounted request."""
+    import httpx
+    from openai import AsyncOpenAI
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient() as http:
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"vLLM's server exited with {server.returncode}")
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/v1/models")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(1.0)
+    report: dict[str, Any] = {
+        "ready_after_s": round(time.perf_counter() - started, 1),
+        "vllm_kernel_libraries": vllm_kernel_libraries(),
+    }
+    client = AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+    messages = [
+        {"role": "system", "content": "You are a brief voice assistant."},
+        {"role": "user", "content": "What's the capital of France?"},
+    ]
+    times = []
+    for _ in range(repeats + 1):
+        sent, first = time.perf_counter(), None
+        stream = await client.chat.completions.create(
+            model=model,
+            messages=messages,
+            max_tokens=48,
+            temperature=0.0,
+            stream=True,  # type: ignore[arg-type]
+        )
+        async for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter()
+        assert first is not None
+        times.append((first - sent) * 1000)
+    await client.close()
+    report["ttft_ms"] = round(statistics.median(times[1:]), 1)
+    report["runs_ms"] = [round(t, 1) for t in times[1:]]
+    return report
+
+
+def vllm_server_report(model: str, dtype: str, repeats: int) -> dict[str, Any]:
+    """`--vllm-server`: start vLLM's OpenAI server (what `vllm serve` runs), measure, stop it by its pid."""
+    import subprocess
+
+    from yap_cli.loopback import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--port", str(port)]
+    command += ["--host", "127.0.0.1", "--max-model-len", "4096", "--dtype", dtype, "--enforce-eager"]
+    load = os.getloadavg()[0]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        served = asyncio.run(vllm_server_first_token(port, model, repeats, server))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    emulated = os.environ.get("YAP_BENCH_EMULATE_AVX2") == "1"
+    return {
+        "settings": {"dtype": dtype},
+        "cpu": cpu_report(emulated),
+        "short_vllm_server": served,
+        "load_average_1m": load,
+        "load_average_1m_end": os.getloadavg()[0],
+    }
+
+
 async def main(
     model: str, fields: dict[str, Any], *, repeats: int = 3, short_only: bool = False, server: bool = False
 ) -> dict[str, Any]:
@@ -227,10 +306,15 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--short-only", action="store_true")
     parser.add_argument("--server", action="store_true")
+    parser.add_argument("--vllm-server", action="store_true")
     parser.add_argument("--emulate-avx2", action="store_true")
     args = parser.parse_args()
     if args.emulate_avx2:
         emulate_avx2()
+    if args.vllm_server:
+        dtype = json.loads(args.overrides).get("dtype", "auto")
+        print(json.dumps(vllm_server_report(args.model, dtype, args.repeats)), flush=True)
+        sys.exit(0)
     result = asyncio.run(
         main(
             args.model, json.loads(args.overrides), repeats=args.repeats, short_only=args.short_only, server=args.server
