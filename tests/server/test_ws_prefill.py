@@ -337,7 +337,7 @@ def test_a_prefill_that_adds_no_whole_block_never_reaches_the_engine() -> None:
 
 
 def test_a_running_warm_answers_for_a_newer_prefill_it_covers(open_probe: Any) -> None:
-    fake = engine(prefill_delay_s=0.3)
+    fake = engine(prefill_delay_s=2.0)  # long enough that w2 surely arrives while w1 runs
     probe = open_probe(fake, ws_warm_after_start=False, ws_warm_after_turn=False)
     probe.start(chat_prompt=PERSONA)
     # only the still-moving last word differs: the same stable text, the same warm
