@@ -89,6 +89,18 @@ class SupportsPrefill(Protocol):
 
 
 @runtime_checkable
+class ReportsCacheBlock(Protocol):
+    """An engine whose prefix cache keeps whole blocks of `cache_block_size` tokens (vLLM, TensorRT-LLM, the
+    fake): a prompt's tokens past its last whole block are never cached, so a warm that adds no whole block
+    adds nothing (the server skips it)."""
+
+    @property
+    def cache_block_size(self) -> int:
+        """Tokens per prefix-cache block."""
+        ...
+
+
+@runtime_checkable
 class SupportsPrefixCacheReset(Protocol):
     """An engine whose prefix cache can be dropped (`CACHE_RESET_INTERVAL_SECONDS`)."""
 

@@ -321,6 +321,7 @@ def test_a_local_otlp_collector_receives_the_seed_instruments_units_and_dimensio
     with otlp_sink(posts) as url:
         telemetry = Telemetry.build(TelemetrySettings(otlp_endpoint=url))
         run_turns(telemetry, FakeEngine(seed=1), "hello", "again")
+        telemetry.warm_ended("prefill", "completed", 130)  # the start's short persona fills no block: skipped
         telemetry.rejected("capacity")
         telemetry.rate_limited("messages")
         telemetry.cancelled("client_request")

@@ -20,7 +20,7 @@ from yap_engines import Sampling
 from yap_engines.adapters.fake import FakeTokenizer
 from yap_engines.chat import load_tokenizer
 from yap_server.ws.session import Persona, Session, TurnOptions
-from yap_server.ws.warm import stable_text, warm_prompt
+from yap_server.ws.warm import CacheCover, common_prefix, stable_text, warm_prompt
 
 LLAMA3_TEMPLATE = (
     "{{ '<|endoftext|>' }}{% for m in messages %}{{ '<|im_start|>' + m['role'] + '<think>\n\n' + m['content'] | trim"
@@ -101,3 +101,30 @@ def test_the_warm_before_an_utterance_is_a_prefix_of_the_next_prompt(
 )
 def test_the_stable_text_drops_the_last_word(interim: str, stable: str) -> None:
     assert stable_text(interim) == stable
+
+
+# -- the cache cover: which warms add a whole block ------------------------------------------------------
+
+token_lists = st.lists(st.integers(0, 3), max_size=60)
+
+
+@given(a=token_lists, b=token_lists)
+def test_common_prefix_is_the_longest_shared_start(a: list[int], b: list[int]) -> None:
+    n = common_prefix(a, b)
+    assert a[:n] == b[:n]
+    assert n == min(len(a), len(b)) or a[n] != b[n]
+    assert common_prefix(tuple(a), b) == n  # lists and tuples alike
+
+
+@given(held=token_lists, ids=token_lists, block=st.integers(1, 8))
+def test_a_warm_adds_something_exactly_when_it_has_a_whole_block_the_cover_lacks(
+    held: list[int], ids: list[int], block: int
+) -> None:
+    cover = CacheCover(block)
+    cover.record(held)
+    assert len(cover.ids) % block == 0 and list(cover.ids) == held[: len(cover.ids)]
+    cached = {i for i in range(block, len(cover.ids) + 1, block)}  # whole-block prefixes the cache holds
+    cached = {n for n in cached if ids[:n] == list(cover.ids[:n])}
+    wanted = set(range(block, len(ids) + 1, block))  # the whole-block prefixes a warm of ids would cache
+    assert cover.adds(ids) == bool(wanted - cached)
+    assert cover.held(ids) == max(cached & wanted, default=0)

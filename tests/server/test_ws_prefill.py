@@ -123,7 +123,9 @@ def test_a_newer_prefill_supersedes_and_aborts_the_older_one(open_probe: Any) ->
     probe = open_probe(fake, ws_warm_after_start=False, ws_warm_after_turn=True)
     probe.start(chat_prompt=PERSONA)
     probe.send("prefill", {"user_utterance": "what is"}, rid="w1")
-    probe.send("prefill", {"user_utterance": "what is the time"}, rid="w2")
+    # w2 adds whole cache blocks: w1 cannot answer for it, so it is aborted and w2 computed
+    longer = "what is the weather going to be like tomorrow morning in Austin and then in Boston at noon"
+    probe.send("prefill", {"user_utterance": longer}, rid="w2")
     ack = probe.expect("ack")
     assert ack["request_id"] == "w2"
     ping(probe)
@@ -281,7 +283,83 @@ def test_after_a_barge_in_the_warm_holds_the_spoken_part(open_probe: Any) -> Non
     probe.start(chat_prompt=PERSONA)
     probe.send("message", {"user_utterance": "count"}, rid="m1", turn=True)
     probe.expect("token")
-    probe.send("cancel", {"spoken_text": "one two"}, rid="m1")
+    spoken = "one two three four five six seven eight nine ten eleven twelve"  # adds a whole cache block
+    probe.send("cancel", {"spoken_text": spoken}, rid="m1")
     probe.until_terminal("m1")
     wait_until(lambda: fake.prefills_completed == 1)
-    assert warmed[-1].messages[-2] == {"role": "assistant", "content": "one two"}
+    assert warmed[-1].messages[-2] == {"role": "assistant", "content": spoken}
+
+
+# -- skipped warms: only a warm that adds a whole cache block reaches the engine ---------------------
+
+
+def recording_prefills(fake: RecordingFake) -> list[ChatRequest]:
+    """The warms that reached the engine."""
+    warmed: list[ChatRequest] = []
+    prefill = fake.prefill
+
+    async def recording(request: ChatRequest) -> Any:
+        warmed.append(request)
+        return await prefill(request)
+
+    fake.prefill = recording  # type: ignore[method-assign]
+    return warmed
+
+
+def test_a_prefill_that_adds_no_whole_block_never_reaches_the_engine() -> None:
+    fake = engine()
+    warmed = recording_prefills(fake)
+    words = "could you please tell me what the weather will be like in Austin tomorrow morning".split()
+    with served(fake, ws_warm_after_start=True, ws_warm_after_turn=False) as client:
+        with client.websocket_connect(f"/ws?api_key={KEY}") as ws:
+            probe = Probe(ws)
+            probe.start(chat_prompt=PERSONA)
+            wait_until(lambda: fake.prefills_completed == 1)  # the persona, warmed after start
+            answers = []
+            for n in range(1, len(words) + 1):  # an interim transcript a word longer each time
+                probe.send("prefill", {"user_utterance": " ".join(words[:n])}, rid=f"w{n}")
+                answers.append(probe.expect("ack")["payload"])
+            probe.send("message", {"user_utterance": " ".join(words) + "?"}, rid="m1", turn=True)
+            usage = probe.until_terminal("m1")[-1]["payload"]["usage"]
+        metrics = client.get("/metrics", headers={"X-API-Key": KEY}).text
+    # every prefill is answered with what is cached: its whole blocks
+    assert [a["cached_tokens"] for a in answers] == [a["prompt_tokens"] - a["prompt_tokens"] % BLOCK for a in answers]
+    # the engine saw the start's warm, then one warm per new whole block, each beyond the one before
+    blocks = [len(w.prompt_token_ids) // BLOCK for w in warmed]
+    assert blocks == sorted(set(blocks)) and len(warmed) == 1 + len(
+        {a["cached_tokens"] for a in answers} - {blocks[0] * BLOCK}
+    )
+    skipped = len(words) - (len(warmed) - 1)
+    assert skipped > len(words) // 2  # most words add no whole block of 16 tokens
+    assert f'yap_warms_total{{event="skipped",kind="prefill"}} {float(skipped)}' in metrics
+    assert usage["cached_tokens"] >= answers[-1]["cached_tokens"]  # the final message still finds them
+    assert fake.num_unfinished_requests() == 0
+
+
+def test_a_running_warm_answers_for_a_newer_prefill_it_covers(open_probe: Any) -> None:
+    fake = engine(prefill_delay_s=2.0)  # long enough that w2 surely arrives while w1 runs
+    probe = open_probe(fake, ws_warm_after_start=False, ws_warm_after_turn=False)
+    probe.start(chat_prompt=PERSONA)
+    # only the still-moving last word differs: the same stable text, the same warm
+    probe.send("prefill", {"user_utterance": "what is the wea"}, rid="w1")
+    probe.send("prefill", {"user_utterance": "what is the weat"}, rid="w2")
+    ack = probe.expect("ack")
+    ping(probe)
+    assert ack["request_id"] == "w2" and acks(probe) == ["start", "prefill"]
+    payload = ack["payload"]
+    assert payload["cached_tokens"] == payload["prompt_tokens"] - payload["prompt_tokens"] % BLOCK > 0
+    assert (fake.prefills_started, fake.prefills_completed) == (1, 1)  # not aborted and started again
+
+
+def test_a_prefill_the_running_turn_already_computed_is_skipped(open_probe: Any) -> None:
+    fake = RecordingFake(text="one two three four five six seven eight nine ten " * 3, tokens_per_s=100)
+    probe = open_probe(fake, ws_warm_after_start=False, ws_warm_after_turn=False)
+    probe.start(chat_prompt=PERSONA)
+    probe.send("message", {"user_utterance": "count to thirty"}, rid="m1", turn=True)
+    probe.expect("token")  # the turn's prompt is computed
+    probe.send("prefill", {"user_utterance": "okay that is"}, rid="w1")  # during a reply: persona and history
+    probe.until_terminal("m1")
+    ping(probe)
+    ack = next(f for f in probe.frames if f["type"] == "ack" and f["request_id"] == "w1")
+    assert ack["payload"]["cached_tokens"] > 4 * BLOCK
+    assert fake.prefills_started == 0

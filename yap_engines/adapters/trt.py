@@ -408,6 +408,11 @@ class TrtEngine:
         finally:
             self._running.pop(rid, None)
 
+    @property
+    def cache_block_size(self) -> int:
+        """Tokens per KV-cache block (`tokens_per_block`): the unit of block reuse."""
+        return self.tokens_per_block
+
     async def prefill(self, request: ChatRequest) -> PrefillResult:
         """Warm the prompt's whole blocks (`tokens_per_block`): one discarded greedy token. Cancelling aborts
         the request (`result.abort()`); blocks already computed stay reusable."""

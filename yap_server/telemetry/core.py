@@ -41,7 +41,8 @@ and dimension keys (`text_inference.ttft` ..., `status`, `error.type`, `gpu.devi
     yap_tool_classifications_total{status} counter    tool decisions (yes/no)
     yap_cache_resets_total                 counter    prefix-cache resets
     yap_warms_total{event,kind}            counter    prompt warms: started/completed/superseded/cancelled/error,
-                                                      by what started them (prefill/start/turn)
+                                                      skipped (added no whole cache block: never reached the
+                                                      engine), by what started them (prefill/start/turn)
     yap_warm_tokens_total                  counter    prompt tokens of completed warms
     yap_prompt_cached_share                histogram  share of each /ws turn's prompt served from the prefix cache
     yap_active_connections                 gauge
@@ -183,7 +184,8 @@ class Telemetry:
         self._count(self.prom.warms, "text_inference.warms_total", event="started", kind=kind)
 
     def warm_ended(self, kind: str, event: str, prompt_tokens: int = 0) -> None:
-        """A warm ended: `completed` (with its prompt tokens), `superseded`, `cancelled` or `error`."""
+        """A warm ended: `completed` (with its prompt tokens), `superseded`, `cancelled` or `error`; or was
+        `skipped` without starting (it added no whole cache block)."""
         self._count(self.prom.warms, "text_inference.warms_total", event=event, kind=kind)
         if prompt_tokens:
             self._count(self.prom.warm_tokens, "text_inference.warm_tokens_total", prompt_tokens)

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from yap_engines import ContextTooLongError
-from yap_engines.protocol import SupportsPrefill
+from yap_engines.protocol import ReportsCacheBlock, SupportsPrefill
 
 from .. import frames
 from ..connection import Connection, serve_websocket
@@ -22,7 +22,7 @@ from ..limits import SlidingWindowLimiter
 from . import wire
 from .session import Persona, Session, TurnOptions
 from .turn import Turn
-from .warm import WARM, Warm, stable_text, warm_prompt
+from .warm import WARM, CacheCover, Warm, stable_text, warm_prompt
 from .wire import UNKNOWN, error_frame, frame, parse_sampling
 
 UNMETERED = ("ping", "pong", "end", "cancel", "prefill")  # prefill has its own quota
@@ -48,6 +48,7 @@ class WsRoute:
         self.max_message_bytes = s.ws_max_message_bytes
         self.idle_timeout_s = s.ws_idle_timeout_s
         self.session: Session | None = None
+        self.cover: CacheCover | None = None  # what the engine's prefix cache holds for this session (warm.py)
         self.messages = SlidingWindowLimiter(s.ws_max_messages_per_window, s.ws_message_window_seconds)
         self.cancels = SlidingWindowLimiter(s.ws_max_cancels_per_window, s.ws_cancel_window_seconds)
         self.prefills = SlidingWindowLimiter(s.ws_max_prefills_per_window, s.ws_prefill_window_seconds)
@@ -219,9 +220,17 @@ class WsRoute:
             gate=self.conn.quota,
         )  # fmt: skip
         turn.after = self.warm_after_turn
+        turn.cover = self._cover()
         self.conn.start(TURN, turn)
 
     # -- warms ---------------------------------------------------------------------------------
+    def _cover(self) -> CacheCover | None:
+        """This session's `CacheCover` (None without a chat model), made on first use with the engine's block."""
+        chat = self.app.chat
+        if self.cover is None and chat is not None:
+            self.cover = CacheCover(chat.cache_block_size if isinstance(chat, ReportsCacheBlock) else 1)
+        return self.cover
+
     async def warm_after_turn(self) -> None:
         """The turn ended: warm its history (with the reply as kept) for the next turn, when settings ask."""
         if self.settings.ws_warm_after_turn and self.session is not None and self.app.chat is not None:
@@ -253,10 +262,25 @@ class WsRoute:
             if request_id is None:
                 return
             raise WireError("context_too_long", str(exc)) from None
-        running = self.conn.work.get(WARM)
-        if running is not None and isinstance(running[0], Warm):
-            running[0].stop_reason = "superseded"
+        cover = self._cover()
+        assert cover is not None
+        entry = self.conn.work.get(WARM)
+        running = entry[0] if entry is not None and isinstance(entry[0], Warm) else None
+        if running is not None and not cover.adds(ids, running.token_ids):
+            running.take_over(request_id, ids)  # it computes every whole block of this one: no restart
+            self.app.telemetry.warm_ended(kind, "skipped")
+            return
+        if running is not None:
+            running.stop_reason = "superseded"
         await self.conn.cancel([WARM], "superseded", notify=False)
+        if not cover.adds(ids):  # nothing the cache lacks: answer at once, nothing reaches the engine
+            self.app.telemetry.warm_ended(kind, "skipped")
+            if request_id is not None:
+                ack = wire.ack_frame(
+                    session.session_id, request_id, "prefill", prompt_tokens=len(ids), cached_tokens=cover.held(ids)
+                )
+                await self.conn.send(ack)
+            return
         send = self.conn.send
         warm = Warm(
             chat,
@@ -268,6 +292,7 @@ class WsRoute:
             self.app.telemetry,
             ack=request_id is not None,
             kind=kind,
+            cover=cover,
         )
         self.conn.start(WARM, warm)
 

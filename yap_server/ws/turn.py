@@ -29,6 +29,7 @@ from .wire import error_frame, frame, toolcall_payload
 if TYPE_CHECKING:
     from ..state import AppState
     from ..telemetry import TurnTelemetry
+    from .warm import CacheCover
 
 log = logging.getLogger("yap.ws")
 
@@ -57,6 +58,8 @@ class Turn:
     started: float = field(default_factory=time.perf_counter)
     gate: QuotaGate | None = None  # the connection key's quota (`Generation.gate`)
     after: Callable[[], Awaitable[None]] | None = None  # run once the turn has ended by itself (the next warm)
+    cover: CacheCover | None = None  # gets the prompt once its first token came (it is cached then; warm.py)
+    prompt: list[int] | None = None  # the prompt sent to the chat engine, until `cover` has it
 
     def _frame(self, kind: str, **payload: Any) -> dict[str, Any]:
         return frame(kind, self.session.session_id, self.request_id, **payload)
@@ -126,6 +129,7 @@ class Turn:
             await self._error("context_too_long", str(exc))
             return
         prompt = fitted.token_ids
+        self.prompt = prompt
         request = ChatRequest(
             self.engine_request_id, prompt, self.sampling, session_id=session.session_id, messages=fitted.messages
         )
@@ -152,6 +156,9 @@ class Turn:
 
     async def emit(self, piece: ThinkSplit) -> bool:
         """The turn's frames for one piece: `toolcall` first (once), then `reasoning`, then `token`."""
+        if self.prompt is not None and self.cover is not None:  # the first piece: the prompt is computed
+            self.cover.record(self.prompt)
+            self.prompt = None
         if self.verdict is not None and self.verdict.pending:
             await self._send_toolcall()
         if piece.reasoning:

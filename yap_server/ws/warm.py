@@ -16,6 +16,14 @@ aborts it too, since in vLLM the blocks it has computed stay cached and finishin
 same blocks twice beside the turn. It streams nothing, never enters history and is no turn. A warm the
 client asked for (`prefill`) answers `ack` with `prompt_tokens` and `cached_tokens` when it finishes;
 automatic warms (after `start`, after each turn) answer nothing.
+
+A warm reaches the engine only when it adds a whole cache block (`CacheCover`): the engine caches whole
+blocks only (128 tokens on vLLM's CPU build), so an interim transcript one word longer than the last one
+usually adds none, yet it would still cost a scheduled request in the batch the other sessions' replies
+stream in (and vLLM recomputes the last block of a prompt it holds entirely). Such a warm is skipped: a
+`prefill` is answered at once with what is cached, and counted as a `skipped` warm. When the running warm
+already computes every whole block of the newer one, it goes on and answers for the newer `prefill`
+instead of being aborted and started again.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +84,52 @@ def warm_prompt(
     return [*messages, {"role": role, "content": partial}], ids
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the longest common prefix of two token sequences (a binary search over slice
+    comparisons, done in C: microseconds for a 1,000-token prompt)."""
+    a, b = tuple(a), tuple(b)  # a list never equals a tuple
+    lo, hi = 0, min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    while lo < hi:  # a[:lo] == b[:lo]; the common prefix is shorter than hi + 1
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@dataclass
+class CacheCover:
+    """What a connection knows the engine's prefix cache holds for its session: the whole blocks of the
+    last prompt it had computed (a completed warm, or a turn's prompt once its first token came).
+
+    `block` is the engine's `cache_block_size` (1 for an engine that does not say: then only a warm its
+    cover holds entirely is skipped). Best effort: the engine may have evicted those blocks since, and the
+    turn then computes them as it would without warms."""
+
+    block: int
+    ids: tuple[int, ...] = ()
+
+    def whole(self, ids: Sequence[int]) -> int:
+        """How many of `ids` fill whole blocks (all an engine can cache of them)."""
+        return len(ids) - len(ids) % self.block
+
+    def held(self, ids: Sequence[int], cached: Sequence[int] | None = None) -> int:
+        """How many leading tokens of `ids` (whole blocks) are held: by the cover, or by `cached`."""
+        shared = common_prefix(self.ids if cached is None else cached, ids)
+        return shared - shared % self.block
+
+    def adds(self, ids: Sequence[int], cached: Sequence[int] | None = None) -> bool:
+        """Whether warming `ids` would cache a whole block beyond the cover (or `cached`)."""
+        return self.whole(ids) > self.held(ids, cached)
+
+    def record(self, ids: Sequence[int]) -> None:
+        """`ids` were computed: their whole blocks are now cached."""
+        self.ids = tuple(ids[: self.whole(ids)])
+
+
 @dataclass
 class Warm:
     """One warm as connection work. `ack` is True for a client's `prefill` (it answers `ack` when done)."""
@@ -89,6 +143,8 @@ class Warm:
     telemetry: Telemetry
     ack: bool
     kind: str  # "prefill", "start" or "turn": what started it (telemetry)
+    cover: CacheCover
+    answers: list[int] | None = None  # the ids of a newer `prefill` this warm took over (its ack reports them)
     engine_request_id: str = field(default_factory=lambda: f"yap-warm-{uuid.uuid4().hex}")
     finished: bool = False
     stop_reason: str = "cancelled"  # what a cancellation counts as: set to "superseded" by a newer warm
@@ -113,17 +169,27 @@ class Warm:
                 await self.send(error_frame(self.session_id, self.request_id, failure.code, failure.message))
             return
         self.finished = True
+        self.cover.record(self.token_ids)
         self.telemetry.warm_ended(self.kind, "completed", result.prompt_tokens)
+        prompt_tokens, cached_tokens = result.prompt_tokens, result.cached_tokens
+        if self.answers is not None:
+            prompt_tokens, cached_tokens = len(self.answers), min(cached_tokens, self.cover.held(self.answers))
         if self.ack:
             await self.send(
                 ack_frame(
                     self.session_id,
                     self.request_id,
                     "prefill",
-                    prompt_tokens=result.prompt_tokens,
-                    cached_tokens=result.cached_tokens,
+                    prompt_tokens=prompt_tokens,
+                    cached_tokens=cached_tokens,
                 )
             )
+
+    def take_over(self, request_id: str | None, ids: list[int]) -> None:
+        """Answer for a newer warm whose whole blocks this one computes anyway (`request_id`: the newer
+        `prefill`'s; None for an automatic warm, which answers nothing and leaves the running ack alone)."""
+        if request_id is not None:
+            self.request_id, self.ack, self.answers = request_id, True, ids
 
     async def stopped(self, reason: str, notify: bool) -> bool:
         """Superseded or cancelled (counted by `run`; the engine request is aborted already). No frame: a warm
