@@ -137,6 +137,27 @@ def vllm_kernel_libraries() -> list[str]:
     return sorted(found)
 
 
+async def sdk_first_token_ms(client: Any, model: str, messages: list[dict[str, str]], repeats: int) -> list[float]:
+    """The first content token's time (ms) of a streamed chat completion through the OpenAI SDK `client`,
+    `repeats` times after a first, uncounted request (it caches the prompt, as short_warm)."""
+    times = []
+    for _ in range(repeats + 1):
+        sent, first = time.perf_counter(), None
+        stream = await client.chat.completions.create(
+            model=model,
+            messages=messages,
+            max_tokens=48,
+            temperature=0.0,
+            stream=True,
+        )
+        async for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter()
+        assert first is not None
+        times.append((first - sent) * 1000)
+    return times[1:]
+
+
 async def server_first_token(engine: Any, messages: list[dict[str, str]], repeats: int) -> dict[str, Any]:
     """The short question's first token through Yap's server (`/v1/chat/completions`, OpenAI SDK), median."""
     from openai import AsyncOpenAI
@@ -149,26 +170,11 @@ async def server_first_token(engine: Any, messages: list[dict[str, str]], repeat
     key = "bench-smollm2"
     settings = ServerSettings.from_env(text_api_key=key, deploy_mode="chat", max_concurrent_connections=4)
     app = create_app(settings, engines={"chat": engine}, engine_settings=EngineSettings.from_env(chat_max_len=4096))
-    times = []
     async with serve_on_loopback(app) as port:
         client = AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
-        for _ in range(repeats + 1):  # the first request is not counted (it caches the prompt, as short_warm)
-            sent = time.perf_counter()
-            first = None
-            stream = await client.chat.completions.create(
-                model=engine.model_id,
-                messages=messages,
-                max_tokens=48,
-                temperature=0.0,
-                stream=True,  # type: ignore[arg-type]
-            )
-            async for chunk in stream:
-                if first is None and chunk.choices and chunk.choices[0].delta.content:
-                    first = time.perf_counter()
-            assert first is not None
-            times.append((first - sent) * 1000)
+        times = await sdk_first_token_ms(client, engine.model_id, messages, repeats)
         await client.close()
-    return {"ttft_ms": round(statistics.median(times[1:]), 1), "runs_ms": [round(t, 1) for t in times[1:]]}
+    return {"ttft_ms": round(statistics.median(times), 1), "runs_ms": [round(t, 1) for t in times]}
 
 
 async def vllm_server_first_token(port: int, model: str, repeats: int, server: Any) -> dict[str, Any]:
@@ -197,24 +203,10 @@ async def vllm_server_first_token(port: int, model: str, repeats: int, server: A
         {"role": "system", "content": "You are a brief voice assistant."},
         {"role": "user", "content": "What's the capital of France?"},
     ]
-    times = []
-    for _ in range(repeats + 1):
-        sent, first = time.perf_counter(), None
-        stream = await client.chat.completions.create(
-            model=model,
-            messages=messages,
-            max_tokens=48,
-            temperature=0.0,
-            stream=True,  # type: ignore[arg-type]
-        )
-        async for chunk in stream:
-            if first is None and chunk.choices and chunk.choices[0].delta.content:
-                first = time.perf_counter()
-        assert first is not None
-        times.append((first - sent) * 1000)
+    times = await sdk_first_token_ms(client, model, messages, repeats)
     await client.close()
-    report["ttft_ms"] = round(statistics.median(times[1:]), 1)
-    report["runs_ms"] = [round(t, 1) for t in times[1:]]
+    report["ttft_ms"] = round(statistics.median(times), 1)
+    report["runs_ms"] = [round(t, 1) for t in times]
     return report
 
 

@@ -94,8 +94,8 @@ def test_a_prefill_acks_the_cache_and_the_message_hits_it(open_probe: Any) -> No
     assert turn_prompt[-1]["content"] == "what is the weather like in Austin"
 
 
-def test_the_warm_is_a_token_prefix_of_the_final_prompt(open_probe: Any) -> None:
-    fake = engine()
+def recording_prefills(fake: RecordingFake) -> list[ChatRequest]:
+    """The warms that reached the engine."""
     warmed: list[ChatRequest] = []
     prefill = fake.prefill
 
@@ -104,6 +104,12 @@ def test_the_warm_is_a_token_prefix_of_the_final_prompt(open_probe: Any) -> None
         return await prefill(request)
 
     fake.prefill = recording  # type: ignore[method-assign]
+    return warmed
+
+
+def test_the_warm_is_a_token_prefix_of_the_final_prompt(open_probe: Any) -> None:
+    fake = engine()
+    warmed = recording_prefills(fake)
     probe = open_probe(fake, ws_warm_after_start=False, ws_warm_after_turn=False)
     probe.start(
         chat_prompt=PERSONA, history=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hey!"}]
@@ -271,14 +277,7 @@ def test_each_turn_warms_its_history_for_the_next_unless_switched_off(open_probe
 
 def test_after_a_barge_in_the_warm_holds_the_spoken_part(open_probe: Any) -> None:
     fake = RecordingFake(text="one two three four five six seven eight nine ten " * 5, tokens_per_s=50)
-    warmed: list[ChatRequest] = []
-    prefill = fake.prefill
-
-    async def recording(request: ChatRequest) -> Any:
-        warmed.append(request)
-        return await prefill(request)
-
-    fake.prefill = recording  # type: ignore[method-assign]
+    warmed = recording_prefills(fake)
     probe = open_probe(fake, ws_warm_after_start=False, ws_warm_after_turn=True)
     probe.start(chat_prompt=PERSONA)
     probe.send("message", {"user_utterance": "count"}, rid="m1", turn=True)
@@ -291,19 +290,6 @@ def test_after_a_barge_in_the_warm_holds_the_spoken_part(open_probe: Any) -> Non
 
 
 # -- skipped warms: only a warm that adds a whole cache block reaches the engine ---------------------
-
-
-def recording_prefills(fake: RecordingFake) -> list[ChatRequest]:
-    """The warms that reached the engine."""
-    warmed: list[ChatRequest] = []
-    prefill = fake.prefill
-
-    async def recording(request: ChatRequest) -> Any:
-        warmed.append(request)
-        return await prefill(request)
-
-    fake.prefill = recording  # type: ignore[method-assign]
-    return warmed
 
 
 def test_a_prefill_that_adds_no_whole_block_never_reaches_the_engine() -> None:
