@@ -9,13 +9,20 @@ from the address bar at once.
 `/dashboard/stats` reads the same counters `/metrics` exports (the app's Prometheus registry) and the
 last 10 minutes of raw latencies (`Telemetry.recent`) through the one percentile helper
 (`stats.percentiles`). `History` samples those counters every `SAMPLE_EVERY_S` into the 10-minute series
-the charts draw. `/health` answers 200 only when every engine answers its health check within
-`HEALTH_TIMEOUT_S` (ready, not merely up), 503 naming the failing parts otherwise.
+the charts draw. The answer is not computed per request: while a page reads it, the sampler's tick
+(`STATS_EVERY_S`) builds and encodes it once (`StatsBody`), and a request sends those bytes, so the data
+is at most one tick old. A read that finds no body built within two ticks (nobody was watching, so the
+tick built none) builds one itself; without readers the server spends nothing on it. `/health` answers
+200 only when every engine answers its health check within `HEALTH_TIMEOUT_S` (ready, not merely up),
+503 naming the failing parts otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +33,7 @@ from yap_engines import EngineHealth
 
 from .auth import authenticate, unauthorized
 from .dashboard_page import PAGE, SCRIPT, STYLE
+from .frames import encode_json
 from .jobs import JobBoard
 from .stats import percentiles
 from .telemetry.series import SAMPLE_EVERY_S, counter_values, labelled
@@ -33,8 +41,12 @@ from .telemetry.series import SAMPLE_EVERY_S, counter_values, labelled
 if TYPE_CHECKING:
     from .state import AppState
 
+log = logging.getLogger("yap.dashboard")
+
 HEALTH_TIMEOUT_S = 5.0
 WINDOW_S = 60.0
+STATS_EVERY_S = 1.0  # the sampler's tick: how often a watched stats body is rebuilt (its staleness bound)
+WATCHED_S = 10.0  # a body read within this long is being watched: the tick keeps rebuilding it
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -90,26 +102,36 @@ def job_stats(board: JobBoard, now: float) -> dict[str, Any]:
     }
 
 
-async def sample_every(app: AppState, interval_s: float = SAMPLE_EVERY_S) -> None:
-    """Sample `app.history` every `interval_s` seconds until cancelled (the lifespan runs it)."""
+async def sample_every(app: AppState, interval_s: float = STATS_EVERY_S) -> None:
+    """The dashboard's tick, every `interval_s` seconds until cancelled (the lifespan runs it): a point of
+    `app.history` every `SAMPLE_EVERY_S`, and the stats body rebuilt while someone reads it."""
+    next_point = -math.inf
     while True:
-        app.history.sample(app.telemetry, len(app.live))
+        now = time.monotonic()
+        try:
+            if now >= next_point:
+                app.history.sample(app.telemetry, len(app.live))
+                next_point = now + SAMPLE_EVERY_S - interval_s / 2  # a late tick does not skip a point
+            if app.stats_body.watched(now, WATCHED_S):
+                await refresh_stats(app)
+        except Exception:  # a failing tick must not end the dashboard: the next one tries again
+            log.exception("the dashboard's sampler failed")
         await asyncio.sleep(interval_s)
 
 
 # -- the routes --------------------------------------------------------------------------------------
 
 
-def slo(values: list[float], target_s: float) -> dict[str, Any]:
-    """The share of `values` within `target_s` (None without samples)."""
-    met = sum(1 for value in values if value <= target_s)
-    return {"target_s": target_s, "samples": len(values), "met": round(met / len(values), 4) if values else None}
+def slo(ordered: list[float], target_s: float) -> dict[str, Any]:
+    """The share of `ordered` (sorted values) within `target_s` (None without samples)."""
+    met = bisect.bisect_right(ordered, target_s)
+    return {"target_s": target_s, "samples": len(ordered), "met": round(met / len(ordered), 4) if ordered else None}
 
 
 def server_stats(app: AppState) -> dict[str, Any]:
-    """Everything the page shows but the engines' health (which `dashboard_stats` awaits)."""
+    """Everything the page shows but the engines' health (which `refresh_stats` awaits)."""
     prom, telemetry, settings = app.telemetry.prom, app.telemetry, app.settings
-    recent = {name: values.values() for name, values in telemetry.recent.items()}
+    recent = {name: sorted(values.values()) for name, values in telemetry.recent.items()}  # sorted once here
     tokens = counter_values(prom.key_tokens, "kind")
     key_rows: dict[str, dict[str, Any]] = {}
     for row in labelled(prom.key_requests, ("key_id", "outcome")):
@@ -161,22 +183,35 @@ def server_stats(app: AppState) -> dict[str, Any]:
     }
 
 
-async def dashboard_stats(request: Request) -> JSONResponse:
-    """`GET /dashboard/stats`: what the dashboard shows (API key required)."""
-    app: AppState = request.state.app
-    if authenticate(request) is None:
-        return unauthorized()
-    checks = await engine_health(app.parts)
-    return JSONResponse(
-        {
+async def refresh_stats(app: AppState, unless_fresh_within_s: float | None = None) -> None:
+    """Build `/dashboard/stats`'s answer, encoded, into `app.stats_body` (the tick, or a read that found
+    none); with `unless_fresh_within_s`, only when the body is older than that once the lock is held."""
+    cached = app.stats_body
+    async with cached.lock:
+        if unless_fresh_within_s is not None and cached.fresh(time.monotonic(), unless_fresh_within_s):
+            return  # built by the tick (or another read) while this one waited
+        checks = await engine_health(app.parts)
+        stats = {
             **server_stats(app),
             "jobs": job_stats(app.jobs, time.monotonic()),
             "connections": {"active": app.slots.active, "max": app.slots.capacity},
             "engines": {part: {"ok": h.ok, "detail": h.detail} for part, h in checks.items()},
             "server_time": time.time(),
-        },
-        headers={"Cache-Control": "no-store"},
-    )
+        }
+        cached.body, cached.taken_at = encode_json(stats).encode(), time.monotonic()
+
+
+async def dashboard_stats(request: Request) -> Response:
+    """`GET /dashboard/stats`: what the dashboard shows (API key required), as the tick last built it."""
+    app: AppState = request.state.app
+    if authenticate(request) is None:
+        return unauthorized()
+    cached = app.stats_body
+    cached.read_at = now = time.monotonic()
+    if not cached.fresh(now, 2 * STATS_EVERY_S):  # nobody was watching: no tick built it
+        await refresh_stats(app, unless_fresh_within_s=2 * STATS_EVERY_S)
+    assert cached.body is not None
+    return Response(cached.body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 async def dashboard(request: Request) -> HTMLResponse:

@@ -25,7 +25,7 @@ from .quotas import Quotas
 from .settings import ServerSettings
 from .streaming import Classifier
 from .telemetry import Telemetry
-from .telemetry.series import History
+from .telemetry.series import History, StatsBody
 
 log = logging.getLogger("yap.app")
 
@@ -124,6 +124,7 @@ class AppState:
     owned: list[Any] = field(default_factory=list)
     stream_flush_s: float = 0.0
     history: History = field(default_factory=History)  # the dashboard's 10-minute series
+    stats_body: StatsBody = field(default_factory=StatsBody)  # `/dashboard/stats`, encoded once per tick
     ignored_fields: set[str] = field(default_factory=set)  # unknown OpenAI fields already logged once
 
     def note_ignored(self, names: tuple[str, ...]) -> None:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable, Sequence
 
 
 def percentiles(
     values: Sequence[float], points: Iterable[int] = (50, 95, 99), *, digits: int | None = None
 ) -> dict[str, float | None]:
-    """`{"p50": …, "p95": …}` for the given points: linear interpolation between the closest ranks
-    (`statistics.quantiles`, inclusive method), rounded to `digits` when given; None each when `values` is empty."""
+    """`{"p50": …, "p95": …}` for the given points (1 to 99): linear interpolation between the closest ranks
+    (`statistics.quantiles(n=100, method="inclusive")`'s cut points, computed only for the points asked),
+    rounded to `digits` when given; None each when `values` is empty. Sorted input costs one pass."""
     wanted = list(points)
     if not values:
         return {f"p{p}": None for p in wanted}
-    cuts = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else [float(values[0])] * 99
-    return {f"p{p}": cuts[p - 1] if digits is None else round(cuts[p - 1], digits) for p in wanted}
+    data = sorted(values)
+    last = len(data) - 1
+    cuts: dict[str, float | None] = {}
+    for p in wanted:
+        if last == 0:
+            cut = float(data[0])
+        else:
+            j, delta = divmod(p * last, 100)  # statistics.quantiles' exact integer arithmetic
+            cut = (data[j] * (100 - delta) + data[j + 1] * delta) / 100
+        cuts[f"p{p}"] = cut if digits is None else round(cut, digits)
+    return cuts

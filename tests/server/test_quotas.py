@@ -27,6 +27,7 @@ from yap_server.app import create_app
 from yap_server.keys import ApiKey, KeyEntry, KeyLimits, KeyRegistry, hash_secret, write_keys_file
 
 from .conftest import KEY, RecordingFake, server_settings
+from .test_streaming_core import StubClassifier
 
 SECRET = "alice-secret-0123456789"
 
@@ -235,6 +236,78 @@ async def test_every_websocket_route_refuses_in_session(tmp_path: Path) -> None:
             result = await next_of(ws, lambda f: f.get("client_request_id") == "j1" and "status" in f)
             assert result["status"] == "error" and result["code"] == "rate_limited" and result["retry_after_s"] > 0
     assert engine.requests == []  # the engine saw none of them
+
+
+class AskedClassifier(StubClassifier):
+    """Records each utterance when it is asked about, before its classification starts running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    def classify(self, history: Any, utterance: str) -> Any:  # type: ignore[override]
+        self.asked.append(utterance)
+        return super().classify(history, utterance)
+
+
+def with_classifier(tmp_path: Path, engine: RecordingFake, classifier: StubClassifier) -> Any:
+    """An app deploying both parts, for a key of 300 tokens per minute (a reply of 400 can never fit)."""
+    settings = server_settings(keys_file=keys_file(tmp_path, tpm=300), deploy_mode="both", max_concurrent_connections=8)
+    engine_settings = EngineSettings(chat_max_out=400)
+    return create_app(settings, engines={"chat": engine, "tool": classifier}, engine_settings=engine_settings)
+
+
+async def test_a_refused_ws_turn_is_refused_before_the_classifier(tmp_path: Path) -> None:
+    """A `/ws` turn its key's quota refuses gets its ack and its `rate_limited` error, nothing between (no
+    `toolcall`): neither the classifier nor the engine saw it, its utterance left history, and the session's
+    next turn runs as usual."""
+    engine, classifier = RecordingFake(seed=1), AskedClassifier()
+    async with serve_on_loopback(with_classifier(tmp_path, engine, classifier)) as port:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws", additional_headers={"X-API-Key": SECRET}) as ws:
+
+            async def turn(rid: str, **payload: Any) -> list[dict[str, Any]]:
+                await ws.send(json.dumps({"type": "message", "session_id": "s", "request_id": rid, "payload": payload}))
+                frames = [await next_of(ws, lambda f: f.get("request_id") == rid)]
+                while frames[-1]["type"] not in ("done", "cancelled", "error"):
+                    frames.append(await next_of(ws, lambda f: f.get("request_id") == rid))
+                return frames
+
+            start = {"type": "start", "session_id": "s", "request_id": "r0", "payload": {"chat_prompt": "Be brief."}}
+            await ws.send(json.dumps(start))
+            refused = await turn("r1", user_utterance="what is on my screen?", sampling={"max_tokens": 400})
+            admitted = await turn("r2", user_utterance="tell me a joke", sampling={"max_tokens": 8})
+    assert [f["type"] for f in refused] == ["ack", "error"], refused
+    assert refused[-1]["payload"]["code"] == "rate_limited" and refused[-1]["payload"]["limit"] == "tokens"
+    assert [f["type"] for f in admitted][:2] == ["ack", "toolcall"] and admitted[-1]["type"] == "done", admitted
+    assert classifier.asked == ["tell me a joke"]  # never asked about the refused turn
+    assert len(engine.requests) == 1
+    said = [m["content"] for m in engine.requests[0].messages or [] if m["role"] == "user"]
+    assert said == ["tell me a joke"]  # the refused utterance is not in the next turn's history
+
+
+async def test_a_refused_response_is_refused_before_the_classifier(tmp_path: Path) -> None:
+    """The same on `/v1/responses`: a refused response is `response.created`, the `rate_limit_exceeded` error
+    and `response.failed`, with neither the classifier nor the engine called; the next response runs."""
+    engine, classifier = RecordingFake(seed=1), AskedClassifier()
+    tools = [{"type": "function", "name": "take_screenshot", "parameters": {"type": "object", "properties": {}}}]
+    async with serve_on_loopback(with_classifier(tmp_path, engine, classifier)) as port:
+        url = f"ws://127.0.0.1:{port}/v1/responses"
+        async with websockets.connect(url, additional_headers={"X-API-Key": SECRET}) as ws:
+
+            async def respond(text: str, max_output_tokens: int) -> list[dict[str, Any]]:
+                create = {"type": "response.create", "model": "fake", "input": text, "tools": tools}
+                await ws.send(json.dumps({**create, "max_output_tokens": max_output_tokens}))
+                events = [await next_of(ws, lambda f: True)]
+                while events[-1]["type"] not in ("response.completed", "response.failed", "response.incomplete"):
+                    events.append(await next_of(ws, lambda f: True))
+                return events
+
+            refused = await respond("what is on my screen?", 400)
+            admitted = await respond("tell me a joke", 8)
+    assert [e["type"] for e in refused] == ["response.created", "error", "response.failed"], refused
+    assert refused[1]["code"] == "rate_limit_exceeded"
+    assert admitted[-1]["type"] in ("response.completed", "response.incomplete"), admitted
+    assert classifier.asked == ["tell me a joke"] and len(engine.requests) == 1
 
 
 async def next_of(ws: Any, wanted: Any) -> dict[str, Any]:

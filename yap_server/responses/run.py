@@ -30,8 +30,8 @@ from yap_engines.thinking import ThinkSplit
 from yap_engines.tool_calls import ToolCall, ToolCallParser
 
 from ..connection import Terminal
-from ..quotas import QuotaExceededError, QuotaGate
-from ..streaming import Classifier, Generation, Piece, ToolVerdict, failure_for
+from ..quotas import Admission, QuotaExceededError, QuotaGate
+from ..streaming import Classifier, Failure, Generation, Piece, ToolVerdict, failure_for
 from .conversation import EndedResponse, Item
 from .events import (
     FunctionCallOutput,
@@ -103,7 +103,7 @@ class ResponseRun:
     chat: InferenceEngine | None = None
     tokenizer: Any = None
     flush_s: float = 0.0  # the coalescing interval (`Generation.flush_s`)
-    gate: QuotaGate | None = None  # the connection key's quota (`Generation.gate`)
+    gate: QuotaGate | None = None  # the connection key's quota, checked before the classifier and the engine
     tool_calls: ToolCallParser | None = None  # the client's function tools: their calls parsed from the reply
     guided: StructuredOutput | None = None  # a forced call (`tool_choice` required or named)
     generate: bool = True  # False: a warm (`generate: false`), answered with no output
@@ -209,8 +209,17 @@ class ResponseRun:
 
     # -- Work ----------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Emit `response.created`, decide on the tool, stream the reply; exactly one terminal event."""
+        """Emit `response.created`, decide on the tool, stream the reply; exactly one terminal event.
+
+        The key's quota admits a generating response first: a refused one does no work (no classification)."""
         await self._event("response.created", response=self._snapshot())
+        admission: Admission | None = None
+        if self.generate and self.chat is not None and self.prompt is not None and self.gate is not None:
+            try:
+                admission = await self.gate.admit(len(self.prompt.token_ids) + self.sampling.max_tokens)
+            except QuotaExceededError as exc:  # refused before the classifier and the engine saw it
+                await self._refused(failure_for(exc))
+                return
         if self.tool is not None:
             check = self.tool
             self._verdict = ToolVerdict(check.classifier, check.history, check.utterance, self.telemetry)
@@ -224,7 +233,7 @@ class ResponseRun:
                 else:
                     await self._complete("stop", None)
                 return
-            await self._chat(self.chat, self.prompt)
+            await self._chat(self.chat, self.prompt, admission)
         finally:
             if self._verdict is not None:
                 self._verdict.drop()
@@ -255,9 +264,17 @@ class ResponseRun:
             return False
         return (await verdict.result()).status == "yes"
 
-    async def _chat(self, chat: InferenceEngine, fitted: FittedPrompt) -> None:
-        """Stream the reply. The tool decision is awaited before the first visible text: on a yes the
-        stream is left (the engine aborts the request) and the response is the call alone."""
+    async def _refused(self, failure: Failure) -> None:
+        """The key's quota refused the response: OpenAI's `rate_limit_exceeded` error event, then `response.failed`."""
+        event = error_event(failure.openai_code, failure.message)
+        event["error"]["type"] = failure.openai_type
+        await self.send_event({**event, **failure.extra})
+        await self._fail(failure.openai_code, failure.message)
+
+    async def _chat(self, chat: InferenceEngine, fitted: FittedPrompt, admission: Admission | None) -> None:
+        """Stream the reply (`admission`: what the key's quota admitted it with). The tool decision is awaited
+        before the first visible text: on a yes the stream is left (the engine aborts the request) and the
+        response is the call alone."""
         prompt = fitted.token_ids
         request = ChatRequest(
             self.engine_request_id,
@@ -274,19 +291,11 @@ class ResponseRun:
             self.telemetry,
             filters=[EdgeTrim()],
             flush_s=self.flush_s,
-            gate=self.gate,
+            admission=admission,
             tool_calls=self.tool_calls,
         )
         self._generation = generation
         await generation.run(self)
-        if isinstance(generation.error, QuotaExceededError):  # refused before the engine saw it
-            failure = generation.failure
-            assert failure is not None
-            event = error_event(failure.openai_code, failure.message)
-            event["error"]["type"] = failure.openai_type
-            await self.send_event({**event, **failure.extra})
-            await self._fail(failure.openai_code, failure.message)
-            return
         if generation.failure is not None:
             failure = generation.failure
             code = "server_error" if failure.status >= 500 else failure.openai_code

@@ -4,26 +4,36 @@ the last values themselves, bounded in count and age."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable
 
 
 class RecentValues:
-    """The values observed in the last `window_s` seconds (at most `capacity` of them: the newest)."""
+    """The values observed in the last `window_s` seconds (at most `capacity` of them: the newest).
+
+    `add` is on the per-token path, so it only appends; the times and the values are kept in two
+    parallel deques, so that reading copies them at C speed instead of unpacking a tuple per value."""
 
     def __init__(self, window_s: float = 600.0, capacity: int = 8192, clock: Callable[[], float] = time.monotonic):
         self.window_s = window_s
         self._clock = clock
-        self._items: deque[tuple[float, float]] = deque(maxlen=capacity)
+        self._at: deque[float] = deque(maxlen=capacity)
+        self._values: deque[float] = deque(maxlen=capacity)
 
     def add(self, value: float) -> None:
-        self._items.append((self._clock(), value))
+        self._at.append(self._clock())
+        self._values.append(value)
 
     def values(self, within_s: float | None = None) -> list[float]:
         """The values of the last `within_s` seconds (default: the whole window), oldest first."""
-        cutoff = self._clock() - (self.window_s if within_s is None else within_s)
-        items = self._items
-        while items and items[0][0] < self._clock() - self.window_s:
-            items.popleft()
-        return [value for at, value in items if at >= cutoff]
+        now, at, values = self._clock(), self._at, self._values
+        while at and at[0] < now - self.window_s:
+            at.popleft()
+            values.popleft()
+        if within_s is None or within_s >= self.window_s:
+            return list(values)
+        first = bisect.bisect_left(at, now - within_s)  # the clock only moves forward: `at` is sorted
+        return list(itertools.islice(values, first, None))

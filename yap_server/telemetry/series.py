@@ -1,8 +1,11 @@
-"""The dashboard's 10-minute series (`History`), sampled from the same counters `/metrics` exports, and
-the helpers that read those counters and the engine's own gauges."""
+"""The dashboard's 10-minute series (`History`), sampled from the same counters `/metrics` exports, the
+helpers that read those counters and the engine's own gauges, and the stats body built from them once
+per tick (`StatsBody`)."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -100,3 +103,25 @@ class History:
                 }
             )
         self._last = (now, totals)
+
+
+@dataclass
+class StatsBody:
+    """`/dashboard/stats`'s answer, computed and encoded once per tick while a page reads it, so that a
+    request only sends bytes (percentiles over thousands of samples are not worked out per request).
+
+    `taken_at` and `read_at` are `time.monotonic()` seconds: when `body` was built, and when it was last
+    asked for (a body nobody asked for lately is not rebuilt). `lock` keeps two builds from overlapping."""
+
+    body: bytes | None = None
+    taken_at: float = -math.inf
+    read_at: float = -math.inf
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def fresh(self, now: float, within_s: float) -> bool:
+        """A body exists and was built within the last `within_s` seconds."""
+        return self.body is not None and now - self.taken_at <= within_s
+
+    def watched(self, now: float, within_s: float) -> bool:
+        """Someone asked for the body within the last `within_s` seconds."""
+        return now - self.read_at <= within_s

@@ -87,6 +87,11 @@ class History:
         turn.tokens += self._count(turn.messages[-1])
         return True
 
+    def withdraw_last_turn(self) -> None:
+        """Take the newest turn back out (its utterance was refused before any work)."""
+        if self._turns:
+            self._turns.pop()
+
     @property
     def tokens(self) -> int:
         return sum(turn.tokens for turn in self._turns)

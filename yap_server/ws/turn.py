@@ -20,8 +20,8 @@ from yap_engines import ChatRequest, ContextTooLongError, Sampling
 from yap_engines.thinking import ThinkSplit
 
 from ..connection import Terminal
-from ..quotas import QuotaGate
-from ..streaming import Classifier, Generation, ToolVerdict
+from ..quotas import QuotaExceededError, QuotaGate
+from ..streaming import Classifier, Generation, ToolVerdict, failure_for
 from .sanitize import StreamSanitizer
 from .session import Session, TurnOptions
 from .wire import error_frame, frame, toolcall_payload
@@ -56,10 +56,11 @@ class Turn:
     engine_request_id: str = field(default_factory=lambda: f"yap-{uuid.uuid4().hex}")
     verdict: ToolVerdict | None = None
     started: float = field(default_factory=time.perf_counter)
-    gate: QuotaGate | None = None  # the connection key's quota (`Generation.gate`)
+    gate: QuotaGate | None = None  # the connection key's quota, checked before the classifier and the engine
     after: Callable[[], Awaitable[None]] | None = None  # run once the turn has ended by itself (the next warm)
     cover: CacheCover | None = None  # gets the prompt once its first token came (it is cached then; warm.py)
     prompt: list[int] | None = None  # the prompt sent to the chat engine, until `cover` has it
+    refused: bool = False  # its key's quota refused it (nothing ran, and no warm follows)
 
     def _frame(self, kind: str, **payload: Any) -> dict[str, Any]:
         return frame(kind, self.session.session_id, self.request_id, **payload)
@@ -78,25 +79,26 @@ class Turn:
     async def run(self) -> None:
         """Classify (when routed) and stream the reply; exactly one terminal frame.
 
+        A turn that cannot run (its prompt does not fit, its key's quota refuses it) ends with its error
+        before any work: no classification, no `toolcall` frame, and a refused utterance leaves history.
         The classification runs alongside the chat model's prefill; the `toolcall` frame is sent
         before the first token. On cancellation the pending classification is dropped, what was
         said is kept in history, and the cancellation propagates.
         """
         session = self.session
-        if self.tool is not None:
-            earlier = [m["content"] for m in session.history.messages() if m["role"] == "user"]
-            self.verdict = ToolVerdict(self.tool, earlier, self.user_text, self.telemetry)
+        earlier = [m["content"] for m in session.history.messages() if m["role"] == "user"] if self.tool else []
         session.history.add("user", self.user_text)
         try:
             if self.app.chat is None:
+                self._classify(earlier)
                 await self._send_toolcall()
                 await self._finish(None, "stop", None)
                 return
-            await self._chat()
+            await self._chat(earlier)
         finally:
             if self.verdict is not None:
                 self.verdict.drop()
-        if self.after is not None:
+        if self.after is not None and not self.refused:
             await self.after()
 
     async def stopped(self, reason: str, notify: bool) -> bool:
@@ -117,7 +119,12 @@ class Turn:
             await self.send(error_frame(self.session.session_id, self.request_id, "internal_error", message))
 
     # -- the chat reply ------------------------------------------------------------------------
-    async def _chat(self) -> None:
+    def _classify(self, earlier: list[str]) -> None:
+        """Start the classification (when this turn is routed); `earlier`: the session's previous utterances."""
+        if self.tool is not None:
+            self.verdict = ToolVerdict(self.tool, earlier, self.user_text, self.telemetry)
+
+    async def _chat(self, earlier: list[str]) -> None:
         session, settings, chat = self.session, self.app.settings, self.app.chat
         assert chat is not None
         try:
@@ -129,6 +136,15 @@ class Turn:
             await self._error("context_too_long", str(exc))
             return
         prompt = fitted.token_ids
+        try:  # the key's quota first: a refused turn does no work, not even the classification
+            admission = await self.gate.admit(len(prompt) + self.sampling.max_tokens) if self.gate else None
+        except QuotaExceededError as exc:
+            self.refused = True
+            session.history.withdraw_last_turn()  # a retry after `retry_after_s` sends the utterance again
+            failure = failure_for(exc)
+            await self._error(failure.code, failure.message, **failure.extra)
+            return
+        self._classify(earlier)  # admitted: only now does the classifier see the utterance
         self.prompt = prompt
         request = ChatRequest(
             self.engine_request_id, prompt, self.sampling, session_id=session.session_id, messages=fitted.messages
@@ -142,7 +158,7 @@ class Turn:
             filters=[StreamSanitizer()] if self.options.sanitize_output else (),
             flush_s=self.app.stream_flush_s,
             started=self.started,
-            gate=self.gate,
+            admission=admission,
         )
         try:
             await generation.run(self)
