@@ -11,8 +11,10 @@
 6. `/dashboard/stats` latency under 16 streaming `/ws` sessions, p50/p99: the round trip over loopback
    and the server's share.
 
-The clients run in the server's process and event loop (as the tests do), so a round trip also holds the
-client's own work and whatever else the loop was doing; the server's share holds the loop's waits too.
+In 5 and 6 the clients run in the server's process and event loop (as the tests do), so a round trip also
+holds the client's own work and whatever else the loop was doing; the server's share holds the loop's waits
+too. 7 measures both round trips again as deployed: the server in a process of its own, the 16 streaming
+sessions in a second process, the timed client in a third.
 """
 
 from __future__ import annotations
@@ -230,6 +232,23 @@ async def refusal_latency(directory: Path) -> dict[str, Any]:
     return {"admit_refusal_ms": ms(inside), "http_429_round_trip_ms": ms(round_trips), "http_429_server_ms": ms(server)}
 
 
+async def stream_turns(origin: str, index: int, stop: asyncio.Event) -> None:
+    """One `/ws` session streaming replies of 150 tokens back to back until `stop` is set."""
+    async with websockets.connect(origin, additional_headers={"X-API-Key": ENV_KEY}) as ws:
+
+        def frame(kind: str, rid: str, **payload: Any) -> str:
+            envelope = {"type": kind, "session_id": f"s{index}", "request_id": rid, "payload": payload}
+            return json.dumps(envelope)
+
+        await ws.send(frame("start", "r0", chat_prompt="Talk."))
+        turn = 0
+        while not stop.is_set():
+            turn += 1
+            await ws.send(frame("message", f"r{turn}", user_utterance="go on", sampling={"max_tokens": 150}))
+            while json.loads(await ws.recv())["type"] not in ("done", "cancelled", "error"):
+                pass
+
+
 async def stats_under_load(directory: Path) -> dict[str, Any]:
     engine = FakeEngine(seed=1, tokens_per_s=50)
     app = create_app(settings(keys(directory)), engines={"chat": engine})
@@ -239,22 +258,7 @@ async def stats_under_load(directory: Path) -> dict[str, Any]:
         origin = f"ws://127.0.0.1:{port}/ws"
         stop = asyncio.Event()
 
-        async def session(index: int) -> None:
-            async with websockets.connect(origin, additional_headers={"X-API-Key": ENV_KEY}) as ws:
-
-                def frame(kind: str, rid: str, **payload: Any) -> str:
-                    envelope = {"type": kind, "session_id": f"s{index}", "request_id": rid, "payload": payload}
-                    return json.dumps(envelope)
-
-                await ws.send(frame("start", "r0", chat_prompt="Talk."))
-                turn = 0
-                while not stop.is_set():
-                    turn += 1
-                    await ws.send(frame("message", f"r{turn}", user_utterance="go on", sampling={"max_tokens": 150}))
-                    while json.loads(await ws.recv())["type"] not in ("done", "cancelled", "error"):
-                        pass
-
-        sessions = [asyncio.create_task(session(i)) for i in range(16)]
+        sessions = [asyncio.create_task(stream_turns(origin, i, stop)) for i in range(16)]
         await asyncio.sleep(WARMUP_S)  # the first turns import what serving needs (a cold heap makes GC pauses)
         timings = []
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
@@ -270,6 +274,60 @@ async def stats_under_load(directory: Path) -> dict[str, Any]:
     return {"sessions": 16, "stats_ms": ms(timings), "stats_server_ms": ms(server)}
 
 
+async def separate_processes(directory: Path) -> dict[str, Any]:
+    """The two round trips with the server in a process of its own (one uvicorn worker, as `yap serve`
+    runs), the 16 streaming sessions in a second process and the timed client in this one: the clients'
+    work no longer shares the server's event loop."""
+    path = keys(directory, rpm=1)
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        serve = [sys.executable, __file__, "--worker", str(port), str(path), "", "50"]
+        stack.enter_context(started(serve, port, env=dict(os.environ)))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            await chat(http)
+            refusals = []
+            for _ in range(500):
+                started_at = time.perf_counter()
+                assert (await chat(http)).status_code == 429
+                refusals.append(time.perf_counter() - started_at)
+            streams = [sys.executable, __file__, "--streams", str(port), "16"]
+            stack.enter_context(running(streams))
+            await asyncio.sleep(WARMUP_S)
+            timings = []
+            for _ in range(300):
+                started_at = time.perf_counter()
+                assert (await http.get("/dashboard/stats", headers={"X-API-Key": ENV_KEY})).status_code == 200
+                timings.append(time.perf_counter() - started_at)
+                await asyncio.sleep(0.01)
+            streamed = (await http.get("/metrics", headers={"X-API-Key": ENV_KEY})).text
+    tokens = sum(
+        float(line.split()[-1]) for line in streamed.splitlines() if line.startswith("yap_generation_tokens_total")
+    )
+    return {"http_429_round_trip_ms": ms(refusals), "sessions": 16, "stats_ms": ms(timings), "tokens_streamed": tokens}
+
+
+@contextlib.contextmanager
+def running(command: list[str]) -> Iterator[None]:
+    """A helper process for the block's duration (terminated after it)."""
+    process = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+async def streams(port: int, count: int) -> None:
+    """`--streams PORT N`: N sessions streaming until this process is terminated."""
+    stop = asyncio.Event()
+    origin = f"ws://127.0.0.1:{port}/ws"
+    await asyncio.gather(*(stream_turns(origin, i, stop) for i in range(count)))
+
+
 async def main(out: Path | None) -> None:
     report: dict[str, Any] = {"load_average": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -280,6 +338,7 @@ async def main(out: Path | None) -> None:
             ("retry_after", retry_after),
             ("refusal_latency", refusal_latency),
             ("dashboard_stats_under_16_sessions", stats_under_load),
+            ("separate_processes", separate_processes),
         ):
             directory = Path(tmp) / name
             directory.mkdir()
@@ -297,16 +356,21 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def worker(port: int, path: str, redis_url: str) -> None:
+def worker(port: int, path: str, redis_url: str, tokens_per_s: float | None = None) -> None:
+    """`--worker PORT KEYS REDIS_URL [TOKENS_PER_S]`: one server process (no Redis when REDIS_URL is empty)."""
     import uvicorn
 
-    app = create_app(settings(Path(path), limits_redis_url=redis_url), engines={"chat": FakeEngine(seed=1)})
+    options = {"limits_redis_url": redis_url} if redis_url else {}
+    engine = FakeEngine(seed=1, tokens_per_s=tokens_per_s) if tokens_per_s else FakeEngine(seed=1)
+    app = create_app(settings(Path(path), **options), engines={"chat": engine})
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+        worker(int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]) if len(sys.argv) > 5 else None)
+    elif len(sys.argv) > 1 and sys.argv[1] == "--streams":
+        asyncio.run(streams(int(sys.argv[2]), int(sys.argv[3])))
     else:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         parser.add_argument("--out", type=Path)
