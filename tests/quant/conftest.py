@@ -26,8 +26,19 @@ def _keep_row(name: str, report: QualityReport) -> None:
     print(f"  {name}: {report.row()}", flush=True)
 
 
+# The SmolLM2 suite's first test sets up every build and its first evaluation (half an hour on a quiet 2-core
+# machine, hours on a loaded one): the project's 300 s per-test timeout would cut it short, so its tests get this.
+QUALITY_TIMEOUT_S = 4 * 3600
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "quant: runs the real quantization tools in .venv-quant (slow; -m quant)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("quant_quality") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(QUALITY_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
