@@ -26,7 +26,7 @@ def _keep_row(name: str, report: QualityReport) -> None:
     print(f"  {name}: {report.row()}", flush=True)
 
 
-# The SmolLM2 suite's first test sets up every build and its first evaluation (half an hour on a quiet 2-core
+# The SmolLM2 suite's first test sets up every build and every evaluation (10 minutes on a quiet 2-core
 # machine, hours on a loaded one): the project's 300 s per-test timeout would cut it short, so its tests get this.
 QUALITY_TIMEOUT_S = 4 * 3600
 
