@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,9 +180,11 @@ def evaluate_many(
     progress: Progress | None = None,
     env: QuantEnv | None = None,
     prompts: tuple[str, ...] = (),
+    on_report: Callable[[int, QualityReport], None] | None = None,
 ) -> list[QualityReport]:
     """`evaluate` for several artifacts in one runner process (the tools and a shared base load once).
-    `prompts` are answered greedily by each artifact (`QualityReport.generations`)."""
+    `prompts` are answered greedily by each artifact (`QualityReport.generations`); `on_report(index, report)`
+    gets each report as soon as it is measured (so a long run keeps the rows it finished)."""
     settings = settings or QuantSettings.from_env()
     progress = progress or Progress()
     prepared = [_prepare(Path(artifact), against) for artifact, against in items]
@@ -191,7 +194,12 @@ def evaluate_many(
             _job(artifact, base, _kind(artifact), settings, Path(tmp) / f"eval-{index}.log", prompts)
             for index, (artifact, base, _) in enumerate(prepared)
         ]
-        outputs = run_runner(env, "evaluate", jobs, progress=progress)
+
+        def measured(index: int, result: dict[str, Any]) -> None:
+            if on_report is not None:
+                on_report(index, _report(*prepared[index], result))
+
+        outputs = run_runner(env, "evaluate", jobs, progress=progress, on_result=measured)
         for index, (artifact, _, _) in enumerate(prepared):
             _keep_log(Path(tmp) / f"eval-{index}.log", artifact)
     return [

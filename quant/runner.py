@@ -12,6 +12,7 @@ import os
 import subprocess
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,16 @@ class RunnerOutput:
     module: str
 
 
-def run_runner(env: QuantEnv, tool: str, jobs: list[dict[str, Any]], *, progress: Progress) -> list[RunnerOutput]:
+def run_runner(
+    env: QuantEnv,
+    tool: str,
+    jobs: list[dict[str, Any]],
+    *,
+    progress: Progress,
+    on_result: Callable[[int, dict[str, Any]], None] | None = None,
+) -> list[RunnerOutput]:
     """Run `tool`'s runner once over `jobs` (the tool is imported once); each job logs to its `log` path.
+    `on_result(index, result)` is called as each job's result arrives, before the later jobs finish.
 
     Raises `RunnerError` naming the failed job's log and its last lines.
     """
@@ -59,7 +68,10 @@ def run_runner(env: QuantEnv, tool: str, jobs: list[dict[str, Any]], *, progress
                     continue
                 kind = event.pop("event", None)
                 if kind == "result":
-                    results[int(event.pop("index"))] = event
+                    index = int(event.pop("index"))
+                    results[index] = event
+                    if on_result is not None:
+                        on_result(index, event)
                     label = f"{tool} [{len(results) + 1}/{len(jobs)}]" if len(jobs) > 1 else tool
                 elif kind == "error":
                     error = event

@@ -3,6 +3,7 @@ session artifact store, and builds of the demo model shared by the tests that in
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -14,9 +15,30 @@ from quant.env import QuantEnv, ensure_env
 from quant.evaluate import QualityReport, evaluate_floor, evaluate_many, table
 from quant.progress import Progress
 
+# Each SmolLM2 quality report as soon as it is measured (one JSON object a line), so a run cut short keeps its rows.
+SMOL_ROWS = REPO / "runs" / "quant-quality.jsonl"
+
+
+def _keep_row(name: str, report: QualityReport) -> None:
+    SMOL_ROWS.parent.mkdir(exist_ok=True)
+    with SMOL_ROWS.open("a") as rows:
+        rows.write(json.dumps({"name": name, **report.model_dump(mode="json")}) + "\n")
+    print(f"  {name}: {report.row()}", flush=True)
+
+
+# The SmolLM2 suite's first test sets up every build and every evaluation (10 minutes on a quiet 2-core
+# machine, hours on a loaded one): the project's 300 s per-test timeout would cut it short, so its tests get this.
+QUALITY_TIMEOUT_S = 4 * 3600
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "quant: runs the real quantization tools in .venv-quant (slow; -m quant)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("quant_quality") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(QUALITY_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
@@ -65,12 +87,15 @@ def smol_reports(
     names = list(SMOL_BUILDS)
     paths = [smol_builds[name].path for name in names]
     assert all(paths)
+    SMOL_ROWS.unlink(missing_ok=True)
     reports = evaluate_many(
-        [(path, None) for path in paths if path is not None], settings=settings, env=quant_env, prompts=(CAPITAL,)
+        [(path, None) for path in paths if path is not None],
+        settings=settings,
+        env=quant_env,
+        prompts=(CAPITAL,),
+        on_report=lambda index, report: _keep_row(names[index], report),
     )
     print(f"SmolLM2 evaluations done in {time.perf_counter() - started:.1f} s")
-    for name, report in zip(names, reports, strict=True):
-        print(f"  {name}: {report.row()}")
     return dict(zip(names, reports, strict=True))
 
 
@@ -79,7 +104,7 @@ def smol_floor(quant_env: QuantEnv, quant_store: Path, smollm2_dir: Path) -> Qua
     """The evaluation floor: SmolLM2's bf16 weights computing in bf16 against float32 compute."""
     settings, _ = smol_request("w4a16", quant_store, smollm2_dir)
     report = evaluate_floor(smollm2_dir, settings=settings, env=quant_env)
-    print(f"  eval_floor: {report.row()}")
+    _keep_row("eval_floor", report)
     return report
 
 
