@@ -128,12 +128,17 @@ def started(command: list[str], port: int, env: dict[str, str] | None = None) ->
             time.sleep(0.1)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate `process`, killing it after 20 s."""
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
 
 
 async def rpm_two_workers(directory: Path) -> dict[str, Any]:
@@ -316,12 +321,7 @@ def running(command: list[str]) -> Iterator[None]:
     try:
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop(process)
 
 
 async def streams(port: int, count: int) -> None:
