@@ -35,7 +35,7 @@ CPU_PICKS: Mapping[str, str] = MappingProxyType({"auto": "fp8", "8bit": "fp8", "
 CPU_CALIBRATION = (4, 64)
 # What the smaller calibration costs, as measured on SmolLM2-135M (benchmarks/quant-quality.md).
 CPU_CALIBRATION_COST = (
-    "measured on SmolLM2-135M (14,553 held-out tokens): AWQ at 4 x 64 keeps perplexity within +13.4% of bf16 "
+    "measured on SmolLM2-135M: AWQ at 4 x 64 keeps perplexity within +13.4% of bf16 on 14,553 held-out tokens "
     "(top-1 80.9%, KL 0.129), inside its bound, and 16 x 128 was no better (+39.4% against +37.2%, symmetric "
     "int4, on the earlier 2,689-token text) at 11x the build time; W8A8-INT8 at 4 x 64 measured +0.89% / top-1 "
     "93.8%, and +1.38% / 93.2% against +1.44% / 92.8% at the seed's size on the earlier text"

@@ -285,6 +285,32 @@ async def test_a_refused_ws_turn_is_refused_before_the_classifier(tmp_path: Path
     assert said == ["tell me a joke"]  # the refused utterance is not in the next turn's history
 
 
+async def test_a_tool_only_turn_counts_against_the_keys_requests(tmp_path: Path) -> None:
+    """With only the classifier deployed a turn is still a request of its key: past `rpm` it gets its
+    `rate_limited` error (limit `requests`) and the classifier is not asked."""
+    classifier = AskedClassifier()
+    settings = server_settings(keys_file=keys_file(tmp_path, rpm=1), deploy_mode="tool", max_concurrent_connections=8)
+    async with serve_on_loopback(create_app(settings, engines={"tool": classifier})) as port:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws", additional_headers={"X-API-Key": SECRET}) as ws:
+            start = {"type": "start", "session_id": "s", "request_id": "r0", "payload": {}}
+            await ws.send(json.dumps(start))
+            turns = []
+            for rid, text in (("r1", "what is on my screen?"), ("r2", "and now?")):
+                await ws.send(
+                    json.dumps(
+                        {"type": "message", "session_id": "s", "request_id": rid, "payload": {"user_utterance": text}}
+                    )
+                )
+                frames = [await next_of(ws, lambda f, rid=rid: f.get("request_id") == rid)]
+                while frames[-1]["type"] not in ("done", "cancelled", "error"):
+                    frames.append(await next_of(ws, lambda f, rid=rid: f.get("request_id") == rid))
+                turns.append(frames)
+    assert [f["type"] for f in turns[0]] == ["ack", "toolcall", "done"], turns[0]
+    assert [f["type"] for f in turns[1]] == ["ack", "error"], turns[1]
+    assert turns[1][-1]["payload"]["code"] == "rate_limited" and turns[1][-1]["payload"]["limit"] == "requests"
+    assert classifier.asked == ["what is on my screen?"]
+
+
 async def test_a_refused_response_is_refused_before_the_classifier(tmp_path: Path) -> None:
     """The same on `/v1/responses`: a refused response is `response.created`, the `rate_limit_exceeded` error
     and `response.failed`, with neither the classifier nor the engine called; the next response runs."""

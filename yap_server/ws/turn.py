@@ -20,7 +20,7 @@ from yap_engines import ChatRequest, ContextTooLongError, Sampling
 from yap_engines.thinking import ThinkSplit
 
 from ..connection import Terminal
-from ..quotas import QuotaExceededError, QuotaGate
+from ..quotas import Admission, QuotaExceededError, QuotaGate
 from ..streaming import Classifier, Generation, ToolVerdict, failure_for
 from .sanitize import StreamSanitizer
 from .session import Session, TurnOptions
@@ -90,6 +90,9 @@ class Turn:
         session.history.add("user", self.user_text)
         try:
             if self.app.chat is None:
+                admitted, _ = await self._admit(0)  # a classification alone: the key's request count only
+                if not admitted:
+                    return
                 self._classify(earlier)
                 await self._send_toolcall()
                 await self._finish(None, "stop", None)
@@ -119,6 +122,21 @@ class Turn:
             await self.send(error_frame(self.session.session_id, self.request_id, "internal_error", message))
 
     # -- the chat reply ------------------------------------------------------------------------
+    async def _admit(self, tokens: int) -> tuple[bool, Admission | None]:
+        """Ask the key's quota for `tokens` (prompt + max_tokens; 0 for a classification alone) before any
+        work: (admitted, its admission or None without a quota). A refused turn ends here with its error, and
+        its utterance leaves history, so a retry after `retry_after_s` sends it again."""
+        if self.gate is None:
+            return True, None
+        try:
+            return True, await self.gate.admit(tokens)
+        except QuotaExceededError as exc:
+            self.refused = True
+            self.session.history.withdraw_last_turn()
+            failure = failure_for(exc)
+            await self._error(failure.code, failure.message, **failure.extra)
+            return False, None
+
     def _classify(self, earlier: list[str]) -> None:
         """Start the classification (when this turn is routed); `earlier`: the session's previous utterances."""
         if self.tool is not None:
@@ -136,13 +154,8 @@ class Turn:
             await self._error("context_too_long", str(exc))
             return
         prompt = fitted.token_ids
-        try:  # the key's quota first: a refused turn does no work, not even the classification
-            admission = await self.gate.admit(len(prompt) + self.sampling.max_tokens) if self.gate else None
-        except QuotaExceededError as exc:
-            self.refused = True
-            session.history.withdraw_last_turn()  # a retry after `retry_after_s` sends the utterance again
-            failure = failure_for(exc)
-            await self._error(failure.code, failure.message, **failure.extra)
+        admitted, admission = await self._admit(len(prompt) + self.sampling.max_tokens)
+        if not admitted:
             return
         self._classify(earlier)  # admitted: only now does the classifier see the utterance
         self.prompt = prompt
