@@ -162,6 +162,19 @@ def check(calls: list[Any]) -> tuple[bool, str | None]:
     return True, calls[0].function.name
 
 
+def required_call(model: str, line: str) -> dict[str, Any]:
+    """The chat-completions arguments of one prompt: every tool offered, one call required, greedy."""
+    return {
+        "model": model,
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": line}],
+        "tools": TOOLS,
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "temperature": 0,
+        "max_tokens": 96,
+    }
+
+
 async def streamed_calls(client: openai.AsyncOpenAI, **kwargs: Any) -> list[tuple[str, str]]:
     calls: list[list[str]] = []
     async for chunk in await client.chat.completions.create(stream=True, **kwargs):
@@ -182,15 +195,7 @@ async def main(model_dir: str, identical: int) -> dict[str, Any]:
             client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=900)
             model = (await client.models.list()).data[0].id
             for index, (line, expected) in enumerate(PROMPTS):
-                kwargs: dict[str, Any] = {
-                    "model": model,
-                    "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": line}],
-                    "tools": TOOLS,
-                    "tool_choice": "required",
-                    "parallel_tool_calls": False,
-                    "temperature": 0,
-                    "max_tokens": 96,
-                }
+                kwargs = required_call(model, line)
                 started = time.perf_counter()
                 reply = await client.chat.completions.create(**kwargs)
                 latencies.append(time.perf_counter() - started)

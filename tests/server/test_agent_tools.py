@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -104,8 +105,10 @@ async def run_until(pipeline: Any, frame: Any, ended: asyncio.Event) -> None:
     await asyncio.gather(runner.run(), drive())
 
 
-async def test_pipecat_openai_llm_service_runs_a_function_calling_turn() -> None:
-    pytest.importorskip("pipecat", reason="Pipecat is a test dependency: pip install 'pipecat-ai[openai]'")
+async def pipecat_weather_turn(service: Callable[[int], Any]) -> RecordingFake:
+    """One Pipecat pipeline (user aggregator, `service(port)` against a Yap server, a collector, assistant
+    aggregator) asked for Paris's weather with a client tool: the call runs, its result goes back, and the
+    second reply is the answer. Returns the engine, which recorded both requests."""
     from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
     from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
     from pipecat.frames.frames import LLMContextFrame
@@ -113,16 +116,13 @@ async def test_pipecat_openai_llm_service_runs_a_function_calling_turn() -> None
     from pipecat.processors.aggregators.llm_context import LLMContext
     from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
     from pipecat.services.llm_service import FunctionCallParams
-    from pipecat.services.openai.llm import OpenAILLMService
 
     engine = RecordingFake(script=[CALL, ANSWER], model_id="m")
     ran: list[dict[str, Any]] = []
     texts: list[str] = []
     ended = asyncio.Event()
     async with serve_on_loopback(app_for({"chat": engine})) as port:
-        llm = OpenAILLMService(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, settings=OpenAILLMService.Settings(model="m")
-        )
+        llm = service(port)
 
         async def lookup_weather(params: FunctionCallParams) -> None:
             ran.append(dict(params.arguments))
@@ -144,6 +144,18 @@ async def test_pipecat_openai_llm_service_runs_a_function_calling_turn() -> None
         await run_until(pipeline, LLMContextFrame(context), ended)
     assert ran == [{"location": "Paris"}]
     assert "".join(texts) == ANSWER
+    return engine
+
+
+async def test_pipecat_openai_llm_service_runs_a_function_calling_turn() -> None:
+    pytest.importorskip("pipecat", reason="Pipecat is a test dependency: pip install 'pipecat-ai[openai]'")
+    from pipecat.services.openai.llm import OpenAILLMService
+
+    engine = await pipecat_weather_turn(
+        lambda port: OpenAILLMService(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, settings=OpenAILLMService.Settings(model="m")
+        )
+    )
     second = engine.requests[1].messages
     result = json.dumps({"conditions": "sunny", "temperature": 24})
     assert any(f"<tool_response>\n{result}\n</tool_response>" in m["content"] for m in second)
@@ -151,46 +163,15 @@ async def test_pipecat_openai_llm_service_runs_a_function_calling_turn() -> None
 
 async def test_pipecat_responses_service_runs_a_function_calling_turn_with_a_client_tool() -> None:
     pytest.importorskip("pipecat", reason="Pipecat is a test dependency: pip install 'pipecat-ai[openai]'")
-    from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
-    from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
-    from pipecat.frames.frames import LLMContextFrame
-    from pipecat.pipeline.pipeline import Pipeline
-    from pipecat.processors.aggregators.llm_context import LLMContext
-    from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
-    from pipecat.services.llm_service import FunctionCallParams
     from pipecat.services.openai.responses.llm import OpenAIResponsesLLMService
 
-    engine = RecordingFake(script=[CALL, ANSWER], model_id="m")
-    ran: list[dict[str, Any]] = []
-    texts: list[str] = []
-    ended = asyncio.Event()
-    async with serve_on_loopback(app_for({"chat": engine})) as port:
-        llm = OpenAIResponsesLLMService(
+    engine = await pipecat_weather_turn(
+        lambda port: OpenAIResponsesLLMService(
             api_key=KEY,
             ws_url=f"ws://127.0.0.1:{port}/v1/responses",
             settings=OpenAIResponsesLLMService.Settings(model="m"),
         )
-
-        async def lookup_weather(params: FunctionCallParams) -> None:
-            ran.append(dict(params.arguments))
-            await params.result_callback({"conditions": "sunny", "temperature": 24})
-
-        llm.register_function("lookup_weather", lookup_weather)
-        weather = FunctionSchema(
-            name="lookup_weather",
-            description="Look up the current weather",
-            properties={"location": {"type": "string"}},
-            required=["location"],
-        )
-        context = LLMContext(
-            [{"role": "user", "content": "What's the weather in Paris?"}], tools=ToolsSchema(standard_tools=[weather])
-        )
-        aggregators = LLMContextAggregatorPair(context)
-        collector = Collector.build(ended, texts, responses=2)
-        pipeline = Pipeline([aggregators.user(), llm, collector, aggregators.assistant()])
-        await run_until(pipeline, LLMContextFrame(context), ended)
-    assert ran == [{"location": "Paris"}]
-    assert "".join(texts) == ANSWER
+    )
     second = engine.requests[1].messages  # the call and its output, rendered back (the text fallback)
     assert any('"name": "lookup_weather"' in m["content"] for m in second if m["role"] == "assistant")
     assert any("<tool_response>" in m["content"] and "sunny" in m["content"] for m in second)

@@ -34,7 +34,8 @@ def _benchmark() -> Any:
 
 
 BENCH = _benchmark()
-PROMPTS, SYSTEM, TOOLS, streamed_calls = BENCH.PROMPTS, BENCH.SYSTEM, BENCH.TOOLS, BENCH.streamed_calls
+PROMPTS, TOOLS = BENCH.PROMPTS, BENCH.TOOLS
+required_call, streamed_calls = BENCH.required_call, BENCH.streamed_calls
 SCHEMAS = {tool["function"]["name"]: tool["function"]["parameters"] for tool in TOOLS}
 
 
@@ -45,15 +46,7 @@ async def test_required_and_named_calls_parse_and_validate_and_stream_the_same(s
         client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=120)
         model = (await client.models.list()).data[0].id
         for line, _expected in lines:
-            kwargs: dict[str, Any] = {
-                "model": model,
-                "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": line}],
-                "tools": TOOLS,
-                "tool_choice": "required",
-                "parallel_tool_calls": False,
-                "temperature": 0,
-                "max_tokens": 96,
-            }
+            kwargs = required_call(model, line)
             reply = await client.chat.completions.create(**kwargs)
             assert reply.choices[0].finish_reason == "tool_calls", reply.choices[0].message.content
             (call,) = reply.choices[0].message.tool_calls or []
