@@ -56,17 +56,26 @@ CONTINUATIONS = ("", " a", "a", "A", "1", " 1", ".", "?", " ?", "'s", "-", "\n",
 each of them, so no token the final text could merge with, or the template could place after it, is in it."""
 
 
+def shared_prefix_length(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """The length of the longest common prefix of two sequences (token ids, or texts as characters): a binary
+    search over slice comparisons, done in C, so a 1,000-token prompt costs microseconds."""
+    a, b = tuple(a), tuple(b)  # a list never equals a tuple
+    lo, hi = 0, min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    while lo < hi:  # a[:lo] == b[:lo]; the common prefix is shorter than hi + 1
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def common_prefix(rows: Sequence[Sequence[Any]]) -> list[Any]:
     """The longest common prefix of sequences (token id lists, or texts as characters)."""
     first = list(rows[0])
-    end = len(first)
-    for row in rows[1:]:
-        n = 0
-        limit = min(end, len(row))
-        while n < limit and row[n] == first[n]:
-            n += 1
-        end = n
-    return first[:end]
+    return first[: min((shared_prefix_length(first, row) for row in rows[1:]), default=len(first))]
 
 
 def stable_prefix(tokenizer: Any, messages: Sequence[Message], role: str, partial: str) -> list[int]:

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from yap_engines import Sampling
 from yap_engines.adapters.fake import FakeTokenizer
-from yap_engines.chat import load_tokenizer
+from yap_engines.chat import load_tokenizer, shared_prefix_length
 from yap_server.ws.session import Persona, Session, TurnOptions
-from yap_server.ws.warm import CacheCover, common_prefix, stable_text, warm_prompt
+from yap_server.ws.warm import CacheCover, stable_text, warm_prompt
 
 LLAMA3_TEMPLATE = (
     "{{ '<|endoftext|>' }}{% for m in messages %}{{ '<|im_start|>' + m['role'] + '<think>\n\n' + m['content'] | trim"
@@ -110,10 +110,10 @@ token_lists = st.lists(st.integers(0, 3), max_size=60)
 
 @given(a=token_lists, b=token_lists)
 def test_common_prefix_is_the_longest_shared_start(a: list[int], b: list[int]) -> None:
-    n = common_prefix(a, b)
+    n = shared_prefix_length(a, b)
     assert a[:n] == b[:n]
     assert n == min(len(a), len(b)) or a[n] != b[n]
-    assert common_prefix(tuple(a), b) == n  # lists and tuples alike
+    assert shared_prefix_length(tuple(a), b) == n  # lists and tuples alike
 
 
 @given(held=token_lists, ids=token_lists, block=st.integers(1, 8))

@@ -32,6 +32,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from ..chat import shared_prefix_length
 from ..errors import EngineDeadError, GenerationError, InvalidRequestError, UnsupportedFeature
 from ..protocol import PrefillResult
 from ..types import ChatRequest, Delta, EngineHealth, FinishReason, StructuredOutput, Usage
@@ -253,21 +254,13 @@ class _StreamingFake:
     def _common_prefix(self, prompt: Sequence[int]) -> int:
         """The longest prefix `prompt` shares with a prompt this engine has computed.
 
-        A binary search over tuple-slice comparisons (done in C), so a long prompt costs microseconds, not a
-        Python loop over every token of every remembered prompt."""
+        `shared_prefix_length` per remembered prompt (a binary search done in C), skipping a prompt too short
+        to beat the best so far."""
         ids = tuple(prompt)
         best = 0
         for seen in self._seen_prompts:
-            lo, hi = 0, min(len(seen), len(ids))  # seen[:lo] == ids[:lo]; the common prefix is at most hi
-            if hi <= best:
-                continue
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if seen[:mid] == ids[:mid]:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            best = max(best, lo)
+            if min(len(seen), len(ids)) > best:  # else it cannot beat the best so far
+                best = max(best, shared_prefix_length(seen, ids))
         return best
 
     def _cached_tokens(self, prompt: Sequence[int]) -> int:

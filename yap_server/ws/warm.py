@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from yap_engines import ChatRequest, EngineError
-from yap_engines.chat import fit_prompt, render_ids, stable_prefix
+from yap_engines.chat import fit_prompt, render_ids, shared_prefix_length, stable_prefix
 from yap_engines.protocol import SupportsPrefill
 
 from ..streaming import failure_for
@@ -84,22 +84,6 @@ def warm_prompt(
     return [*messages, {"role": role, "content": partial}], ids
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """The length of the longest common prefix of two token sequences (a binary search over slice
-    comparisons, done in C: microseconds for a 1,000-token prompt)."""
-    a, b = tuple(a), tuple(b)  # a list never equals a tuple
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:
-        return hi
-    while lo < hi:  # a[:lo] == b[:lo]; the common prefix is shorter than hi + 1
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 @dataclass
 class CacheCover:
     """What a connection knows the engine's prefix cache holds for its session: the whole blocks of the
@@ -118,7 +102,7 @@ class CacheCover:
 
     def held(self, ids: Sequence[int], cached: Sequence[int] | None = None) -> int:
         """How many leading tokens of `ids` (whole blocks) are held: by the cover, or by `cached`."""
-        shared = common_prefix(self.ids if cached is None else cached, ids)
+        shared = shared_prefix_length(self.ids if cached is None else cached, ids)
         return shared - shared % self.block
 
     def adds(self, ids: Sequence[int], cached: Sequence[int] | None = None) -> bool:
