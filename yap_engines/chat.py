@@ -56,20 +56,22 @@ CONTINUATIONS = ("", " a", "a", "A", "1", " 1", ".", "?", " ?", "'s", "-", "\n",
 each of them, so no token the final text could merge with, or the template could place after it, is in it."""
 
 
+PREFIX_CHUNK = 64  # items compared at once by `shared_prefix_length`
+
+
 def shared_prefix_length(a: Sequence[Any], b: Sequence[Any]) -> int:
-    """The length of the longest common prefix of two sequences (token ids, or texts as characters): a binary
-    search over slice comparisons, done in C, so a 1,000-token prompt costs microseconds."""
-    a, b = tuple(a), tuple(b)  # a list never equals a tuple
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:
-        return hi
-    while lo < hi:  # a[:lo] == b[:lo]; the common prefix is shorter than hi + 1
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    """The length of the longest common prefix of two sequences (token ids, or texts as characters).
+
+    Compared 64 items at a time by slice equality (done in C), then item by item within the first chunk that
+    differs: a few microseconds for two 1,000-token prompts, where a loop over every token takes about 30."""
+    if type(a) is not type(b):  # a list never equals a tuple
+        a, b = tuple(a), tuple(b)
+    n, i = min(len(a), len(b)), 0
+    while i + PREFIX_CHUNK <= n and a[i : i + PREFIX_CHUNK] == b[i : i + PREFIX_CHUNK]:
+        i += PREFIX_CHUNK
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def common_prefix(rows: Sequence[Sequence[Any]]) -> list[Any]:
