@@ -4,6 +4,7 @@ fresh on its own, and traffic shows up in it a tick later."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -11,8 +12,9 @@ from starlette.testclient import TestClient
 
 from yap_engines import FakeEngine
 from yap_server.app import create_app
-from yap_server.dashboard import STATS_EVERY_S
+from yap_server.dashboard import STATS_EVERY_S, sorted_recent
 from yap_server.state import AppState
+from yap_server.telemetry import Telemetry, TelemetrySettings
 
 from .conftest import KEY, server_settings
 
@@ -53,3 +55,30 @@ def test_the_stats_come_from_the_tick_not_from_each_request() -> None:
         assert client.post("/v1/chat/completions", json=body, headers=HEADERS).status_code == 200
         wait_for(lambda: tokens() > before, 30, "the completion never reached the stats")
         assert client.get("/dashboard/stats").status_code == 401  # the cached body still needs the key
+
+
+async def test_a_build_lets_the_event_loop_run_between_two_series_sorts() -> None:
+    """Sorting a full latency series takes about a millisecond: streams and requests get a turn of the
+    event loop between two series, so they wait behind one sort at most, not the whole build."""
+    telemetry = Telemetry.build(TelemetrySettings())
+    for series in telemetry.recent.values():
+        for value in range(2000, 0, -1):
+            series.add(value / 1000)
+    turns = 0
+    stop = asyncio.Event()
+
+    async def other_work() -> None:
+        nonlocal turns
+        while not stop.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = turns
+    ordered = await sorted_recent(telemetry)
+    stop.set()
+    await other
+    assert set(ordered) == set(telemetry.recent)
+    assert all(values == sorted(values) and len(values) == 2000 for values in ordered.values())
+    assert turns - before >= len(ordered) - 1  # a turn between each two sorts
