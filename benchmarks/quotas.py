@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -286,8 +287,9 @@ async def separate_processes(directory: Path) -> dict[str, Any]:
     work no longer shares the server's event loop."""
     path = keys(directory, rpm=1)
     port = free_port()
+    shares = directory / "server-shares.json"
     with contextlib.ExitStack() as stack:
-        serve = [sys.executable, __file__, "--worker", str(port), str(path), "", "50"]
+        serve = [sys.executable, __file__, "--worker", str(port), str(path), "", "50", str(shares)]
         stack.enter_context(started(serve, port, env=dict(os.environ)))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
             for _ in range(50):  # untimed: a fresh process's first requests import and allocate what serving needs
@@ -311,7 +313,15 @@ async def separate_processes(directory: Path) -> dict[str, Any]:
     tokens = sum(
         float(line.split()[-1]) for line in streamed.splitlines() if line.startswith("yap_generation_tokens_total")
     )
-    return {"http_429_round_trip_ms": ms(refusals), "sessions": 16, "stats_ms": ms(timings), "tokens_streamed": tokens}
+    server = json.loads(shares.read_text())  # written by the worker once it stopped
+    return {
+        "http_429_round_trip_ms": ms(refusals),
+        "http_429_server_ms": ms(server["/v1/chat/completions"][-SAMPLES:]),
+        "sessions": 16,
+        "stats_ms": ms(timings),
+        "stats_server_ms": ms(server["/dashboard/stats"][-SAMPLES:]),
+        "tokens_streamed": tokens,
+    }
 
 
 @contextlib.contextmanager
@@ -359,19 +369,29 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def worker(port: int, path: str, redis_url: str, tokens_per_s: float | None = None) -> None:
-    """`--worker PORT KEYS REDIS_URL [TOKENS_PER_S]`: one server process (no Redis when REDIS_URL is empty)."""
-    import uvicorn
+def worker(port: int, path: str, redis_url: str, tokens_per_s: float | None = None, shares: str = "") -> None:
+    """`--worker PORT KEYS REDIS_URL [TOKENS_PER_S [SHARES]]`: one server process, run as `yap serve` runs it
+    (no Redis when REDIS_URL is empty). With SHARES, a JSON file written once the server has stopped: the
+    server's share of each `/dashboard/stats` and `/v1/chat/completions` request, in seconds."""
+    from yap_server.serving import uvicorn_server
 
     options = {"limits_redis_url": redis_url} if redis_url else {}
     engine = FakeEngine(seed=1, tokens_per_s=tokens_per_s) if tokens_per_s else FakeEngine(seed=1)
     app = create_app(settings(Path(path), **options), engines={"chat": engine})
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    timed: dict[str, list[float]] = {"/dashboard/stats": [], "/v1/chat/completions": []}
+    for route, seconds in timed.items():
+        app.add_middleware(ServerTime, path=route, seconds=seconds)
+    if shares:  # uvicorn re-raises the SIGTERM it shut down on to the handler it found: let that one return
+        signal.signal(signal.SIGTERM, lambda *_: None)
+    uvicorn_server(app, host="127.0.0.1", port=port).run()
+    if shares:
+        Path(shares).write_text(json.dumps(timed))
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]) if len(sys.argv) > 5 else None)
+        rate = float(sys.argv[5]) if len(sys.argv) > 5 else None
+        worker(int(sys.argv[2]), sys.argv[3], sys.argv[4], rate, sys.argv[6] if len(sys.argv) > 6 else "")
     elif len(sys.argv) > 1 and sys.argv[1] == "--streams":
         asyncio.run(streams(int(sys.argv[2]), int(sys.argv[3])))
     else:

@@ -7,10 +7,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import uvicorn
-
 from yap_engines import FakeEngine
 from yap_server.app import create_app
+from yap_server.serving import uvicorn_server
 from yap_server.settings import ServerSettings
 
 
@@ -23,7 +22,7 @@ def main(port: int, keys_file: str, redis_url: str, failure: str) -> None:
         deploy_mode="chat",
     )
     app = create_app(settings, engines={"chat": FakeEngine(seed=1)})
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn_server(app, host="127.0.0.1", port=port).run()  # as `yap serve` runs it
 
 
 if __name__ == "__main__":
