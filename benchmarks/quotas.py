@@ -1,6 +1,6 @@
 """Per-key quota and dashboard figures, printed as JSON (FakeEngine, loopback, this machine).
 
-    python benchmarks/quotas.py [--out runs/quotas.json]
+    python benchmarks/quotas.py [--out runs/quotas.json] [--deployed-runs N]
 
 1. rpm 50, 200 concurrent `/v1/chat/completions`: how many were admitted (one process).
 2. rpm 50 across two server processes sharing a Redis (`redis-server` on a free port): admitted.
@@ -13,8 +13,10 @@
 
 In 5 and 6 the clients run in the server's process and event loop (as the tests do), so a round trip also
 holds the client's own work and whatever else the loop was doing; the server's share holds the loop's waits
-too. 7 measures both round trips again as deployed: the server in a process of its own, the 16 streaming
-sessions in a second process, the timed client in a third.
+too. 7 measures both round trips again as deployed: the server in a process of its own (run as `yap serve`
+runs it), the 16 streaming sessions in a second process, the timed client in a third; then again with the
+server pinned to one CPU and the clients to the others (as when clients are other machines).
+`--deployed-runs N` makes N fresh runs of each and lists each run's p99.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +121,13 @@ def _listening(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def started(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def started(
+    command: list[str], port: int, env: dict[str, str] | None = None, cpus: set[int] | None = None
+) -> Iterator[None]:
+    """A server process listening on `port` for the block's duration (on `cpus` only, when given)."""
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=on_cpus(cpus)
+    )
     try:
         deadline = time.monotonic() + 120
         while not _listening(port):
@@ -130,6 +137,19 @@ def started(command: list[str], port: int, env: dict[str, str] | None = None) ->
         yield
     finally:
         stop(process)
+
+
+def on_cpus(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A child's `preexec_fn` that keeps it on `cpus` (None: wherever the kernel puts it)."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def server_and_client_cpus() -> tuple[set[int], set[int]] | None:
+    """One CPU for the server, the others for every client process (None on a single-CPU machine)."""
+    available = sorted(os.sched_getaffinity(0))
+    return ({available[0]}, set(available[1:])) if len(available) > 1 else None
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -281,40 +301,39 @@ async def stats_under_load(directory: Path) -> dict[str, Any]:
     return {"sessions": 16, "stats_ms": ms(timings), "stats_server_ms": ms(server)}
 
 
-async def separate_processes(directory: Path) -> dict[str, Any]:
-    """The two round trips with the server in a process of its own (one uvicorn worker, as `yap serve`
-    runs), the 16 streaming sessions in a second process and the timed client in this one: the clients'
-    work no longer shares the server's event loop."""
+async def separate_processes(directory: Path, pinned: bool = False) -> dict[str, Any]:
+    """The two round trips as deployed: the server in a process of its own (one uvicorn worker, as `yap
+    serve` runs), the 16 streaming sessions in a second process, and the timed requests from a third, fresh
+    one (`--timed`): neither the clients' work nor this process's heap shares the measured path.
+
+    `pinned`: the server on one CPU and the clients on the others, as when the clients run on other
+    machines; unpinned, the kernel may put the server and the 16 sessions' client on one CPU, and a request
+    then waits out the client's time slice (milliseconds)."""
+    split = server_and_client_cpus() if pinned else None
+    server_cpus, client_cpus = split if split is not None else (None, None)
     path = keys(directory, rpm=1)
     port = free_port()
     shares = directory / "server-shares.json"
     with contextlib.ExitStack() as stack:
         serve = [sys.executable, __file__, "--worker", str(port), str(path), "", "50", str(shares)]
-        stack.enter_context(started(serve, port, env=dict(os.environ)))
+        stack.enter_context(started(serve, port, env=dict(os.environ), cpus=server_cpus))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
             for _ in range(50):  # untimed: a fresh process's first requests import and allocate what serving needs
                 await chat(http)
             await asyncio.sleep(3.0)  # and its start-up settles (the first ticks of its periodic tasks)
-            refusals = []
-            for _ in range(SAMPLES):
-                started_at = time.perf_counter()
-                assert (await chat(http)).status_code == 429
-                refusals.append(time.perf_counter() - started_at)
-            streams = [sys.executable, __file__, "--streams", str(port), "16"]
-            stack.enter_context(running(streams))
+            refusals = await timed_in_own_process(port, "refusal", client_cpus)
+            stack.enter_context(running([sys.executable, __file__, "--streams", str(port), "16"], client_cpus))
             await asyncio.sleep(WARMUP_S)
-            timings = []
-            for _ in range(SAMPLES):
-                started_at = time.perf_counter()
-                assert (await http.get("/dashboard/stats", headers={"X-API-Key": ENV_KEY})).status_code == 200
-                timings.append(time.perf_counter() - started_at)
-                await asyncio.sleep(0.01)
+            timings = await timed_in_own_process(port, "stats", client_cpus)
             streamed = (await http.get("/metrics", headers={"X-API-Key": ENV_KEY})).text
     tokens = sum(
         float(line.split()[-1]) for line in streamed.splitlines() if line.startswith("yap_generation_tokens_total")
     )
     server = json.loads(shares.read_text())  # written by the worker once it stopped
     return {
+        "cpus": {"server": sorted(server_cpus), "clients": sorted(client_cpus)}
+        if server_cpus and client_cpus
+        else None,
         "http_429_round_trip_ms": ms(refusals),
         "http_429_server_ms": ms(server["/v1/chat/completions"][-SAMPLES:]),
         "sessions": 16,
@@ -324,10 +343,48 @@ async def separate_processes(directory: Path) -> dict[str, Any]:
     }
 
 
+async def timed_in_own_process(port: int, kind: str, cpus: set[int] | None = None) -> list[float]:
+    """`SAMPLES` round trips of `kind` timed by a fresh `--timed` process (on `cpus` when given): their seconds."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--timed", str(port), kind, stdout=subprocess.PIPE, preexec_fn=on_cpus(cpus)
+    )
+    output, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"the timed {kind} client failed ({process.returncode})")
+    seconds: list[float] = json.loads(output)
+    return seconds
+
+
+async def timed(port: int, kind: str) -> None:
+    """`--timed PORT KIND`: `SAMPLES` round trips, printed as a JSON list of seconds. KIND "refusal": a
+    `/v1/chat/completions` the key's quota refuses (429), back to back; "stats": `/dashboard/stats`, one
+    every 10 ms. The first requests, untimed, open the connection and warm this process's paths."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+
+        async def one() -> None:
+            if kind == "refusal":
+                assert (await chat(http)).status_code == 429
+            else:
+                assert (await http.get("/dashboard/stats", headers={"X-API-Key": ENV_KEY})).status_code == 200
+
+        pause = 0.01 if kind == "stats" else 0.0
+        for _ in range(20):
+            await one()
+        seconds = []
+        for _ in range(SAMPLES):
+            started_at = time.perf_counter()
+            await one()
+            seconds.append(time.perf_counter() - started_at)
+            await asyncio.sleep(pause)
+    print(json.dumps(seconds))
+
+
 @contextlib.contextmanager
-def running(command: list[str]) -> Iterator[None]:
-    """A helper process for the block's duration (terminated after it)."""
-    process = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def running(command: list[str], cpus: set[int] | None = None) -> Iterator[None]:
+    """A helper process for the block's duration (terminated after it), on `cpus` only when given."""
+    process = subprocess.Popen(
+        command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=on_cpus(cpus)
+    )
     try:
         yield
     finally:
@@ -341,7 +398,7 @@ async def streams(port: int, count: int) -> None:
     await asyncio.gather(*(stream_turns(origin, i, stop) for i in range(count)))
 
 
-async def main(out: Path | None) -> None:
+async def main(out: Path | None, deployed_runs: int) -> None:
     report: dict[str, Any] = {"load_average": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         for name, run in (
@@ -357,6 +414,20 @@ async def main(out: Path | None) -> None:
             directory.mkdir()
             report[name] = await run(directory)
             print(name, json.dumps(report[name]), flush=True)
+        runs: dict[str, list[dict[str, Any]]] = {"unpinned": [report["separate_processes"]], "pinned": []}
+        for again in range(2 * deployed_runs - 1):  # fresh processes each time; pinned and not, alternating
+            placement = "pinned" if again % 2 == 0 else "unpinned"
+            directory = Path(tmp) / f"separate_processes_{again}"
+            directory.mkdir()
+            runs[placement].append(await separate_processes(directory, pinned=placement == "pinned"))
+            print("separate_processes", placement, json.dumps(runs[placement][-1]), flush=True)
+        report["separate_processes_p99_ms"] = {
+            placement: {
+                figure: [run[figure]["p99"] for run in each]
+                for figure in ("stats_ms", "stats_server_ms", "http_429_round_trip_ms", "http_429_server_ms")
+            }
+            for placement, each in runs.items()
+        }
     report["load_average_after"] = os.getloadavg()
     text = json.dumps(report, indent=2)
     print(text)
@@ -392,9 +463,18 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         rate = float(sys.argv[5]) if len(sys.argv) > 5 else None
         worker(int(sys.argv[2]), sys.argv[3], sys.argv[4], rate, sys.argv[6] if len(sys.argv) > 6 else "")
+    elif len(sys.argv) > 1 and sys.argv[1] == "--timed":
+        asyncio.run(timed(int(sys.argv[2]), sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--streams":
         asyncio.run(streams(int(sys.argv[2]), int(sys.argv[3])))
     else:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         parser.add_argument("--out", type=Path)
-        asyncio.run(main(parser.parse_args().out))
+        parser.add_argument(
+            "--deployed-runs",
+            type=int,
+            default=1,
+            help="run the separate-process measurement N times unpinned and N times pinned (p99 of each)",
+        )
+        arguments = parser.parse_args()
+        asyncio.run(main(arguments.out, arguments.deployed_runs))
