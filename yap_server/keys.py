@@ -11,7 +11,7 @@ Two sources, one check (`KeyRegistry.identify`, used by every keyed route):
 The file, in TOML (JSON: `{"keys": [{...}, ...]}` with the same fields)::
 
     [[keys]]
-    id = "alice"
+    id = "mobile-app"
     hash = "sha256:9f86d0…"
     rpm = 50               # requests per minute (0 or absent: unlimited)
     tpm = 1000             # tokens per minute: prompt + max_tokens reserved at admission, unused refunded

@@ -29,12 +29,12 @@ from yap_server.keys import ApiKey, KeyEntry, KeyLimits, KeyRegistry, hash_secre
 from .conftest import KEY, RecordingFake, server_settings
 from .test_streaming_core import StubClassifier
 
-SECRET = "alice-secret-0123456789"
+SECRET = "mobile-app-secret-0123456789"
 
 
 def keys_file(tmp_path: Path, **limits: int) -> Path:
     path = tmp_path / "keys.toml"
-    write_keys_file(path, [KeyEntry(ApiKey("alice", KeyLimits(**limits)), hash_secret(SECRET))])
+    write_keys_file(path, [KeyEntry(ApiKey("mobile-app", KeyLimits(**limits)), hash_secret(SECRET))])
     return path
 
 
@@ -70,14 +70,14 @@ def check_refusal_headers(response: httpx.Response, kind: str) -> None:
 
 def test_registry_reads_toml_and_json_and_names_a_bad_file(tmp_path: Path) -> None:
     toml_path = keys_file(tmp_path, rpm=5, tpm=100)
-    assert "alice" in toml_path.read_text() and SECRET not in toml_path.read_text()
+    assert "mobile-app" in toml_path.read_text() and SECRET not in toml_path.read_text()
     registry = KeyRegistry([KEY], toml_path)
-    assert registry.identify(SECRET) == ApiKey("alice", KeyLimits(rpm=5, tpm=100))
+    assert registry.identify(SECRET) == ApiKey("mobile-app", KeyLimits(rpm=5, tpm=100))
     assert registry.identify(KEY) == ApiKey("env-1") and registry.identify("nope") is None
     json_path = tmp_path / "keys.json"
-    json_path.write_text(json.dumps({"keys": [{"id": "bob", "hash": hash_secret("b"), "sessions": 2}]}))
-    assert KeyRegistry([], json_path).identify("b") == ApiKey("bob", KeyLimits(sessions=2))
-    json_path.write_text(json.dumps({"keys": [{"id": "bob", "hash": hash_secret("b"), "rpm": -1}]}))
+    json_path.write_text(json.dumps({"keys": [{"id": "web-app", "hash": hash_secret("b"), "sessions": 2}]}))
+    assert KeyRegistry([], json_path).identify("b") == ApiKey("web-app", KeyLimits(sessions=2))
+    json_path.write_text(json.dumps({"keys": [{"id": "web-app", "hash": hash_secret("b"), "rpm": -1}]}))
     with pytest.raises(SettingsError, match=r"YAP_KEYS_FILE=.*rpm must be a whole number"):
         KeyRegistry([], json_path)
 
@@ -101,30 +101,32 @@ def test_cli_adds_lists_and_revokes(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert args.run(args) == 0
         return capsys.readouterr().out
 
-    secret = run("add", "carol", "--rpm", "7", "--daily-tokens", "900").splitlines()[-1]
+    secret = run("add", "batch-jobs", "--rpm", "7", "--daily-tokens", "900").splitlines()[-1]
     assert secret.startswith("yap-") and secret not in path.read_text()
-    assert KeyRegistry([], path).identify(secret) == ApiKey("carol", KeyLimits(rpm=7, daily_tokens=900))
+    assert KeyRegistry([], path).identify(secret) == ApiKey("batch-jobs", KeyLimits(rpm=7, daily_tokens=900))
     listing = run("list")
-    assert "carol" in listing and "900" in listing and secret not in listing
-    run("revoke", "carol")
+    assert "batch-jobs" in listing and "900" in listing and secret not in listing
+    run("revoke", "batch-jobs")
     assert KeyRegistry([], path).identify(secret) is None
-    with pytest.raises(SettingsError, match="no key named 'carol'"):
-        run("revoke", "carol")
+    with pytest.raises(SettingsError, match="no key named 'batch-jobs'"):
+        run("revoke", "batch-jobs")
 
 
 async def test_the_file_is_reread_without_a_restart(tmp_path: Path) -> None:
     path = keys_file(tmp_path)
     async with served(path) as origin, httpx.AsyncClient(base_url=origin) as http:
         assert (await post(http)).status_code == 200
-        write_keys_file(path, [KeyEntry(ApiKey("dave"), hash_secret("dave-secret"))])  # alice revoked, dave added
+        write_keys_file(
+            path, [KeyEntry(ApiKey("support-bot"), hash_secret("support-bot-secret"))]
+        )  # mobile-app revoked, support-bot added
         deadline = time.monotonic() + 10
         while (await post(http)).status_code != 401:
             assert time.monotonic() < deadline, "the revoked key is still accepted"
             await asyncio.sleep(0.2)
-        assert (await post(http, secret="dave-secret")).status_code == 200
+        assert (await post(http, secret="support-bot-secret")).status_code == 200
         outcome = await ws_refusal(origin, "/ws", SECRET)
         assert outcome == ("closed", 1008)  # revoked on the WebSocket routes too
-        assert (await http.get("/metrics", headers={"X-API-Key": "dave-secret"})).status_code == 200
+        assert (await http.get("/metrics", headers={"X-API-Key": "support-bot-secret"})).status_code == 200
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
@@ -145,9 +147,9 @@ async def test_requests_per_minute_admit_exactly_the_limit(tmp_path: Path) -> No
             assert 0 <= int(admitted.headers["x-ratelimit-remaining-requests"]) < 50
             assert admitted.headers["x-ratelimit-reset-requests"].endswith("s")
             metrics = (await http.get("/metrics", headers={"X-API-Key": SECRET})).text
-    assert 'yap_key_requests_total{key_id="alice",outcome="admitted"} 50.0' in metrics
-    assert 'yap_key_refusals_total{key_id="alice",kind="requests"} 150.0' in metrics
-    assert 'yap_key_tokens_total{key_id="alice",kind="completion"}' in metrics and SECRET not in metrics
+    assert 'yap_key_requests_total{key_id="mobile-app",outcome="admitted"} 50.0' in metrics
+    assert 'yap_key_refusals_total{key_id="mobile-app",kind="requests"} 150.0' in metrics
+    assert 'yap_key_tokens_total{key_id="mobile-app",kind="completion"}' in metrics and SECRET not in metrics
 
 
 async def test_tokens_are_reserved_up_front_and_refunded(tmp_path: Path) -> None:
