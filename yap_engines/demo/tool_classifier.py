@@ -18,13 +18,14 @@ How it is built (`build_demo_tool`), and why:
 - Split: group-wise. `VALIDATION_FAMILIES` are left out of the first training run; the calibration
   is fitted on them, so on families the model never saw. Eight families (recipe 3 had four): with
   four, the calibration and the cut moved a lot from one seed to the next.
-- Model: a light fine-tune of the [CLS] path of MiniLM's last layer plus the pooler and head, on
-  features cached by one encoder pass (`tool_training`), starting from mean pooling (the last
-  layer's query zeroed): the sentence embedding all-MiniLM-L6-v2 was trained to produce. A head on
-  the frozen [CLS] vector generalised worse to unseen families; full fine-tuning needs an encoder
-  pass per epoch, which does not fit the build's minute of CPU on two cores. Recipe 4 trains four
-  epochs instead of two (a cached epoch costs about two seconds of CPU): on tool_heldout.tsv
-  accuracy 0.94 with two epochs, 0.95 with three, 0.96 with four, no better with six.
+- Model (recipe 6): MiniLM's top two layers (every parameter), the pooler and the head are trained
+  on the cached output of the four layers below (`tool_training`, one encoder pass, then epochs of
+  about one layer pass each), starting from mean pooling (the last layer's query zeroed): the
+  sentence embedding all-MiniLM-L6-v2 was trained to produce. Recipes 3 to 5 trained only the
+  [CLS] path of the last layer over frozen keys and values: cheap, but it could not learn to weigh
+  the earlier turns against the newest utterance (see History). A head on the frozen [CLS] vector
+  generalised worse to unseen families. Four epochs (recipe 4: on tool_heldout.tsv accuracy 0.94
+  with two epochs, 0.95 with three, 0.96 with four, no better with six).
 - Conversations (recipe 5): besides the single utterances, `tool_conversations` generates whole
   conversations from each side's families (`TRAIN_CONVERSATIONS` and `VALIDATION_CONVERSATIONS`):
   looks at varying distances, repeated looks, follow-ups that refer back to a look and the same
@@ -32,19 +33,23 @@ How it is built (`build_demo_tool`), and why:
   Every training input is rendered by `training_renderer`, the served `ToolClassifier.render` with
   the served history budget (`TRAIN_HISTORY_TOKENS` is `TOOL_HISTORY_TOKENS`' default), so no served
   input is absent from training; `check_cached_path` runs the saved model through the served batching.
+  Recipe 6 adds `DETAIL_FOLLOWUPS` ("what's the due date?", "is that one legit?"): short questions
+  about a detail, a look right after a look and chat after chat, as the other dependent follow-ups.
 - History: `TOOL_HISTORY_TOKENS` is chosen on the validation families' conversations (240 of them,
-  1408 steps), each budget trained and served alike (step accuracy / look recall / after-a-look
-  no-rate): 0 tokens 0.894 / 0.781 / 0.964; 16 tokens 0.856 / 0.733 / 0.886; 32 tokens 0.844 /
-  0.707 / 0.879. So the default stays 0: this model cannot use the earlier turns. Only the [CLS]
-  path of the last layer is trained; the five frozen layers below it mix the earlier turns into the
-  newest utterance's tokens, and an earlier look leaks into the decision, which a query over frozen
-  keys and values cannot undo. Follow-ups that need the earlier look ("and the one below it?") are
-  its price. Using context needs layers that train over every token (an encoder pass per epoch),
-  beyond the build's CPU budget on two cores. Training the last layer's key and value projections
-  too (its input cached instead of its keys and values; 194 s of CPU instead of 95 s) with 32 tokens
-  measured 0.897 / 0.816 / 0.930: more look recall, fewer follow-ups kept "no", the same step
-  accuracy, so it was not adopted. Recipe 3 (trained with 128 tokens, served with 0 to 64) and
-  recipe 4 (trained with 0) measured the same direction.
+  1408 steps, generated with the recipe-5 templates; never the held-out files), each budget trained
+  and served alike (step accuracy / look recall / after-a-look no-rate). Recipe 5 ([CLS] path
+  only): 0 tokens 0.894 / 0.781 / 0.964; 16 tokens 0.856 / 0.733 / 0.886; 32 tokens 0.844 / 0.707 /
+  0.879: the frozen layers mix the earlier turns into the newest utterance's tokens, and a query
+  over frozen keys and values cannot undo it. Recipe 6, measured the same way on validation
+  conversations generated with its templates (1407 steps): the top two layers, 16 tokens 0.946 /
+  0.905 / 0.981; 32 tokens 0.955 / 0.921 / 0.965 (0.947 / 0.892 / 0.980 on the recipe-5 ones);
+  48 tokens 0.938 / 0.896 / 0.934. The whole last layer alone (recipe-5 templates): 0 tokens
+  0.938 / 0.944 / 0.942, 48 tokens 0.866 / 0.733 / 0.931 (one trained layer over five frozen ones
+  still lost first looks after chat).
+  So the default is 32 tokens: about the last one or two turns, enough to tell a follow-up that
+  refers to a look ("and the one below it?" right after one) from the same words after chat. Without
+  history those follow-ups are a coin toss the training mix decides (the whole last layer at 0
+  tokens said yes to all of them with the recipe-5 templates, and no to most with the new ones).
 - Calibration: Platt scaling on the validation families, folded into the head. On calibrated
   probabilities the cut that minimises `FP_COST * false positives + false negatives` is
   `FP_COST / (1 + FP_COST)`; it is moved onto `SERVED_THRESHOLD` (the seed's `TOOL_THRESHOLD`
@@ -73,7 +78,7 @@ from .tiny_chat import _require_build_deps, is_built, publish_dir, staging_dir
 
 TOOL_LABELS = {0: "no_tool", 1: "take_screenshot"}
 #: Bumped whenever the recipe changes, so an older build in engines/ is rebuilt rather than reused.
-DEMO_TOOL_RECIPE = 5
+DEMO_TOOL_RECIPE = 6
 VALIDATION_FAMILIES = (
     "games",
     "dating",
@@ -92,6 +97,8 @@ TRAIN_HISTORY_TOKENS = DEFAULT_TOOL_HISTORY_TOKENS
 TRAIN_CONVERSATIONS = 900
 VALIDATION_CONVERSATIONS = 240
 EPOCHS = 4
+#: Encoder layers trained (every parameter) on the cached output of the ones below (`tool_training`).
+TRAINED_LAYERS = 2
 SERVED_THRESHOLD = 0.66
 FP_COST = 2.0
 #: The cut on a calibrated probability with the lowest expected `FP_COST * FP + FN`: yes when p >= FP_COST * (1 - p).
@@ -135,7 +142,8 @@ def build_demo_tool(
     `history_tokens` is the history budget the training inputs are rendered with (the served default;
     another value is for measuring one). Records the validation figures (families left out of
     training: their single utterances and their conversations), the calibration and the chosen
-    threshold in `yap_demo.json`. Deterministic for a given seed; about two minutes of CPU on two cores.
+    threshold in `yap_demo.json`. Deterministic for a given seed; about four and a half minutes of CPU on two
+    cores.
     """
     dest = Path(dest)
     if _current(dest) and not overwrite:
@@ -163,7 +171,7 @@ def build_demo_tool(
     ).eval()
     encoder = training_renderer(model, tokenizer, history_tokens=history_tokens)
     inputs = [encoder.render(row.history, row.utterance) for row in [*train_set, *val_set]]
-    cached = tt.cache_features(model, inputs)
+    cached = tt.cache_features(model, inputs, top=TRAINED_LAYERS)
     labels = torch.tensor([row.label for row in [*train_set, *val_set]])
     train_index = torch.arange(len(train_set))
     val_index = torch.arange(len(train_set), len(inputs))
@@ -171,8 +179,8 @@ def build_demo_tool(
     initial = {name: p.detach().clone() for name, p in model.named_parameters()}
 
     # First run: train without the validation families, calibrate on them and measure at the Bayes cut.
-    tt.train(model, cached.take(train_index), labels[train_index], epochs=epochs, lr=lr, seed=seed)
-    val_margin = tt.margins(model, cached.take(val_index))
+    tt.train(model, cached.take(train_index), labels[train_index], top=TRAINED_LAYERS, epochs=epochs, lr=lr, seed=seed)
+    val_margin = tt.margins(model, cached.take(val_index), top=TRAINED_LAYERS)
     scale, shift = tt.fit_platt(val_margin, labels[val_index])
     predicted = [p >= BAYES_CUT for p in torch.sigmoid(scale * val_margin + shift).tolist()]
     single = predicted[: len(val_rows)]
@@ -185,10 +193,10 @@ def build_demo_tool(
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             parameter.copy_(initial[name])
-    tt.train(model, cached, labels, epochs=epochs, lr=lr, seed=seed)
+    tt.train(model, cached, labels, top=TRAINED_LAYERS, epochs=epochs, lr=lr, seed=seed)
     tt.fold_into_head(model, scale, shift + _logit(SERVED_THRESHOLD) - _logit(BAYES_CUT))
     probe = slice(None, None, max(1, len(inputs) // 16))  # 16 inputs through the full saved model
-    gap = tt.check_cached_path(encoder, inputs[probe], cached.take(probe))
+    gap = tt.check_cached_path(encoder, inputs[probe], cached.take(probe), top=TRAINED_LAYERS)
 
     tmp = staging_dir(dest)
     model.save_pretrained(tmp)
@@ -198,6 +206,7 @@ def build_demo_tool(
         "recipe": DEMO_TOOL_RECIPE,
         "seed": seed,
         "epochs": epochs,
+        "trained_layers": TRAINED_LAYERS,
         "lr": lr,
         "history_tokens": history_tokens,
         "train_examples": len(train_set),
