@@ -159,10 +159,15 @@ def parse_rows(lines: Iterable[str], *, source: str = "<data>") -> list[Row]:
 def read_rows(path: str | Path | None = None) -> list[Row]:
     """Rows of the file at `path`; without one, the shipped held-out families of the demo classifier."""
     if path is None:
-        text = resources.files("yap_engines.demo").joinpath("data/tool_heldout.tsv").read_text(encoding="utf-8")
-        return parse_rows(text.splitlines(), source="tool_heldout.tsv")
+        return shipped_rows("tool_heldout.tsv")
     with open(path, encoding="utf-8") as handle:
         return parse_rows(handle, source=str(path))
+
+
+def shipped_rows(name: str) -> list[Row]:
+    """Rows of one of the demo classifier's files shipped in `yap_engines/demo/data/` (`name`: its file name)."""
+    text = resources.files("yap_engines.demo").joinpath(f"data/{name}").read_text(encoding="utf-8")
+    return parse_rows(text.splitlines(), source=name)
 
 
 def look_distances(rows: Sequence[Row]) -> list[int | None]:

@@ -12,8 +12,12 @@ import pytest
 
 from yap_engines.demo import DEMO_TOOL_NAME, build_demo_tool
 from yap_engines.demo.tool_classifier import (
+    HAND_WRITTEN_REPEATS,
+    HAND_WRITTEN_TRAINING,
+    HAND_WRITTEN_VALIDATION,
     TRAIN_PER_LABEL,
     VALIDATION_FAMILIES,
+    build_data,
     build_info,
     minilm_dir,
     training_renderer,
@@ -29,7 +33,7 @@ from yap_engines.demo.tool_conversations import (
 from yap_engines.demo.tool_data import group_split, training_examples
 from yap_engines.demo.tool_families import FAMILIES
 from yap_engines.tool import Rendered, ToolClassifier, ToolSettings
-from yap_engines.tool_eval import read_rows
+from yap_engines.tool_eval import read_rows, shipped_rows
 
 # A little below the targets (accuracy >= 0.92, FPR <= 0.05; conversations >= 0.85 step accuracy;
 # after a look request, >= 0.95 of the follow-ups that do not ask for one stay "no").
@@ -97,6 +101,43 @@ def test_the_shipped_held_out_files_are_not_training_families(path: Path | None)
     assert not [r.utterance for r in held_out if r.utterance.lower() in texts]
 
 
+@pytest.mark.parametrize("name", [HAND_WRITTEN_TRAINING, HAND_WRITTEN_VALIDATION], ids=["training", "validation"])
+def test_the_hand_written_conversations_are_whole_conversations_apart_from_the_held_out_files(name: str) -> None:
+    rows = shipped_rows(name)
+    families: dict[str, list[str]] = {}
+    for row in rows:  # each family block is one conversation: a step's history is the steps above it
+        assert row.history == tuple(families.setdefault(row.family, [])), row
+        families[row.family].append(row.utterance)
+    assert len(families) >= 40 and all(len(turns) >= 3 for turns in families.values())
+    assert 0.15 <= sum(r.label for r in rows) / len(rows) <= 0.6
+    other = HAND_WRITTEN_VALIDATION if name == HAND_WRITTEN_TRAINING else HAND_WRITTEN_TRAINING
+    assert not families.keys() & {r.family for r in shipped_rows(other)}
+    # Never a held-out family, nor a held-out turn longer than the few words any two writers share
+    # (only counted: the held-out rows are not to be read while the recipe is chosen).
+    texts = {r.utterance.lower() for r in rows}
+    for path in (None, FOLLOWUPS, CONVERSATIONS, CONVERSATIONS_2):
+        held_out = read_rows(path)
+        assert not families.keys() & {r.family for r in held_out}
+        shared = sum(
+            1 for r in held_out if len(r.utterance.split()) > SHARED_FOLLOWUP_WORDS and r.utterance.lower() in texts
+        )
+        assert shared == 0, (path, shared)
+
+
+def test_the_build_trains_on_the_hand_written_conversations_and_never_on_its_validation() -> None:
+    data = build_data(seed=0)
+    training = shipped_rows(HAND_WRITTEN_TRAINING)
+    trained = [*data.train, *data.val_rows, *data.val_steps]  # the final run's rows
+    assert data.train[-len(training) * HAND_WRITTEN_REPEATS :] == training * HAND_WRITTEN_REPEATS
+    assert data.hand_validation == shipped_rows(HAND_WRITTEN_VALIDATION)
+    assert not {r.family for r in data.hand_validation} & {r.family for r in trained}
+    # no step of a validation conversation is trained on (a bare opening such as "okay i'm on the checkout
+    # page" may be written by two writers alike; with its earlier turns, a step is the validation file's own)
+    steps = {(r.history, r.utterance) for r in trained if r.history}
+    assert not {(r.history, r.utterance) for r in data.hand_validation if r.history} & steps
+    assert not {r.family for r in data.train} & set(VALIDATION_FAMILIES)
+
+
 @pytest.mark.parametrize("budget", [None, 48], ids=["served-default", "48-tokens"])
 async def test_training_renders_every_step_exactly_as_the_server_does(demo_tool_dir: Path, budget: int | None) -> None:
     """The served classifier (its saved tokenizer; its default budget or a set one) and the build's
@@ -116,6 +157,7 @@ async def test_training_renders_every_step_exactly_as_the_server_does(demo_tool_
     served._infer = record  # type: ignore[method-assign]  # what the server would feed the model
     train, _ = group_split(training_examples(per_label=TRAIN_PER_LABEL), VALIDATION_FAMILIES)
     steps = [step for conversation in conversations(train, count=30, seed=7) for step in conversation]
+    steps += shipped_rows(HAND_WRITTEN_TRAINING)[:60] + shipped_rows(HAND_WRITTEN_VALIDATION)[:20]
     long_turn = "so " * 600 + "and what does the last line here say?"  # past the model's length: tail kept
     steps += [replace(steps[-1], utterance=long_turn), replace(steps[-1], history=(*steps[-1].history, long_turn))]
     try:
@@ -139,6 +181,8 @@ def test_the_build_records_its_split_calibration_and_threshold(demo_tool_dir: Pa
     assert info["validation_families"] == list(VALIDATION_FAMILIES)
     assert 0.3 <= info["threshold"]["chosen"] <= 0.9 and info["threshold"]["served_as"] == 0.66
     assert info["cached_path_gap"] < 1e-3  # the saved model computes what was trained
+    assert info["validation"]["hand_written"]["steps"] == len(shipped_rows(HAND_WRITTEN_VALIDATION))
+    assert info["final_examples"] == len(build_data(seed=info["seed"]).train) + info["validation_examples"]
 
 
 def _eval(model: Path, data: Path | None = None) -> dict:
