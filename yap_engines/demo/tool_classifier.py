@@ -155,8 +155,8 @@ def build_demo_tool(
     `history_tokens` is the history budget the training inputs are rendered with (the served default;
     another value is for measuring one). Records the validation figures (families left out of
     training: their single utterances and their conversations), the calibration and the chosen
-    threshold in `yap_demo.json`. Deterministic for a given seed; about four and a half minutes of CPU on two
-    cores.
+    threshold in `yap_demo.json`. Deterministic for a given seed; about three minutes of CPU on two cores
+    (165 s measured).
     """
     dest = Path(dest)
     if _current(dest) and not overwrite:
