@@ -37,7 +37,7 @@ TOOL_GPU_FRAC_SHARED = 0.2
 _MODEL_MAX_TOKENS = {"longformer": 1536, "bert": 512, "modernbert": 512, "distilbert": 512, "roberta": 512}
 
 
-#: `TOOL_HISTORY_TOKENS` unset: the demo classifier is trained with this budget (chosen on its validation families).
+#: `TOOL_HISTORY_TOKENS` unset: the demo classifier is trained with this budget (chosen on validation conversations).
 DEFAULT_TOOL_HISTORY_TOKENS = 0
 
 
