@@ -37,7 +37,7 @@ TOOL_GPU_FRAC_SHARED = 0.2
 _MODEL_MAX_TOKENS = {"longformer": 1536, "bert": 512, "modernbert": 512, "distilbert": 512, "roberta": 512}
 
 
-#: `TOOL_HISTORY_TOKENS` unset: the demo classifier is trained with this budget (chosen on its validation families).
+#: `TOOL_HISTORY_TOKENS` unset: the demo classifier is trained with this budget (chosen on validation conversations).
 DEFAULT_TOOL_HISTORY_TOKENS = 0
 
 
@@ -70,9 +70,9 @@ class ToolSettings(BaseSettings):
         validation_alias=env_names("TOOL_HISTORY_TOKENS", "tool_history_tokens"),
         description=(
             "tokens of earlier user turns given to the classifier, clamped to the model's length; 0 (the "
-            "default) judges the newest utterance alone: the demo classifier, trained on conversations "
-            "with 0, 16 and 32 tokens, did best with 0 on its validation conversations (see "
-            "yap_engines.demo.tool_classifier); raise it for a model trained on history"
+            "default) judges the newest utterance alone: the demo classifier, trained on hand-written "
+            "conversations with 0, 16 and 32 tokens, did best with 0 on its hand-written validation "
+            "conversations (see yap_engines.demo.tool_classifier); raise it for a model trained on history"
         ),
     )
     tool_threshold: float = Field(0.66, ge=0, le=1, validation_alias=env_names("TOOL_THRESHOLD", "tool_threshold"))

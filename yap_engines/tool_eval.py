@@ -6,9 +6,13 @@ File format (UTF-8, one example per line)::
 
 Labels are `yes`/`no`, `1`/`0` or `take_screenshot`/`no_tool`. Blank lines and lines starting with
 `#` are skipped, except `# family: NAME`, which puts the rows below it in family NAME (rows before
-any such line are in family `all`). Figures are reported overall, per family, and for the slice
-`after-a-look`: rows whose earlier turns include one the same file labels `yes` (the last utterance of
-a conversation that already asked for a look), where false alarms are most tempting.
+any such line are in family `all`), and `# format: conversations`, which makes every family block
+below it one conversation written compactly: rows are `label<TAB>utterance` only, and a row's
+earlier turns are the utterances of the rows above it in its block, oldest first.
+
+Figures are reported overall, per family, and for the slice `after-a-look`: rows whose earlier turns
+include one the same file labels `yes` (the last utterance of a conversation that already asked for
+a look), where false alarms are most tempting.
 
 `report` adds a `multi_turn` object with three figures over a file's conversations:
 
@@ -36,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 HISTORY_SEPARATOR = " || "
+#: `# format: conversations`: the compact form of a file of whole conversations (see the module docstring).
+CONVERSATIONS_FORMAT = "conversations"
 #: Look distances from this one up are reported together (`by_distance`).
 DISTANCE_CAP = 4
 AFTER_A_LOOK = "after-a-look"
@@ -111,34 +117,57 @@ def parse_rows(lines: Iterable[str], *, source: str = "<data>") -> list[Row]:
     """Rows of an evaluation file (see the module docstring); errors name the line."""
     rows: list[Row] = []
     family = "all"
+    compact = False  # `# format: conversations`: each family block is one conversation
+    block: list[str] = []  # the utterances of the current block so far (the next step's history)
     for number, raw in enumerate(lines, 1):
         line = raw.rstrip("\r\n")
         if not line.strip():
             continue
         if line.startswith("#"):
             key, _, value = line.lstrip("#").strip().partition(":")
-            if key.strip().lower() == "family" and value.strip():
-                family = value.strip()
+            key, value = key.strip().lower(), value.strip()
+            if key == "family" and value:
+                family, block = value, []
+            elif key == "format" and value:
+                if value.lower() != CONVERSATIONS_FORMAT:
+                    raise ValueError(
+                        f"{source}:{number}: unknown format {value!r}: the one format is {CONVERSATIONS_FORMAT!r}"
+                    )
+                compact, block = True, []
             continue
         columns = line.split("\t")
-        if len(columns) < 2 or len(columns) > 3 or not columns[1].strip():
-            raise ValueError(f"{source}:{number}: expected label<TAB>utterance[<TAB>history]")
+        widest = 2 if compact else 3
+        if len(columns) < 2 or len(columns) > widest or not columns[1].strip():
+            expected = "label<TAB>utterance (format: conversations)" if compact else "label<TAB>utterance[<TAB>history]"
+            raise ValueError(f"{source}:{number}: expected {expected}")
         try:
             label = parse_label(columns[0])
         except ValueError as exc:
             raise ValueError(f"{source}:{number}: {exc}") from None
-        history = tuple(t.strip() for t in columns[2].split(HISTORY_SEPARATOR) if t.strip()) if len(columns) > 2 else ()
-        rows.append(Row(family, label, columns[1].strip(), history))
+        utterance = columns[1].strip()
+        if compact:
+            history = tuple(block)
+            block.append(utterance)
+        else:
+            history = (
+                tuple(t.strip() for t in columns[2].split(HISTORY_SEPARATOR) if t.strip()) if len(columns) > 2 else ()
+            )
+        rows.append(Row(family, label, utterance, history))
     return rows
 
 
 def read_rows(path: str | Path | None = None) -> list[Row]:
     """Rows of the file at `path`; without one, the shipped held-out families of the demo classifier."""
     if path is None:
-        text = resources.files("yap_engines.demo").joinpath("data/tool_heldout.tsv").read_text(encoding="utf-8")
-        return parse_rows(text.splitlines(), source="tool_heldout.tsv")
+        return shipped_rows("tool_heldout.tsv")
     with open(path, encoding="utf-8") as handle:
         return parse_rows(handle, source=str(path))
+
+
+def shipped_rows(name: str) -> list[Row]:
+    """Rows of one of the demo classifier's files shipped in `yap_engines/demo/data/` (`name`: its file name)."""
+    text = resources.files("yap_engines.demo").joinpath(f"data/{name}").read_text(encoding="utf-8")
+    return parse_rows(text.splitlines(), source=name)
 
 
 def look_distances(rows: Sequence[Row]) -> list[int | None]:

@@ -6,9 +6,10 @@ the earlier user turns of its conversation, exactly what the server passes to th
 build renders it with the server's own `ToolClassifier.render`. Steps are labelled by what they ask:
 
 - a look request (a family's `yes` template) is `yes` wherever it falls, a repeated look too;
-- a follow-up that refers to what is on view ("and the one below it?", "what about now?", a
-  family's `after` template) is `yes` right after a look, or after a look and a bare reaction
-  ("haha", "oh nice"), and `no` after chat, where the same words refer to the assistant's answer;
+- a follow-up that refers to what is on view ("and the one below it?", "what about now?", "what's
+  the due date?", "is that one legit?", a family's `after` template) is `yes` right after a look, or
+  after a look and a bare reaction ("haha", "oh nice"), and `no` after chat, where the same words
+  refer to the assistant's answer;
 - chat, small talk after a look, a topic switch, advice, thanks and follow-ups on the assistant's
   answer ("and for beginners?") are `no`, however recent the last look.
 
@@ -58,6 +59,54 @@ DEPENDENT_FOLLOWUPS = expand(
         "adj": ("cheaper", "better", "bigger", "right", "newer", "safer", "any good", "the same"),
         "best": ("the best deal", "the nicest", "the cheapest", "the closest", "the newest", "the safest bet"),
         "thing": ("option", "item", "entry", "line", "result", "picture", "part", "row"),
+    },
+)
+#: Short questions about a detail of something just mentioned: after a look it is on view (a look),
+#: after chat they ask about the assistant's answer (not a look).
+DETAIL_FOLLOWUPS = expand(
+    (
+        "{and} the {detail}?",
+        "what's the {detail}?",
+        "does it say the {detail}?",
+        "is {it} {verdict}?",
+        "so is {it} {verdict}?",
+        "how much is {it}?",
+        "who {made} {it}?",
+        "when does {it} {end}?",
+        "what colour is {it}?",
+        "how many {count} are there?",
+        "which {thing2} is {best2}?",
+        "{and} what does {it} say?",
+    ),
+    {
+        "and": ("and", "what about", "okay and", "so"),
+        "detail": (
+            "price",
+            "date",
+            "total",
+            "rating",
+            "name",
+            "address",
+            "time",
+            "size",
+            "deadline",
+            "score",
+            "author",
+            "brand",
+            "delivery date",
+            "fee",
+            "last number",
+            "title",
+            "phone number",
+            "due date",
+        ),
+        "it": ("it", "that", "that one", "this one", "the first one", "the red one", "the big one"),
+        "verdict": ("worth it", "legit", "a good deal", "any good", "safe", "correct", "too much", "normal"),
+        "made": ("made", "wrote", "sent", "posted", "sells"),
+        "end": ("end", "start", "close", "expire", "arrive"),
+        "count": ("items", "people", "messages", "options", "rows", "steps"),
+        "thing2": ("one", "option", "plan", "size", "colour"),
+        "best2": ("better", "cheaper", "the best", "faster", "nicer"),
     },
 )
 #: Follow-ups that need the screen only when they follow a look (they keep looking at it).
@@ -149,7 +198,7 @@ def conversations(examples: Sequence[Row], *, count: int, seed: int = 0) -> list
             if looked or reacted:
                 if draw < 0.4:
                     follow = rng.choice(after.get(home) or DEPENDENT_FOLLOWUPS) if rng.random() < 0.3 else None
-                    pool = DEPENDENT_FOLLOWUPS if rng.random() < 0.6 else LOOK_FOLLOWUPS
+                    pool = rng.choice((DEPENDENT_FOLLOWUPS, DETAIL_FOLLOWUPS, LOOK_FOLLOWUPS))
                     step = (1, follow or rng.choice(pool))
                 elif draw < 0.5:
                     step = (1, rng.choice(yes[home]))
@@ -160,7 +209,9 @@ def conversations(examples: Sequence[Row], *, count: int, seed: int = 0) -> list
             elif draw < 0.3:
                 step = (1, rng.choice(yes[home] if rng.random() < 0.8 else all_yes))
             elif draw < 0.45 and steps:
-                pool = rng.choice((DEPENDENT_FOLLOWUPS, CHAT_FOLLOWUPS, after.get(home) or CHAT_FOLLOWUPS))
+                pool = rng.choice(
+                    (DEPENDENT_FOLLOWUPS, DETAIL_FOLLOWUPS, CHAT_FOLLOWUPS, after.get(home) or CHAT_FOLLOWUPS)
+                )
                 step = (0, rng.choice(pool))
             elif draw < 0.5:
                 step = (0, rng.choice(REACTIONS))

@@ -1,12 +1,13 @@
-"""Training the demo tool classifier: the [CLS] path of MiniLM's last layer on cached features.
+"""Training the demo tool classifier: MiniLM's top layers on cached features.
 
-The classifier reads only the [CLS] vector of the last encoder layer (through BERT's pooler). That
-vector depends on the last layer's input at [CLS] and on the keys and values of every token. So the
-first five layers and the last layer's key/value projections stay frozen, their outputs are
-computed once per example, and training updates everything else on the [CLS] path: the last
-layer's query, attention output, feed-forward and layer norms, the pooler and the classifier. One
-encoder pass over the data, then cheap epochs; the saved model is a plain
-`BertForSequenceClassification` whose outputs equal what was trained (`check_cached_path`).
+The classifier reads only the [CLS] vector of the last encoder layer (through BERT's pooler). The
+lower layers stay frozen: their output for every token (the input of the first trained layer) is
+computed once per example, and training updates every parameter of the top `top` layers, the
+pooler and the classifier. The trained layers see every token, so they can learn to weigh the
+earlier turns against the newest utterance; the last one is evaluated on its [CLS] path only (its
+keys and values over every token, its query, attention output and feed-forward at [CLS]). One
+encoder pass over the data, then epochs that cost about one layer pass each; the saved model is a
+plain `BertForSequenceClassification` whose outputs equal what was trained (`check_cached_path`).
 
 All functions take the model and tensors explicitly and import torch themselves, so importing this
 module stays cheap.
@@ -22,25 +23,24 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..tool import Rendered, ToolClassifier
 
-#: The trainable parameters: the last layer except its key/value projections, the pooler, the head.
-_FROZEN_IN_LAST_LAYER = ("attention.self.key.", "attention.self.value.")
+#: Examples per optimiser step.
+BATCH = 32
 
 
 @dataclass(frozen=True)
 class Cached:
-    """Frozen features of N examples: the last layer's input at [CLS], its keys/values, the mask."""
+    """Frozen features of N examples: the input of the first trained layer for every token, the mask."""
 
-    cls_in: Any  # [N, hidden]
-    keys: Any  # [N, heads, length, head_size]
-    values: Any  # [N, heads, length, head_size]
+    hidden: Any  # [N, length, hidden]
     mask: Any  # [N, length], 1 for real tokens
+    lengths: Any  # [N]
 
     def take(self, index: Any) -> Cached:
-        return Cached(self.cls_in[index], self.keys[index], self.values[index], self.mask[index])
+        return Cached(self.hidden[index], self.mask[index], self.lengths[index])
 
 
-def cache_features(model: Any, inputs: Sequence[Rendered], *, batch: int = 64) -> Cached:
-    """Run the frozen part once per distinct input: length-sorted batches, padded to the longest input overall.
+def cache_features(model: Any, inputs: Sequence[Rendered], *, top: int, batch: int = 64) -> Cached:
+    """Run the frozen layers (all but the top `top`) once per distinct input, in length-sorted batches.
 
     `inputs` are what the server feeds the model (`ToolClassifier.render`: ids and segment ids).
     Repeated inputs (a step whose history the budget drops, the same opening of two conversations)
@@ -51,20 +51,17 @@ def cache_features(model: Any, inputs: Sequence[Rendered], *, batch: int = 64) -
     distinct = dict.fromkeys(inputs)
     if len(distinct) < len(inputs):
         position = {item: i for i, item in enumerate(distinct)}
-        return cache_features(model, list(distinct), batch=batch).take(
+        return cache_features(model, list(distinct), top=top, batch=batch).take(
             torch.tensor([position[item] for item in inputs])
         )
     layers = model.bert.encoder.layer
-    last = layers[-1].attention.self
-    heads, size = last.num_attention_heads, last.attention_head_size
     width = max(len(item.ids) for item in inputs)
     count = len(inputs)
-    cls_in = torch.zeros(count, model.config.hidden_size)
-    keys = torch.zeros(count, heads, width, size)
-    values = torch.zeros(count, heads, width, size)
+    hidden = torch.zeros(count, width, model.config.hidden_size)
     mask = torch.zeros(count, width)
+    lengths = torch.tensor([len(item.ids) for item in inputs])
     order = sorted(range(count), key=lambda i: len(inputs[i].ids))
-    model.bert.encoder.layer = layers[:-1]
+    model.bert.encoder.layer = layers[: len(layers) - top]
     try:
         with torch.inference_mode():
             for start in range(0, count, batch):
@@ -72,46 +69,52 @@ def cache_features(model: Any, inputs: Sequence[Rendered], *, batch: int = 64) -
                 longest = max(len(inputs[i].ids) for i in index)
                 ids = torch.tensor([[*inputs[i].ids] + [0] * (longest - len(inputs[i].ids)) for i in index])
                 types = torch.tensor([[*inputs[i].type_ids] + [0] * (longest - len(inputs[i].ids)) for i in index])
-                attention = (
-                    torch.arange(longest)[None, :] < torch.tensor([len(inputs[i].ids) for i in index])[:, None]
-                ).long()
-                hidden = model.bert(input_ids=ids, attention_mask=attention, token_type_ids=types).last_hidden_state
+                attention = (torch.arange(longest)[None, :] < lengths[index][:, None]).long()
                 where = torch.tensor(index)
-                cls_in[where] = hidden[:, 0]
-                keys[where, :, :longest] = last.key(hidden).view(len(index), longest, heads, size).transpose(1, 2)
-                values[where, :, :longest] = last.value(hidden).view(len(index), longest, heads, size).transpose(1, 2)
+                out = model.bert(input_ids=ids, attention_mask=attention, token_type_ids=types).last_hidden_state
+                hidden[where, :longest] = out
                 mask[where, :longest] = attention.float()
     finally:
         model.bert.encoder.layer = layers
-    return Cached(cls_in, keys, values, mask)
+    return Cached(hidden, mask, lengths)
 
 
-def cls_logits(model: Any, cached: Cached) -> Any:
+def cls_logits(model: Any, cached: Cached, *, top: int) -> Any:
     """The classifier's logits from cached features, computed with the model's own modules (eval mode)."""
     import torch
+    from transformers.masking_utils import create_bidirectional_mask
 
-    layer = model.bert.encoder.layer[-1]
+    longest = int(cached.lengths.max())
+    hidden, mask = cached.hidden[:, :longest], cached.mask[:, :longest]
+    layers = model.bert.encoder.layer
+    if top > 1:
+        extended = create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=mask.long())
+        for below in layers[len(layers) - top : -1]:
+            out = below(hidden, extended)
+            hidden = out[0] if isinstance(out, tuple) else out
+    layer = layers[-1]
     attention = layer.attention.self
     heads, size = attention.num_attention_heads, attention.attention_head_size
-    query = attention.query(cached.cls_in).view(-1, heads, 1, size)
-    scores = (query @ cached.keys.transpose(-1, -2)) * attention.scaling  # [N, heads, 1, length]
-    scores = scores.masked_fill(cached.mask[:, None, None, :] == 0, torch.finfo(scores.dtype).min)
-    context = (scores.softmax(-1) @ cached.values).reshape(-1, heads * size)
-    attended = layer.attention.output.LayerNorm(layer.attention.output.dense(context) + cached.cls_in)
-    hidden = layer.output.LayerNorm(layer.output.dense(layer.intermediate(attended)) + attended)
-    return model.classifier(model.bert.pooler(hidden[:, None, :]))
+    cls_in = hidden[:, 0]
+    query = attention.query(cls_in).view(-1, heads, 1, size)
+    keys = attention.key(hidden).view(len(hidden), -1, heads, size).transpose(1, 2)
+    values = attention.value(hidden).view(len(hidden), -1, heads, size).transpose(1, 2)
+    scores = (query @ keys.transpose(-1, -2)) * attention.scaling  # [N, heads, 1, length]
+    scores = scores.masked_fill(mask[:, None, None, :] == 0, torch.finfo(scores.dtype).min)
+    context = (scores.softmax(-1) @ values).reshape(-1, heads * size)
+    attended = layer.attention.output.LayerNorm(layer.attention.output.dense(context) + cls_in)
+    out = layer.output.LayerNorm(layer.output.dense(layer.intermediate(attended)) + attended)
+    return model.classifier(model.bert.pooler(out[:, None, :]))
 
 
-def trainable_parameters(model: Any) -> list[Any]:
-    """The parameters on the [CLS] path that training updates (see the module docstring)."""
-    last = len(model.bert.encoder.layer) - 1
-    prefix = f"bert.encoder.layer.{last}."
+def trainable_parameters(model: Any, *, top: int) -> list[Any]:
+    """The parameters training updates: every one of the top `top` layers, the pooler and the head."""
+    count = len(model.bert.encoder.layer)
+    prefixes = (*(f"bert.encoder.layer.{i}." for i in range(count - top, count)), "bert.pooler.", "classifier.")
     chosen = []
     for name, parameter in model.named_parameters():
-        on_path = name.startswith(prefix) or name.startswith(("bert.pooler.", "classifier."))
-        frozen = name.startswith(prefix) and name[len(prefix) :].startswith(_FROZEN_IN_LAST_LAYER)
-        parameter.requires_grad_(on_path and not frozen)
-        if on_path and not frozen:
+        parameter.requires_grad_(name.startswith(prefixes))
+        if parameter.requires_grad:
             chosen.append(parameter)
     return chosen
 
@@ -127,51 +130,56 @@ def start_from_mean_pooling(model: Any) -> None:
         query.bias.zero_()
 
 
-def train(model: Any, cached: Cached, labels: Any, *, epochs: int, lr: float, seed: int, weights: Any = None) -> None:
-    """AdamW on the [CLS] path, minibatches of 32, a cosine schedule; dropout stays off (eval mode)."""
+def train(
+    model: Any, cached: Cached, labels: Any, *, top: int, epochs: int, lr: float, seed: int, weights: Any = None
+) -> None:
+    """AdamW on the top layers, minibatches of similar lengths (`BATCH`), a cosine schedule; dropout stays off."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    parameters = trainable_parameters(model)
+    parameters = trainable_parameters(model, top=top)
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
-    steps = epochs * math.ceil(len(labels) / 32)
+    steps = epochs * math.ceil(len(labels) / BATCH)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
     model.eval()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices: one thread is faster, and much faster on a busy machine
     try:
-        _epochs(model, cached, labels, optimizer, schedule, generator, epochs=epochs, weights=weights)
+        for _ in range(epochs):
+            for index in _length_batches(cached.lengths, generator):
+                loss = torch.nn.functional.cross_entropy(
+                    cls_logits(model, cached.take(index), top=top), labels[index], weight=weights, label_smoothing=0.05
+                )
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                schedule.step()
     finally:
         torch.set_num_threads(threads)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
 
 
-def _epochs(
-    model: Any, cached: Cached, labels: Any, optimizer: Any, schedule: Any, generator: Any, *, epochs: int, weights: Any
-) -> None:
+def _length_batches(lengths: Any, generator: Any) -> list[Any]:
+    """Minibatches of examples of about the same length (sorted with a little noise), in a random order."""
     import torch
 
-    for _ in range(epochs):
-        order = torch.randperm(len(labels), generator=generator)
-        for start in range(0, len(order), 32):
-            index = order[start : start + 32]
-            loss = torch.nn.functional.cross_entropy(
-                cls_logits(model, cached.take(index)), labels[index], weight=weights, label_smoothing=0.05
-            )
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            schedule.step()
+    noise = torch.rand(len(lengths), generator=generator) * 4
+    order = torch.argsort(lengths.float() + noise)
+    chunks = list(order.split(BATCH))
+    return [chunks[i] for i in torch.randperm(len(chunks), generator=generator).tolist()]
 
 
-def margins(model: Any, cached: Cached) -> Any:
+def margins(model: Any, cached: Cached, *, top: int) -> Any:
     """Positive-minus-negative logit per example (the log-odds the softmax turns into a probability)."""
     import torch
 
+    out = torch.zeros(len(cached.lengths))
     with torch.inference_mode():
-        logits = cls_logits(model, cached)
-    return (logits[:, 1] - logits[:, 0]).clone()
+        for index in torch.argsort(cached.lengths).split(256):
+            logits = cls_logits(model, cached.take(index), top=top)
+            out[index] = logits[:, 1] - logits[:, 0]
+    return out
 
 
 def fit_platt(margin: Any, labels: Any, *, steps: int = 300) -> tuple[float, float]:
@@ -206,7 +214,7 @@ def fold_into_head(model: Any, scale: float, shift: float) -> None:
 
 
 def check_cached_path(
-    classifier: ToolClassifier, inputs: Sequence[Rendered], cached: Cached, *, atol: float = 1e-3
+    classifier: ToolClassifier, inputs: Sequence[Rendered], cached: Cached, *, top: int, atol: float = 1e-3
 ) -> float:
     """The largest gap between the served model's logits (`classifier`'s own batching of `inputs`) and the
     cached path's; raises past `atol`."""
@@ -215,7 +223,7 @@ def check_cached_path(
     model = classifier.model
     with torch.inference_mode():
         full = torch.cat([model(**classifier.model_inputs([item])).logits for item in inputs])
-        fast = cls_logits(model, cached)
+        fast = torch.cat([cls_logits(model, cached.take([i]), top=top) for i in range(len(inputs))])
     gap = float((full - fast).abs().max())
     if gap > atol:
         raise RuntimeError(f"the trained [CLS] path disagrees with the full model by {gap:.4g}")

@@ -12,8 +12,12 @@ import pytest
 
 from yap_engines.demo import DEMO_TOOL_NAME, build_demo_tool
 from yap_engines.demo.tool_classifier import (
+    HAND_WRITTEN_REPEATS,
+    HAND_WRITTEN_TRAINING,
+    HAND_WRITTEN_VALIDATION,
     TRAIN_PER_LABEL,
     VALIDATION_FAMILIES,
+    build_data,
     build_info,
     minilm_dir,
     training_renderer,
@@ -21,6 +25,7 @@ from yap_engines.demo.tool_classifier import (
 from yap_engines.demo.tool_conversations import (
     CHAT_FOLLOWUPS,
     DEPENDENT_FOLLOWUPS,
+    DETAIL_FOLLOWUPS,
     LOOK_FOLLOWUPS,
     REACTIONS,
     conversations,
@@ -28,30 +33,34 @@ from yap_engines.demo.tool_conversations import (
 from yap_engines.demo.tool_data import group_split, training_examples
 from yap_engines.demo.tool_families import FAMILIES
 from yap_engines.tool import Rendered, ToolClassifier, ToolSettings
-from yap_engines.tool_eval import read_rows
+from yap_engines.tool_eval import read_rows, shipped_rows
 
-# A little below the targets (accuracy >= 0.92, FPR <= 0.05; conversations >= 0.85 step accuracy;
-# after a look request, >= 0.95 of the follow-ups that do not ask for one stay "no").
-FLOOR_ACCURACY = 0.89
-CEILING_FPR = 0.07
-FLOOR_CONVERSATIONS = 0.82
-FLOOR_AFTER_REQUEST_NO_RATE = 0.92
-# The follow-up conversations (tool_heldout_followups.tsv), written before tuning and never tuned on:
-# a little below what the recipe-3 build measured there (accuracy 0.917, FPR 0.046, no-rate 0.948,
-# step accuracy 0.917).
+# The shipped held-out files, never tuned on, measured once with recipe 7 (history budget 0): the floors sit a
+# little below its figures. Held-out families: accuracy 0.977, FPR 0.000, conversation steps 0.978, after-a-look
+# no-rate 1.000; their single-utterance families: accuracy 0.976, FPR 0.000 (the issue's targets: >= 0.95, <= 0.02).
+FLOOR_ACCURACY = 0.94
+CEILING_FPR = 0.03
+FLOOR_CONVERSATIONS = 0.93
+FLOOR_AFTER_REQUEST_NO_RATE = 0.95
+SINGLE_UTTERANCE_FLOOR_ACCURACY = 0.94
+SINGLE_UTTERANCE_CEILING_FPR = 0.02
+# The follow-up conversations (tool_heldout_followups.tsv): accuracy 0.990, FPR 0.000, no-rate 1.000, step
+# accuracy 0.990.
 FOLLOWUPS = Path(__file__).parents[3] / "yap_engines" / "demo" / "data" / "tool_heldout_followups.tsv"
-FOLLOWUPS_FLOOR_ACCURACY = 0.88
-FOLLOWUPS_CEILING_FPR = 0.08
-FOLLOWUPS_FLOOR_AFTER_REQUEST_NO_RATE = 0.91
-FOLLOWUPS_FLOOR_STEP_ACCURACY = 0.88
+FOLLOWUPS_FLOOR_ACCURACY = 0.95
+FOLLOWUPS_CEILING_FPR = 0.04
+FOLLOWUPS_FLOOR_AFTER_REQUEST_NO_RATE = 0.95
+FOLLOWUPS_FLOOR_STEP_ACCURACY = 0.95
 # The conversations written before recipe 4 changed the training (tool_heldout_conversations.tsv) and
-# before recipe 5 (tool_heldout_conversations2.tsv): measured, never tuned on. Recipe 5
-# (history budget 0) measured step accuracy 0.899 / 0.894, look recall 0.781 / 0.753, after-a-look
-# no-rate 0.978 / 0.975; the floors sit a little below, under the issue's targets (0.93, 0.88, 0.97).
+# before recipe 5 (tool_heldout_conversations2.tsv): step accuracy 0.938 / 0.894, look recall 0.860 / 0.779,
+# after-a-look no-rate 0.993 / 0.975 (the issue's targets: 0.93, 0.88, 0.97).
 CONVERSATIONS = FOLLOWUPS.with_name("tool_heldout_conversations.tsv")
 CONVERSATIONS_2 = FOLLOWUPS.with_name("tool_heldout_conversations2.tsv")
-CONVERSATIONS_FLOORS = {"step_accuracy": 0.86, "look_recall": 0.72, "after_request_no_rate": 0.94}
-CONVERSATIONS_2_FLOORS = {"step_accuracy": 0.86, "look_recall": 0.70, "after_request_no_rate": 0.94}
+CONVERSATIONS_FLOORS = {"step_accuracy": 0.91, "look_recall": 0.82, "after_request_no_rate": 0.96}
+CONVERSATIONS_2_FLOORS = {"step_accuracy": 0.86, "look_recall": 0.73, "after_request_no_rate": 0.94}
+# The hand-written validation conversations (chosen on, never trained on), as the build's first run measured
+# them: step accuracy 0.964, look recall 0.948, after-a-look no-rate 0.962.
+VALIDATION_FLOORS = {"step_accuracy": 0.93, "recall": 0.91, "after_a_look_no_rate": 0.93}
 #: Turns of up to this many words may equal a generic follow-up of the training conversations.
 SHARED_FOLLOWUP_WORDS = 5
 
@@ -69,7 +78,7 @@ def test_the_group_wise_split_never_puts_a_family_on_both_sides(held_out: list[s
     assert not {r.family for r in train} & {r.family for r in validation}
     # conversations are built from one side only: not even a history turn crosses over
     names = {r.family for r in validation}
-    generic = {*DEPENDENT_FOLLOWUPS, *LOOK_FOLLOWUPS, *CHAT_FOLLOWUPS, *REACTIONS}
+    generic = {*DEPENDENT_FOLLOWUPS, *DETAIL_FOLLOWUPS, *LOOK_FOLLOWUPS, *CHAT_FOLLOWUPS, *REACTIONS}
     allowed = {r.utterance for r in validation} | {t for f in FAMILIES if f.name in names for t in f.after} | generic
     steps = [step for conversation in conversations(validation, count=200, seed=1) for step in conversation]
     assert {step.label for step in steps} == {0, 1}
@@ -91,9 +100,46 @@ def test_the_shipped_held_out_files_are_not_training_families(path: Path | None)
     if path == CONVERSATIONS_2:
         # Written before the generic follow-ups of the training conversations, whose few words
         # ("and the one below it?", "what about now?") any two writers share: only longer turns must differ.
-        texts |= {t.lower() for t in (*DEPENDENT_FOLLOWUPS, *LOOK_FOLLOWUPS, *CHAT_FOLLOWUPS)}
+        texts |= {t.lower() for t in (*DEPENDENT_FOLLOWUPS, *DETAIL_FOLLOWUPS, *LOOK_FOLLOWUPS, *CHAT_FOLLOWUPS)}
         held_out = [r for r in held_out if len(r.utterance.split()) > SHARED_FOLLOWUP_WORDS]
     assert not [r.utterance for r in held_out if r.utterance.lower() in texts]
+
+
+@pytest.mark.parametrize("name", [HAND_WRITTEN_TRAINING, HAND_WRITTEN_VALIDATION], ids=["training", "validation"])
+def test_the_hand_written_conversations_are_whole_conversations_apart_from_the_held_out_files(name: str) -> None:
+    rows = shipped_rows(name)
+    families: dict[str, list[str]] = {}
+    for row in rows:  # each family block is one conversation: a step's history is the steps above it
+        assert row.history == tuple(families.setdefault(row.family, [])), row
+        families[row.family].append(row.utterance)
+    assert len(families) >= 40 and all(len(turns) >= 3 for turns in families.values())
+    assert 0.15 <= sum(r.label for r in rows) / len(rows) <= 0.6
+    other = HAND_WRITTEN_VALIDATION if name == HAND_WRITTEN_TRAINING else HAND_WRITTEN_TRAINING
+    assert not families.keys() & {r.family for r in shipped_rows(other)}
+    # Never a held-out family, nor a held-out turn longer than the few words any two writers share
+    # (only counted: the held-out rows are not to be read while the recipe is chosen).
+    texts = {r.utterance.lower() for r in rows}
+    for path in (None, FOLLOWUPS, CONVERSATIONS, CONVERSATIONS_2):
+        held_out = read_rows(path)
+        assert not families.keys() & {r.family for r in held_out}
+        shared = sum(
+            1 for r in held_out if len(r.utterance.split()) > SHARED_FOLLOWUP_WORDS and r.utterance.lower() in texts
+        )
+        assert shared == 0, (path, shared)
+
+
+def test_the_build_trains_on_the_hand_written_conversations_and_never_on_its_validation() -> None:
+    data = build_data(seed=0)
+    training = shipped_rows(HAND_WRITTEN_TRAINING)
+    trained = [*data.train, *data.val_rows, *data.val_steps]  # the final run's rows
+    assert data.train[-len(training) * HAND_WRITTEN_REPEATS :] == training * HAND_WRITTEN_REPEATS
+    assert data.hand_validation == shipped_rows(HAND_WRITTEN_VALIDATION)
+    assert not {r.family for r in data.hand_validation} & {r.family for r in trained}
+    # no step of a validation conversation is trained on (a bare opening such as "okay i'm on the checkout
+    # page" may be written by two writers alike; with its earlier turns, a step is the validation file's own)
+    steps = {(r.history, r.utterance) for r in trained if r.history}
+    assert not {(r.history, r.utterance) for r in data.hand_validation if r.history} & steps
+    assert not {r.family for r in data.train} & set(VALIDATION_FAMILIES)
 
 
 @pytest.mark.parametrize("budget", [None, 48], ids=["served-default", "48-tokens"])
@@ -115,6 +161,7 @@ async def test_training_renders_every_step_exactly_as_the_server_does(demo_tool_
     served._infer = record  # type: ignore[method-assign]  # what the server would feed the model
     train, _ = group_split(training_examples(per_label=TRAIN_PER_LABEL), VALIDATION_FAMILIES)
     steps = [step for conversation in conversations(train, count=30, seed=7) for step in conversation]
+    steps += shipped_rows(HAND_WRITTEN_TRAINING)[:60] + shipped_rows(HAND_WRITTEN_VALIDATION)[:20]
     long_turn = "so " * 600 + "and what does the last line here say?"  # past the model's length: tail kept
     steps += [replace(steps[-1], utterance=long_turn), replace(steps[-1], history=(*steps[-1].history, long_turn))]
     try:
@@ -138,6 +185,11 @@ def test_the_build_records_its_split_calibration_and_threshold(demo_tool_dir: Pa
     assert info["validation_families"] == list(VALIDATION_FAMILIES)
     assert 0.3 <= info["threshold"]["chosen"] <= 0.9 and info["threshold"]["served_as"] == 0.66
     assert info["cached_path_gap"] < 1e-3  # the saved model computes what was trained
+    hand_written = info["validation"]["hand_written"]
+    assert hand_written["steps"] == len(shipped_rows(HAND_WRITTEN_VALIDATION))
+    for name, floor in VALIDATION_FLOORS.items():
+        assert hand_written[name] >= floor, (name, hand_written)
+    assert info["final_examples"] == len(build_data(seed=info["seed"]).train) + info["validation_examples"]
 
 
 def _eval(model: Path, data: Path | None = None) -> dict:
@@ -159,6 +211,12 @@ def test_the_demo_classifier_clears_the_floor_on_never_trained_families(demo_too
     assert correct / steps >= FLOOR_CONVERSATIONS
     assert result["multi_turn"]["step_accuracy"] == round(correct / steps, 4)  # the conv- families
     assert result["multi_turn"]["after_request_no_rate"] >= FLOOR_AFTER_REQUEST_NO_RATE, result["multi_turn"]
+    # the single-utterance families (no row with earlier turns)
+    conversational = {r.family for r in read_rows() if r.history}
+    single = [f["confusion"] for name, f in result["families"].items() if name not in conversational]
+    tp, fp, tn, fn = (sum(c[k] for c in single) for k in ("tp", "fp", "tn", "fn"))
+    assert len(single) >= 10 and (tp + tn) / (tp + fp + tn + fn) >= SINGLE_UTTERANCE_FLOOR_ACCURACY, single
+    assert fp / (fp + tn) <= SINGLE_UTTERANCE_CEILING_FPR, single
 
 
 def test_the_demo_classifier_clears_the_floor_on_the_follow_up_conversations(demo_tool_dir: Path) -> None:

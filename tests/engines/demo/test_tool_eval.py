@@ -11,6 +11,7 @@ import pytest
 
 from yap_engines.tool_eval import (
     AFTER_A_LOOK,
+    Row,
     distance_bucket,
     evaluate,
     follows_a_look,
@@ -135,6 +136,52 @@ def test_rows_carry_family_label_and_history_oldest_first(small: Path) -> None:
     assert look_distances(rows) == [None] * 5 + [1, 2, 1]
     assert [distance_bucket(d) for d in (None, 1, 3, 4, 9)] == ["none", "1", "3", "4+", "4+"]
     assert parse_rows(["yes\tno family line\r\n"])[0].family == "all"
+
+
+COMPACT = """\
+# family: before-the-format-line
+yes\tlook here\tand earlier || turns
+# format: conversations
+# family: shop
+no\thi there
+yes\tis this a good price?
+
+no\toh nice
+# family: game
+yes\twhat level is this?
+no\tthanks
+"""
+
+
+def test_the_compact_conversation_form_takes_each_steps_history_from_its_block() -> None:
+    rows = parse_rows(COMPACT.splitlines())
+    assert rows[0] == Row("before-the-format-line", 1, "look here", ("and earlier", "turns"))
+    assert rows[1:] == [
+        Row("shop", 0, "hi there"),
+        Row("shop", 1, "is this a good price?", ("hi there",)),
+        Row("shop", 0, "oh nice", ("hi there", "is this a good price?")),  # a blank line does not end a block
+        Row("game", 1, "what level is this?"),  # a new family starts a new conversation
+        Row("game", 0, "thanks", ("what level is this?",)),
+    ]
+    # the same steps written out in full parse to the same rows
+    full = [f"# family: {r.family}\n{r.label}\t{r.utterance}\t{' || '.join(r.history)}" for r in rows[1:]]
+    assert parse_rows("\n".join(full).splitlines()) == rows[1:]
+    assert look_distances(rows[1:]) == [None, None, 1, None, 1]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            "# format: conversations\nyes\ta\tb || c\n",
+            r"data:2: expected label<TAB>utterance \(format: conversations\)",
+        ),
+        ("# format: dialogue\n", r"data:1: unknown format 'dialogue'"),
+    ],
+)
+def test_the_compact_form_refuses_a_history_column_and_unknown_formats(text: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        parse_rows(text.splitlines(), source="data")
 
 
 @pytest.mark.parametrize(("text", "label"), [("YES", 1), ("1", 1), ("take_screenshot", 1), ("No", 0), ("no_tool", 0)])
