@@ -33,18 +33,18 @@ from yap_engines.demo.tool_conversations import (
 from yap_engines.demo.tool_data import group_split, training_examples
 from yap_engines.demo.tool_families import FAMILIES
 from yap_engines.tool import Rendered, ToolClassifier, ToolSettings
-from yap_engines.tool_eval import read_rows, shipped_rows
+from yap_engines.tool_eval import Row, read_rows, shipped_rows
 
-# The shipped held-out files, never tuned on, measured once with recipe 7 (history budget 0): the floors sit a
-# little below its figures. Held-out families: accuracy 0.977, FPR 0.000, conversation steps 0.978, after-a-look
-# no-rate 1.000; their single-utterance families: accuracy 0.976, FPR 0.000 (the issue's targets: >= 0.95, <= 0.02).
-FLOOR_ACCURACY = 0.94
+# The shipped held-out files, never tuned on, measured once with recipe 8 (history budget 0): the floors sit a
+# little below its figures. Held-out families: accuracy 0.989, FPR 0.000, conversation steps 0.989, after-a-look
+# no-rate 1.000; their single-utterance families: accuracy 0.988, FPR 0.000 (the issue's targets: >= 0.95, <= 0.02).
+FLOOR_ACCURACY = 0.95
 CEILING_FPR = 0.03
-FLOOR_CONVERSATIONS = 0.93
+FLOOR_CONVERSATIONS = 0.95
 FLOOR_AFTER_REQUEST_NO_RATE = 0.95
-SINGLE_UTTERANCE_FLOOR_ACCURACY = 0.94
+SINGLE_UTTERANCE_FLOOR_ACCURACY = 0.95
 SINGLE_UTTERANCE_CEILING_FPR = 0.02
-# The follow-up conversations (tool_heldout_followups.tsv): accuracy 0.990, FPR 0.000, no-rate 1.000, step
+# The follow-up conversations (tool_heldout_followups.tsv): accuracy 0.990, FPR 0.015, no-rate 0.983, step
 # accuracy 0.990.
 FOLLOWUPS = Path(__file__).parents[3] / "yap_engines" / "demo" / "data" / "tool_heldout_followups.tsv"
 FOLLOWUPS_FLOOR_ACCURACY = 0.95
@@ -52,15 +52,15 @@ FOLLOWUPS_CEILING_FPR = 0.04
 FOLLOWUPS_FLOOR_AFTER_REQUEST_NO_RATE = 0.95
 FOLLOWUPS_FLOOR_STEP_ACCURACY = 0.95
 # The conversations written before recipe 4 changed the training (tool_heldout_conversations.tsv) and
-# before recipe 5 (tool_heldout_conversations2.tsv): step accuracy 0.938 / 0.894, look recall 0.860 / 0.779,
+# before recipe 5 (tool_heldout_conversations2.tsv): step accuracy 0.972 / 0.934, look recall 0.939 / 0.883,
 # after-a-look no-rate 0.993 / 0.975 (the issue's targets: 0.93, 0.88, 0.97).
 CONVERSATIONS = FOLLOWUPS.with_name("tool_heldout_conversations.tsv")
 CONVERSATIONS_2 = FOLLOWUPS.with_name("tool_heldout_conversations2.tsv")
-CONVERSATIONS_FLOORS = {"step_accuracy": 0.91, "look_recall": 0.82, "after_request_no_rate": 0.96}
-CONVERSATIONS_2_FLOORS = {"step_accuracy": 0.86, "look_recall": 0.73, "after_request_no_rate": 0.94}
-# The hand-written validation conversations (chosen on, never trained on), as the build's first run measured
-# them: step accuracy 0.964, look recall 0.948, after-a-look no-rate 0.962.
-VALIDATION_FLOORS = {"step_accuracy": 0.93, "recall": 0.91, "after_a_look_no_rate": 0.93}
+CONVERSATIONS_FLOORS = {"step_accuracy": 0.94, "look_recall": 0.90, "after_request_no_rate": 0.96}
+CONVERSATIONS_2_FLOORS = {"step_accuracy": 0.90, "look_recall": 0.84, "after_request_no_rate": 0.94}
+# The hand-written validation conversations of both files together (chosen on, never trained on), as the
+# build's first run measured them: step accuracy 0.943, look recall 0.916, after-a-look no-rate 0.968.
+VALIDATION_FLOORS = {"step_accuracy": 0.92, "recall": 0.89, "after_a_look_no_rate": 0.94}
 #: Turns of up to this many words may equal a generic follow-up of the training conversations.
 SHARED_FOLLOWUP_WORDS = 5
 
@@ -105,7 +105,14 @@ def test_the_shipped_held_out_files_are_not_training_families(path: Path | None)
     assert not [r.utterance for r in held_out if r.utterance.lower() in texts]
 
 
-@pytest.mark.parametrize("name", [HAND_WRITTEN_TRAINING, HAND_WRITTEN_VALIDATION], ids=["training", "validation"])
+HAND_WRITTEN_FILES = [HAND_WRITTEN_TRAINING, *HAND_WRITTEN_VALIDATION]
+
+
+def _hand_validation() -> list[Row]:
+    return [row for name in HAND_WRITTEN_VALIDATION for row in shipped_rows(name)]
+
+
+@pytest.mark.parametrize("name", HAND_WRITTEN_FILES, ids=["training", "validation", "validation-2"])
 def test_the_hand_written_conversations_are_whole_conversations_apart_from_the_held_out_files(name: str) -> None:
     rows = shipped_rows(name)
     families: dict[str, list[str]] = {}
@@ -114,8 +121,8 @@ def test_the_hand_written_conversations_are_whole_conversations_apart_from_the_h
         families[row.family].append(row.utterance)
     assert len(families) >= 40 and all(len(turns) >= 3 for turns in families.values())
     assert 0.15 <= sum(r.label for r in rows) / len(rows) <= 0.6
-    other = HAND_WRITTEN_VALIDATION if name == HAND_WRITTEN_TRAINING else HAND_WRITTEN_TRAINING
-    assert not families.keys() & {r.family for r in shipped_rows(other)}
+    for other in HAND_WRITTEN_FILES:  # a family is one file's own
+        assert other == name or not families.keys() & {r.family for r in shipped_rows(other)}
     # Never a held-out family, nor a held-out turn longer than the few words any two writers share
     # (only counted: the held-out rows are not to be read while the recipe is chosen).
     texts = {r.utterance.lower() for r in rows}
@@ -133,7 +140,7 @@ def test_the_build_trains_on_the_hand_written_conversations_and_never_on_its_val
     training = shipped_rows(HAND_WRITTEN_TRAINING)
     trained = [*data.train, *data.val_rows, *data.val_steps]  # the final run's rows
     assert data.train[-len(training) * HAND_WRITTEN_REPEATS :] == training * HAND_WRITTEN_REPEATS
-    assert data.hand_validation == shipped_rows(HAND_WRITTEN_VALIDATION)
+    assert data.hand_validation == _hand_validation() and len(HAND_WRITTEN_VALIDATION) == 2
     assert not {r.family for r in data.hand_validation} & {r.family for r in trained}
     # no step of a validation conversation is trained on (a bare opening such as "okay i'm on the checkout
     # page" may be written by two writers alike; with its earlier turns, a step is the validation file's own)
@@ -161,7 +168,9 @@ async def test_training_renders_every_step_exactly_as_the_server_does(demo_tool_
     served._infer = record  # type: ignore[method-assign]  # what the server would feed the model
     train, _ = group_split(training_examples(per_label=TRAIN_PER_LABEL), VALIDATION_FAMILIES)
     steps = [step for conversation in conversations(train, count=30, seed=7) for step in conversation]
-    steps += shipped_rows(HAND_WRITTEN_TRAINING)[:60] + shipped_rows(HAND_WRITTEN_VALIDATION)[:20]
+    steps += shipped_rows(HAND_WRITTEN_TRAINING)[:60] + [
+        r for n in HAND_WRITTEN_VALIDATION for r in shipped_rows(n)[:20]
+    ]
     long_turn = "so " * 600 + "and what does the last line here say?"  # past the model's length: tail kept
     steps += [replace(steps[-1], utterance=long_turn), replace(steps[-1], history=(*steps[-1].history, long_turn))]
     try:
@@ -186,7 +195,11 @@ def test_the_build_records_its_split_calibration_and_threshold(demo_tool_dir: Pa
     assert 0.3 <= info["threshold"]["chosen"] <= 0.9 and info["threshold"]["served_as"] == 0.66
     assert info["cached_path_gap"] < 1e-3  # the saved model computes what was trained
     hand_written = info["validation"]["hand_written"]
-    assert hand_written["steps"] == len(shipped_rows(HAND_WRITTEN_VALIDATION))
+    assert hand_written["steps"] == len(_hand_validation())
+    files = info["validation"]["hand_written_files"]
+    assert {name: figures["steps"] for name, figures in files.items()} == {
+        name: len(shipped_rows(name)) for name in HAND_WRITTEN_VALIDATION
+    }
     for name, floor in VALIDATION_FLOORS.items():
         assert hand_written[name] >= floor, (name, hand_written)
     assert info["final_examples"] == len(build_data(seed=info["seed"]).train) + info["validation_examples"]
