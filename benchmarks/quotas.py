@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from typing import Any
 import httpx
 import websockets
 
-from yap_cli.loopback import free_port, serve_on_loopback
+from yap_cli.loopback import free_port, listening, serve_on_loopback, stop_process
 from yap_engines import EngineSettings, FakeEngine
 from yap_server import quotas
 from yap_server.app import create_app
@@ -114,12 +113,6 @@ async def rpm_one_process(directory: Path) -> dict[str, Any]:
     return {"requests": 200, "admitted": codes.count(200), "refused_429": codes.count(429), "engine_saw": engine.seen}
 
 
-def _listening(port: int) -> bool:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @contextlib.contextmanager
 def started(
     command: list[str], port: int, env: dict[str, str] | None = None, cpus: set[int] | None = None
@@ -130,13 +123,13 @@ def started(
     )
     try:
         deadline = time.monotonic() + 120
-        while not _listening(port):
+        while not listening(port):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{command[0]} did not start")
             time.sleep(0.1)
         yield
     finally:
-        stop(process)
+        stop_process(process)
 
 
 def on_cpus(cpus: set[int] | None) -> Callable[[], None] | None:
@@ -150,16 +143,6 @@ def server_and_client_cpus() -> tuple[set[int], set[int]] | None:
     """One CPU for the server, the others for every client process (None on a single-CPU machine)."""
     available = sorted(os.sched_getaffinity(0))
     return ({available[0]}, set(available[1:])) if len(available) > 1 else None
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate `process`, killing it after 20 s."""
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
 
 
 async def rpm_two_workers(directory: Path) -> dict[str, Any]:
@@ -388,7 +371,7 @@ def running(command: list[str], cpus: set[int] | None = None) -> Iterator[None]:
     try:
         yield
     finally:
-        stop(process)
+        stop_process(process)
 
 
 async def streams(port: int, count: int) -> None:

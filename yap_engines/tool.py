@@ -71,7 +71,7 @@ class ToolSettings(BaseSettings):
         description=(
             "tokens of earlier user turns given to the classifier, clamped to the model's length; 0 (the "
             "default) judges the newest utterance alone: the demo classifier, trained on hand-written "
-            "conversations with 0, 16 and 32 tokens, did best with 0 on its hand-written validation "
+            "conversations with 0 to 64 tokens, did best with 0 on its hand-written validation "
             "conversations (see yap_engines.demo.tool_classifier); raise it for a model trained on history"
         ),
     )

@@ -18,6 +18,8 @@ from typing import Any
 
 import websockets
 
+from yap_cli.loopback import stop_process
+
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -109,12 +111,7 @@ async def headless_page() -> AsyncIterator[Page]:
                 finally:
                     await page.close()
         finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+            stop_process(process, grace_s=15)
 
 
 def _write(path: Path, data: bytes) -> None:

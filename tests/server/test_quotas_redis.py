@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from yap_cli.loopback import free_port, serve_on_loopback
+from yap_cli.loopback import free_port, listening, serve_on_loopback, stop_process
 from yap_engines import FakeEngine
 from yap_server.app import create_app
 
@@ -38,7 +38,7 @@ class RedisProcess:
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not _listening(self.port):
+        while not listening(self.port):
             assert self.process.poll() is None, "redis-server exited at start-up"
             assert time.monotonic() < deadline, "redis-server did not start within 10 s"
             time.sleep(0.05)
@@ -47,14 +47,6 @@ class RedisProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with contextlib.closing(socket.socket()) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
@@ -83,20 +75,16 @@ def workers(count: int, keys: Path, redis_url: str) -> Iterator[list[str]]:
     try:
         deadline = time.monotonic() + 120
         for port, process in zip(ports, processes, strict=True):
-            while not _listening(port):
+            while not listening(port):
                 assert process.poll() is None, "a worker exited at start-up"
                 assert time.monotonic() < deadline, "a worker did not start within 120 s"
                 time.sleep(0.1)
         yield [f"http://127.0.0.1:{port}" for port in ports]
     finally:
         for process in processes:
-            process.terminate()
+            process.terminate()  # all at once: they shut down in parallel
         for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+            stop_process(process)
 
 
 async def test_two_workers_share_one_limit(tmp_path: Path, redis_server: RedisProcess) -> None:

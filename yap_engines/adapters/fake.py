@@ -254,8 +254,8 @@ class _StreamingFake:
     def _common_prefix(self, prompt: Sequence[int]) -> int:
         """The longest prefix `prompt` shares with a prompt this engine has computed.
 
-        `shared_prefix_length` per remembered prompt (a binary search done in C), skipping a prompt too short
-        to beat the best so far."""
+        `shared_prefix_length` per remembered prompt (slices compared in C), skipping a prompt too short to
+        beat the best so far."""
         ids = tuple(prompt)
         best = 0
         for seen in self._seen_prompts:

@@ -221,9 +221,7 @@ def build_demo_tool(
         **figures([r.label for r in val_rows], single).as_dict(),
         "conversations": _conversation_figures(val_steps, predicted[len(val_rows) :], figures, multi_turn),
         "hand_written": _conversation_figures(hand_validation, hand_predicted, figures, multi_turn),
-        "hand_written_files": _per_file(
-            data.hand_validation_sizes, hand_validation, hand_predicted, figures, multi_turn
-        ),
+        "hand_written_files": _per_file(data.hand_validation_files, hand_predicted, figures, multi_turn),
     }
 
     # Final run: every family, the same recipe, then the calibration with the cut moved to SERVED_THRESHOLD.
@@ -265,7 +263,7 @@ def build_demo_tool(
 @dataclass(frozen=True)
 class BuildData:
     """The build's rows. The first run trains on `train` and is measured on the rest; the final run trains on
-    `train`, `val_rows` and `val_steps`. `hand_validation` is never trained on."""
+    `train`, `val_rows` and `val_steps`. `hand_validation_files` is never trained on."""
 
     #: The training side's generated single utterances and conversations, then the hand-written conversations'
     #: steps, `HAND_WRITTEN_REPEATS` times.
@@ -273,14 +271,13 @@ class BuildData:
     #: The validation families' single utterances and their generated conversations (the calibration rows).
     val_rows: list[Row]
     val_steps: list[Row]
-    #: The hand-written validation conversations' steps (every file of `HAND_WRITTEN_VALIDATION`, in order):
-    #: they choose the recipe.
-    hand_validation: list[Row]
+    #: The steps of each hand-written validation file (`HAND_WRITTEN_VALIDATION`, in order): they choose the recipe.
+    hand_validation_files: dict[str, list[Row]]
 
     @property
-    def hand_validation_sizes(self) -> dict[str, int]:
-        """Steps of each hand-written validation file, in the order of `hand_validation`."""
-        return {name: len(_shipped(name)) for name in HAND_WRITTEN_VALIDATION}
+    def hand_validation(self) -> list[Row]:
+        """Every hand-written validation step, file after file."""
+        return [row for rows in self.hand_validation_files.values() for row in rows]
 
 
 def build_data(seed: int = 0) -> BuildData:
@@ -293,14 +290,8 @@ def build_data(seed: int = 0) -> BuildData:
     train_steps = _steps(conversations(train_rows, count=TRAIN_CONVERSATIONS, seed=seed + 1))
     val_steps = _steps(conversations(val_rows, count=VALIDATION_CONVERSATIONS, seed=seed + 2))
     hand_written = shipped_rows(HAND_WRITTEN_TRAINING) * HAND_WRITTEN_REPEATS
-    hand_validation = [row for name in HAND_WRITTEN_VALIDATION for row in shipped_rows(name)]
+    hand_validation = {name: shipped_rows(name) for name in HAND_WRITTEN_VALIDATION}
     return BuildData(train_rows + train_steps + hand_written, val_rows, val_steps, hand_validation)
-
-
-def _shipped(name: str) -> list[Row]:
-    from ..tool_eval import shipped_rows
-
-    return shipped_rows(name)
 
 
 def training_renderer(model: Any, tokenizer: Any, *, history_tokens: int = TRAIN_HISTORY_TOKENS) -> ToolClassifier:
@@ -330,14 +321,13 @@ def _conversation_figures(steps: list[Row], predicted: list[bool], figures: Any,
 
 
 def _per_file(
-    sizes: dict[str, int], steps: list[Row], predicted: list[bool], figures: Any, multi_turn: Any
+    files: dict[str, list[Row]], predicted: list[bool], figures: Any, multi_turn: Any
 ) -> dict[str, dict[str, Any]]:
-    """`_conversation_figures` of each hand-written validation file (`sizes`: its steps, in order)."""
+    """`_conversation_figures` of each hand-written validation file (`predicted`: every file's steps, in order)."""
     out, start = {}, 0
-    for name, size in sizes.items():
-        part = slice(start, start + size)
-        out[name] = _conversation_figures(steps[part], predicted[part], figures, multi_turn)
-        start += size
+    for name, steps in files.items():
+        out[name] = _conversation_figures(steps, predicted[start : start + len(steps)], figures, multi_turn)
+        start += len(steps)
     return out
 
 

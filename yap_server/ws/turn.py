@@ -90,8 +90,8 @@ class Turn:
         session.history.add("user", self.user_text)
         try:
             if self.app.chat is None:
-                admitted, _ = await self._admit(0)  # a classification alone: the key's request count only
-                if not admitted:
+                await self._admit(0)  # a classification alone: the key's request count only
+                if self.refused:
                     return
                 self._classify(earlier)
                 await self._send_toolcall()
@@ -122,20 +122,20 @@ class Turn:
             await self.send(error_frame(self.session.session_id, self.request_id, "internal_error", message))
 
     # -- the chat reply ------------------------------------------------------------------------
-    async def _admit(self, tokens: int) -> tuple[bool, Admission | None]:
+    async def _admit(self, tokens: int) -> Admission | None:
         """Ask the key's quota for `tokens` (prompt + max_tokens; 0 for a classification alone) before any
-        work: (admitted, its admission or None without a quota). A refused turn ends here with its error, and
-        its utterance leaves history, so a retry after `retry_after_s` sends it again."""
+        work: its admission (None without a quota). A refused turn sets `refused` and ends here with its
+        error, and its utterance leaves history, so a retry after `retry_after_s` sends it again."""
         if self.gate is None:
-            return True, None
+            return None
         try:
-            return True, await self.gate.admit(tokens)
+            return await self.gate.admit(tokens)
         except QuotaExceededError as exc:
             self.refused = True
             self.session.history.withdraw_last_turn()
             failure = failure_for(exc)
             await self._error(failure.code, failure.message, **failure.extra)
-            return False, None
+            return None
 
     def _classify(self, earlier: list[str]) -> None:
         """Start the classification (when this turn is routed); `earlier`: the session's previous utterances."""
@@ -154,8 +154,8 @@ class Turn:
             await self._error("context_too_long", str(exc))
             return
         prompt = fitted.token_ids
-        admitted, admission = await self._admit(len(prompt) + self.sampling.max_tokens)
-        if not admitted:
+        admission = await self._admit(len(prompt) + self.sampling.max_tokens)
+        if self.refused:
             return
         self._classify(earlier)  # admitted: only now does the classifier see the utterance
         self.prompt = prompt
